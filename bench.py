@@ -1,0 +1,359 @@
+"""What rift achieves and what it costs, measured on this machine.
+
+    python bench.py                 # cost: training-step ratios and attack time shares -> bench.json
+    python bench.py --smoke         # the same on a tiny random model in seconds (CI keeps it working)
+    python bench.py results         # train standard/adv/rift on SST-2, attack each -> results/
+    python bench.py plot RUN_DIR    # a train.py run's loss terms, MI bound, dev accuracy -> RUN_DIR/training.png
+
+Cost is measured as ratios inside one process on the same batches, so the machine's speed cancels:
+  training  seconds per optimiser step of standard, adv and rift, each against standard, beside the
+            ratio expected from counting passes (K attack steps of forward + backward to the
+            embeddings, a second forward + backward for the adversarial input, one teacher forward),
+            each pass timed alone. Goal: measured / expected <= 1.15 (no pass is wasted).
+  attacks   PWWS on 200 examples: the share of wall time inside the model's forward passes (goal
+            >= 85%: batching and caching work) and its examples/s beside raw forward examples/s.
+
+`results` resumes: a run or evaluation that has finished is not repeated, so it can be run in pieces.
+"""
+
+import argparse
+import json
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+
+import attacks
+from data import TASKS, UsageError, format_table, is_word, load_split, pyplot, tokenize
+from rift import (DEFAULT_MODEL, METHODS, Critics, classify, load_classifier, make_teacher, model_path,
+                  pgd_perturbation, predict_proba, teacher_features, training_loss)
+
+# The results command: the same seed, subset and epochs for all three methods.
+RESULTS = dict(task="sst2", train_examples=4000, epochs=2, seed=42, lr=5e-5, test_examples=500, eps=[0.25, 0.5, 1.0])
+RESULTS_ATTACKS = [("pwws", "wordnet"), ("pwws", "counterfitted"), ("textfooler", "counterfitted")]
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory so far: CUDA's allocator peak, or the process's resident high-water mark."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def seconds(fn, batches, repeats: int) -> float:
+    """Median seconds of fn over the batches, after one untimed warm-up pass."""
+    for batch in batches:
+        fn(batch)
+    times = []
+    for _ in range(repeats):
+        for batch in batches:
+            started = time.perf_counter()
+            fn(batch)
+            if batch["input_ids"].is_cuda:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def training_cost(model_name: str, examples, device, batch_size: int, steps: int, eps: float,
+                  max_length: int, repeats: int) -> list[dict]:
+    model, tokenizer = load_classifier(model_name, num_labels=2)
+    teacher = make_teacher(model).to(device)
+    model.to(device).train()
+    critics = Critics(2, model.config.hidden_size, teacher.config.hidden_size).to(device)
+    optimizer = torch.optim.AdamW([*model.parameters(), *critics.parameters()], lr=1e-5)
+    by_class = [[ex for ex in examples if ex.label == c] for c in (0, 1)]
+    half = batch_size // 2
+    batches = [tokenize(tokenizer, by_class[0][i * half:(i + 1) * half] + by_class[1][i * half:(i + 1) * half],
+                        max_length).to(device) for i in range(4)]
+    loss_kwargs = dict(teacher=teacher, critics=critics, alpha=0.1, beta=10.0, tau=0.2, eps=eps, steps=steps, norm="l2")
+
+    def optimiser_step(method):
+        def step(batch):
+            training_loss(method, model, batch, **loss_kwargs)["loss"].backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        return step
+
+    # The passes, each timed alone.
+    def forward_backward(batch):
+        logits, _ = classify(model, model.get_input_embeddings()(batch["input_ids"]), batch)
+        torch.nn.functional.cross_entropy(logits, batch["labels"]).backward()
+        optimizer.zero_grad(set_to_none=True)
+
+    def attack_step(batch):
+        embeds = model.get_input_embeddings()(batch["input_ids"]).detach()
+        pgd_perturbation(model, embeds, batch, torch.zeros(len(embeds), 2, device=device), eps, 1, "l2")
+
+    t_forward_backward = seconds(forward_backward, batches, repeats)
+    t_attack_step = seconds(attack_step, batches, repeats)
+    t_teacher = seconds(lambda b: teacher_features(teacher, b), batches, repeats)
+
+    rows = []
+    for method in METHODS:  # cheapest first, so the CPU's resident high-water mark reads each one's peak
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        t_step = seconds(optimiser_step(method), batches, repeats)
+        rows.append({"method": method, "s_per_step": t_step, "peak_memory_mb": peak_memory_mb(device)})
+    t_standard = rows[0]["s_per_step"]
+    expected = {"standard": t_standard,
+                "adv": t_standard + t_forward_backward + steps * t_attack_step,
+                "rift": t_standard + t_forward_backward + steps * t_attack_step + t_teacher}
+    for row in rows:
+        row |= {"ratio_to_standard": row["s_per_step"] / t_standard,
+                "expected_ratio": expected[row["method"]] / t_standard,
+                "measured_over_expected": row["s_per_step"] / expected[row["method"]],
+                "examples_per_s": batch_size / row["s_per_step"]}
+    rows.append({"method": "passes", "forward_backward_s": t_forward_backward, "attack_step_s": t_attack_step,
+                 "teacher_forward_s": t_teacher})
+    return rows
+
+
+def attack_cost(checkpoint: str, examples, device, max_length: int, batch_size: int) -> dict:
+    model, tokenizer = load_classifier(checkpoint)
+    model.to(device).eval()
+    synonyms = attacks.wordnet_synonyms()
+    started = time.perf_counter()
+    predict_proba(model, tokenizer, examples, max_length, batch_size)
+    forward_seconds = time.perf_counter() - started
+    victim = attacks.Victim(model, tokenizer, max_length, batch_size)
+    started = time.perf_counter()
+    results = [attacks.attack_example(victim, ex, "pwws", synonyms, 0.3, None, np.random.default_rng(0))
+               for ex in examples]
+    wall = time.perf_counter() - started
+    summary = attacks.summarize(results)
+    return {"checkpoint": checkpoint, "examples": len(examples), "attack_seconds": wall,
+            "model_time_share": victim.model_seconds / wall, "attack_examples_per_s": len(examples) / wall,
+            "forward_examples_per_s": len(examples) / forward_seconds,
+            "queries_per_s": sum(r.queries for r in results) / wall, "avg_queries": summary["avg_queries"],
+            "recheck_mismatches": summary["recheck_mismatches"]}
+
+
+def tiny_model(folder: Path) -> str:
+    """A 2-layer random BERT with the default model's tokenizer: the smoke test's model."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_path(DEFAULT_MODEL))
+    config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    transformers.BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def cost(args) -> dict:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    task = TASKS["sst2"]
+    train = load_split(task, "train", args.data_dir)
+    test = [ex for ex in load_split(task, "test", args.data_dir) if sum(map(is_word, ex.words)) >= 4]
+    scratch = Path(tempfile.mkdtemp())
+    try:
+        model = tiny_model(scratch / "tiny") if args.smoke else args.model
+        checkpoint = model if args.smoke else args.checkpoint or newest_run()
+        rows = training_cost(model, train[:2000], device, args.batch_size, args.adv_steps, 0.5,
+                             task.max_length, 1 if args.smoke else args.repeats)
+        attack = attack_cost(checkpoint, test[:8 if args.smoke else args.attack_examples], device,
+                             task.max_length, 64)
+    finally:
+        shutil.rmtree(scratch)
+    report = {"date": date.today().isoformat(), "machine": machine(device), "smoke": args.smoke,
+              "model": model if not args.smoke else "tiny random BERT", "batch_size": args.batch_size,
+              "adv_steps": args.adv_steps, "training": rows, "attacks": attack}
+    Path(args.json).write_text(json.dumps(report, indent=2))
+    print(f"\ntraining cost per optimiser step ({report['model']}, batch {args.batch_size}, K={args.adv_steps}, {device})")
+    print(format_table(rows[:-1], {"method": "method", "s_per_step": "s/step", "examples_per_s": "examples/s",
+                                   "ratio_to_standard": "x standard", "expected_ratio": "expected x",
+                                   "measured_over_expected": "measured/expected", "peak_memory_mb": "peak MB"}))
+    print(f"\nattack cost: PWWS/WordNet on {attack['examples']} SST-2 test examples ({attack['checkpoint']})")
+    print(format_table([attack], {"model_time_share": "time in model", "attack_examples_per_s": "attack examples/s",
+                                  "forward_examples_per_s": "forward examples/s", "queries_per_s": "queries/s",
+                                  "avg_queries": "queries/example"}))
+    print(f"\n-> {args.json}")
+    return report
+
+
+def machine(device: torch.device) -> str:
+    gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads{gpu}; "
+            f"python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}")
+
+
+def newest_run() -> str:
+    runs = sorted(Path("runs").glob("**/best"), key=lambda best: best.stat().st_mtime)
+    if not runs:
+        raise UsageError("the attack benchmark needs a fine-tuned model: pass --checkpoint or train one first")
+    return str(runs[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# The results table
+
+def run_cli(command: list[str], folder: Path) -> None:
+    """Run train.py or evaluate.py unless `folder` holds its finished output; a half-written
+    folder (an interrupted run) is started again."""
+    done = folder / ("summary.json" if command[0] == "train.py" else "results.json")
+    if done.is_file():
+        print(f"done already: {folder}")
+        return
+    if folder.exists():
+        shutil.rmtree(folder)
+    print("+ python " + " ".join(command), flush=True)
+    subprocess.run([sys.executable, *command], check=True)
+
+
+def results(args) -> None:
+    r = RESULTS
+    root = Path(args.runs)
+    data = ["--data-dir", args.data_dir] if args.data_dir else []
+    for method in METHODS:
+        run = root / f"{r['task']}-{method}"
+        run_cli(["train.py", "--task", r["task"], "--method", method, "--max-train-examples", str(r["train_examples"]),
+                 "--epochs", str(r["epochs"]), "--lr", str(r["lr"]), "--seed", str(r["seed"]), "--out", str(run), *data], run)
+        for attack, synonyms in RESULTS_ATTACKS:
+            run_cli(["evaluate.py", "--checkpoint", str(run), "--attack", attack, "--synonyms", synonyms,
+                     "--num-examples", str(r["test_examples"]), "--seed", str(r["seed"]),
+                     "--out", str(run / "eval" / f"{attack}-{synonyms}"), *data], run / "eval" / f"{attack}-{synonyms}")
+        run_cli(["evaluate.py", "--checkpoint", str(run), "--attack", "pgd", "--eps", *map(str, r["eps"]),
+                 "--num-examples", str(r["test_examples"]), "--seed", str(r["seed"]),
+                 "--out", str(run / "eval" / "pgd"), *data], run / "eval" / "pgd")
+    write_results(root, Path(args.results_dir))
+
+
+def write_results(root: Path, folder: Path) -> None:
+    r = RESULTS
+    table, details, curves = [], [], {}
+    for method in METHODS:
+        run = root / f"{r['task']}-{method}"
+        summary = json.loads((run / "summary.json").read_text())
+        row = {"method": method, "dev_accuracy": summary["best_dev_accuracy"],
+               "train_examples_per_s": summary["train_examples_per_s"], "train_minutes": summary["train_minutes"]}
+        for attack, synonyms in RESULTS_ATTACKS:
+            metrics = json.loads((run / "eval" / f"{attack}-{synonyms}" / "results.json").read_text())["metrics"]
+            row["clean_accuracy"] = metrics[0]["clean_accuracy"]
+            row[f"{attack}_{synonyms}"] = metrics[1]["accuracy_under_attack"]
+            details.append({"method": method, "attack": f"{attack}/{synonyms}", **metrics[1]})
+        pgd = json.loads((run / "eval" / "pgd" / "results.json").read_text())["metrics"]
+        for metrics in pgd[1:]:
+            row[f"pgd_{metrics['eps']:g}"] = metrics["accuracy_under_attack"]
+        curves[method] = [(0.0, pgd[0]["clean_accuracy"])] + [(m["eps"], m["accuracy_under_attack"]) for m in pgd[1:]]
+        table.append(row)
+    columns = {"method": "method", "dev_accuracy": "dev acc", "clean_accuracy": "clean acc",
+               **{f"{a}_{s}": f"{a}/{s}" for a, s in RESULTS_ATTACKS},
+               **{f"pgd_{eps:g}": f"pgd {eps:g}" for eps in r["eps"]},
+               "train_examples_per_s": "train ex/s", "train_minutes": "train min"}
+    detail_columns = {"method": "method", "attack": "attack", "attack_success_rate": "success rate",
+                      "words_perturbed_pct": "% words perturbed", "avg_queries": "queries",
+                      "successful": "succ", "failed": "fail", "skipped": "skip",
+                      "seconds_per_example": "s/example", "model_time_share": "time in model"}
+    config = json.loads((root / f"{r['task']}-rift" / "config.json").read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{r['task']}-minilm"
+    (folder / f"{name}.json").write_text(json.dumps(
+        {"settings": r, "attacks": RESULTS_ATTACKS, "table": table, "attack_details": details,
+         "environment": config["environment"], "train_config": config["config"]}, indent=2))
+    env = config["environment"]
+    (folder / f"{name}.md").write_text(
+        f"# SST-2, {DEFAULT_MODEL}: standard vs adv vs rift\n\n"
+        f"Produced by `python bench.py results` ({date.today().isoformat()}); each method trained on the same "
+        f"{r['train_examples']} SST-2 train examples (seed {r['seed']}), {r['epochs']} epochs, lr {r['lr']}, "
+        f"selected on the GLUE dev set, attacked on the same {r['test_examples']} test examples "
+        f"(seed {r['seed']}, at least 4 words).\n\nMachine: {env['platform']}, {env['cpus']} CPUs, device "
+        f"{env['device']}; python {env['python']}, torch {env['torch']}, transformers {env['transformers']}; "
+        f"code {env['git_commit']}.\n\nAccuracy (columns after `clean acc`: accuracy under that attack):\n\n```\n"
+        f"{format_table(table, columns)}\n```\n\nAttack details:\n\n```\n{format_table(details, detail_columns)}\n```\n")
+    plot_results(curves, details, folder / f"{name}.png")
+    print(format_table(table, columns))
+    print(f"\n-> {folder / name}.md, .json, .png")
+
+
+def plot_results(curves: dict, details: list[dict], path: Path) -> None:
+    try:
+        plt = pyplot()
+    except UsageError as err:
+        print(f"no figure: {err}")
+        return
+    figure, (by_eps, by_attack) = plt.subplots(1, 2, figsize=(11, 4))
+    for method, points in curves.items():
+        by_eps.plot(*zip(*points), marker="o", label=method)
+    by_eps.set(xlabel="PGD radius per token (L2)", ylabel="accuracy", title="embedding-space PGD")
+    by_eps.legend()
+    attack_names = list(dict.fromkeys(d["attack"] for d in details))
+    for n, method in enumerate(curves):
+        values = [next(d["accuracy_under_attack"] for d in details if d["method"] == method and d["attack"] == a)
+                  for a in attack_names]
+        by_attack.bar(np.arange(len(attack_names)) + n * 0.27, values, width=0.27, label=method)
+    by_attack.set_xticks(np.arange(len(attack_names)) + 0.27, attack_names)
+    by_attack.set(ylabel="accuracy under attack", title="word substitution (max 30% words)")
+    by_attack.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training curves
+
+def plot_run(run: Path) -> None:
+    plt = pyplot()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    evals = [r for r in records if "dev_accuracy" in r]
+    if not steps:
+        raise UsageError(f"{run}/metrics.jsonl has no logged steps")
+    figure, (losses, mutual_information, accuracy) = plt.subplots(1, 3, figsize=(14, 4))
+    for term in ("loss", "ce", "kl", "mi_nce"):
+        if term in steps[0]:
+            losses.plot([r["step"] for r in steps], [r[term] for r in steps], label=term)
+    losses.set(xlabel="step", title="loss terms")
+    losses.legend()
+    if "mi_bound" in steps[0]:
+        mutual_information.plot([r["step"] for r in steps], [r["mi_bound"] for r in steps])
+    mutual_information.set(xlabel="step", title="InfoNCE bound on I(S;T|Y), nats")
+    accuracy.plot([r["step"] for r in evals], [r["dev_accuracy"] for r in evals], marker="o")
+    accuracy.set(xlabel="step", title="dev accuracy")
+    figure.tight_layout()
+    figure.savefig(run / "training.png", dpi=120)
+    print(f"-> {run / 'training.png'}")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", nargs="?", default="cost", choices=["cost", "results", "plot"])
+    p.add_argument("run", nargs="?", help="plot: the run folder")
+    p.add_argument("--smoke", action="store_true", help="cost: a tiny random model and a few batches (seconds)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="cost: the encoder whose training steps are timed")
+    p.add_argument("--checkpoint", help="cost: the fine-tuned model attacked (default: the newest run)")
+    p.add_argument("--batch-size", type=int, default=32, help="cost: training batch (default: %(default)s)")
+    p.add_argument("--adv-steps", type=int, default=3, help="cost: PGD steps K (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=3, help="cost: timed passes over the 4 batches (default: %(default)s)")
+    p.add_argument("--attack-examples", type=int, default=200, help="cost: PWWS examples (default: %(default)s)")
+    p.add_argument("--json", default="bench.json", help="cost: where the numbers go (default: %(default)s)")
+    p.add_argument("--data-dir", help="folder holding sst2/ (else $RIFT_DATA, else the cache)")
+    p.add_argument("--runs", default="runs/results", help="results: the run folders (default: %(default)s)")
+    p.add_argument("--results-dir", default="results", help="results: the table and figure (default: %(default)s)")
+    args = p.parse_args(argv)
+    if args.command == "plot":
+        if not args.run:
+            raise UsageError("plot needs a run folder: python bench.py plot runs/<run>")
+        plot_run(Path(args.run))
+    elif args.command == "results":
+        results(args)
+    else:
+        cost(args)
+
+
+if __name__ == "__main__":
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        main()
+    except UsageError as err:
+        sys.exit(f"error: {err}")

@@ -1,0 +1,247 @@
+"""Measure how robust a classifier is to word-substitution attacks and to embedding-space PGD.
+
+    python evaluate.py --attack synonym                        # newest run in runs/: PWWS, WordNet
+    python evaluate.py --checkpoint runs/sst2-rift-20261125-120000 --attack all --synonyms counterfitted
+    python evaluate.py --checkpoint path/to/any/hf/classifier --task sst2 --attack textfooler
+    python evaluate.py --attack pgd --eps 0.25 0.5 1 2         # a robustness curve in one run
+
+The examples are --num-examples drawn with --seed from --split (test by default), leaving out
+those of fewer than --min-words words, as TextDefender does. Writes, to --out or to
+<run>/eval/<attack>-<synonyms>-<time>/:
+    results.json       every setting, the sampled indices, the metrics of each attack
+    adversarial.jsonl  one line per attacked example: original and perturbed text, changed
+                       positions, label, predictions and probabilities before and after
+and prints the summary table (clean accuracy, accuracy under attack, success rate, % words
+perturbed, queries, successful/failed/skipped, seconds per example, share of time in the model).
+"""
+
+import argparse
+import json
+import platform
+import random
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+import transformers
+from tqdm.auto import tqdm
+
+import attacks
+from data import (DEFAULT_TASK, TASKS, UsageError, custom_task, format_table, infer_labels, is_word,
+                  load_split, pyplot)
+from rift import load_classifier, predict_proba
+
+ATTACKS = {"synonym": ["pwws"], "pwws": ["pwws"], "textfooler": ["textfooler"], "genetic": ["genetic"],
+           "pgd": ["pgd"], "none": [], "all": ["pwws", "textfooler", "genetic", "pgd"]}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", help="a train.py run folder or a Hugging Face classifier folder "
+                                        "(default: the newest run under runs/)")
+    p.add_argument("--attack", default="synonym", choices=ATTACKS,
+                   help="synonym (= pwws), pwws, textfooler, genetic, pgd, none (clean accuracy only) or all")
+    data = p.add_argument_group("data")
+    data.add_argument("--task", choices=[*TASKS, "custom"],
+                      help=f"the task (default: the run's; {DEFAULT_TASK} for a plain model folder)")
+    data.add_argument("--split", default="test", choices=["train", "dev", "test"], help="(default: %(default)s)")
+    data.add_argument("--data-dir", help="folder holding <task>/<split>.tsv (else $RIFT_DATA, else the cache)")
+    data.add_argument("--file", help="a .tsv/.csv/.jsonl file to evaluate on instead of the task's split")
+    data.add_argument("--text-column", default="text", help="custom task: column of the attacked text")
+    data.add_argument("--label-column", default="label", help="custom task: column of the label")
+    data.add_argument("--context-column", help="custom task: column of a first sentence that is never attacked")
+    data.add_argument("--labels", help="custom task: label values in class order, comma-separated")
+    data.add_argument("--num-examples", type=int, default=1000, help="examples drawn with --seed (default: %(default)s)")
+    data.add_argument("--min-words", type=int, default=4, help="leave out shorter examples (default: %(default)s)")
+    data.add_argument("--max-length", type=int, help="tokens per example (default: the run's, else the task's)")
+    words = p.add_argument_group("word substitution")
+    words.add_argument("--synonyms", default="wordnet", choices=["wordnet", "counterfitted"],
+                       help="WordNet 3.0, or the counter-fitted neighbours (default: %(default)s)")
+    words.add_argument("--synonyms-path", help="counterfitted: the neighbour table (.json) or the vectors (.txt/.zip)")
+    words.add_argument("--neighbours", type=int, default=50, help="from vectors: nearest words kept (default: %(default)s)")
+    words.add_argument("--min-cos", type=float, default=0.5, help="from vectors: least cosine kept (default: %(default)s)")
+    words.add_argument("--max-modify-rate", type=float, default=0.3,
+                       help="largest share of an example's words changed (default: %(default)s, as TextDefender)")
+    words.add_argument("--query-budget", type=int, help="most texts scored per example (default: 50 x its words)")
+    words.add_argument("--population", type=int, default=60, help="genetic: population size (default: %(default)s)")
+    words.add_argument("--generations", type=int, default=40, help="genetic: iterations (default: %(default)s)")
+    pgd = p.add_argument_group("embedding-space PGD")
+    pgd.add_argument("--eps", type=float, nargs="+", default=[0.25, 0.5, 1.0],
+                     help="radii, per token (default: %(default)s)")
+    pgd.add_argument("--pgd-steps", type=int, default=10, help="(default: %(default)s)")
+    pgd.add_argument("--pgd-norm", default="l2", choices=["l2", "linf"], help="(default: %(default)s)")
+    run = p.add_argument_group("bookkeeping")
+    run.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default: %(default)s)")
+    run.add_argument("--seed", type=int, default=42, help="draws the examples; seeds the genetic attack and PGD")
+    run.add_argument("--out", help="results folder (default: <run>/eval/<attack>-<synonyms>-<time>); must not exist")
+    run.add_argument("--device", default="auto", help="cuda, cpu, or auto: cuda when there is one")
+    run.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast (default: on with CUDA)")
+    run.add_argument("--plot", action="store_true",
+                     help="also draw robustness.png: accuracy against PGD radius and against the share of "
+                          "words changed (needs matplotlib: requirements-extra.txt)")
+    return p.parse_args(argv)
+
+
+def resolve_checkpoint(checkpoint: str | None) -> tuple[str, dict | None]:
+    """(model folder or hub name, the run's config.json or None). A run's model is its best/."""
+    if checkpoint is None:
+        runs = sorted(Path("runs").glob("*/best"), key=lambda best: best.stat().st_mtime)
+        if not runs:
+            raise UsageError("no run with a best/ checkpoint under runs/: train one with train.py, or pass --checkpoint")
+        checkpoint = str(runs[-1].parent)
+    path = Path(checkpoint)
+    if (path / "best").is_dir() and (path / "config.json").is_file():
+        return str(path / "best"), json.loads((path / "config.json").read_text())
+    return checkpoint, None
+
+
+def resolve_task(args, run: dict | None):
+    """The task, its label order and max length: from the run where there is one, else the flags."""
+    settings = run["config"] if run else vars(args)
+    name = args.task or settings["task"] or DEFAULT_TASK
+    if name != "custom":
+        task = TASKS[name]
+        return task, args.max_length or (run["resolved"]["max_length"] if run else task.max_length)
+    if run and settings["task"] == "custom":
+        labels = tuple(run["resolved"]["labels"])
+    elif args.labels:
+        labels = tuple(args.labels.split(","))
+    elif args.file:
+        labels = infer_labels(args.file, args.label_column)
+    else:
+        raise UsageError("--task custom needs --file")
+    task = custom_task(settings["text_column"], settings["label_column"], settings["context_column"], labels)
+    return task, args.max_length or (run["resolved"]["max_length"] if run else task.max_length)
+
+
+def main(args: argparse.Namespace) -> dict:
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                          else "cpu" if args.device == "auto" else args.device)
+    amp = device.type == "cuda" if args.amp is None else args.amp
+    if args.plot:
+        pyplot()  # fail now, not after the attacks, when matplotlib is missing
+    model_dir, run = resolve_checkpoint(args.checkpoint)
+    task, max_length = resolve_task(args, run)
+    model, tokenizer = load_classifier(model_dir)
+    if model.config.num_labels != len(task.labels):
+        raise UsageError(f"the model predicts {model.config.num_labels} classes; task {task.name} has {len(task.labels)}")
+    model.to(device).eval()
+
+    # ---- the examples: TextDefender's protocol, drawn once so every attack sees the same ones
+    split = load_split(task, args.split, args.data_dir, args.file)
+    eligible = [i for i, ex in enumerate(split) if sum(map(is_word, ex.words)) >= args.min_words]
+    indices = random.Random(args.seed).sample(eligible, min(args.num_examples, len(eligible)))
+    examples = [split[i] for i in indices]
+    if not examples:
+        raise UsageError(f"no example of the {args.split} split has {args.min_words} words or more")
+
+    name = f"{args.attack}-{args.synonyms}-{datetime.now():%Y%m%d-%H%M%S}"
+    out = Path(args.out) if args.out else (Path(model_dir).parent / "eval" if run else
+                                           Path("runs") / "eval" / Path(model_dir).name) / name
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"results folder {out} already exists; pass a new --out")
+
+    searches = [a for a in ATTACKS[args.attack] if a != "pgd"]
+    synonyms, synonym_source = None, None
+    if searches and args.synonyms == "wordnet":
+        synonyms, synonym_source = attacks.wordnet_synonyms(), {"synonyms": "wordnet"}
+    elif searches:
+        synonyms, synonym_source = attacks.counterfitted_synonyms(args.synonyms_path, args.data_dir,
+                                                                  args.neighbours, args.min_cos)
+
+    rows, lines = [], []
+    labels = torch.tensor([ex.label for ex in examples])
+    clean = (predict_proba(model, tokenizer, examples, max_length, args.batch_size, amp=amp).argmax(-1) == labels)
+    rows.append({"attack": "none", "examples": len(examples), "clean_accuracy": clean.float().mean().item()})
+
+    victim = attacks.Victim(model, tokenizer, max_length, args.batch_size, amp)
+    for search in searches:
+        results, started, model_seconds = [], time.perf_counter(), victim.model_seconds
+        bar = tqdm(list(zip(indices, examples)), desc=f"{search} ({args.synonyms})", dynamic_ncols=True)
+        for index, example in bar:
+            rng = np.random.default_rng([args.seed, index])  # per example: results do not depend on order
+            result = attacks.attack_example(victim, example, search, synonyms, args.max_modify_rate,
+                                            args.query_budget, rng)
+            results.append(result)
+            lines.append({"attack": search, "index": index, **result_record(result)})
+            done = attacks.summarize(results)
+            bar.set_postfix(acc_under_attack=f"{done['accuracy_under_attack']:.3f}",
+                            success=f"{done['attack_success_rate']:.3f}")
+        seconds = time.perf_counter() - started
+        rows.append({"attack": search, "synonyms": args.synonyms, **attacks.summarize(results),
+                     "model_time_share": (victim.model_seconds - model_seconds) / seconds})
+    if "pgd" in ATTACKS[args.attack]:
+        torch.manual_seed(args.seed)
+        for eps in tqdm(args.eps, desc=f"pgd ({args.pgd_norm}, {args.pgd_steps} steps)"):
+            started = time.perf_counter()
+            robust = attacks.pgd_accuracy(model, tokenizer, examples, max_length, eps, args.pgd_steps,
+                                          args.pgd_norm, args.batch_size, amp)
+            rows.append({"attack": f"pgd eps={eps:g}", "eps": eps, "examples": len(examples),
+                         "clean_accuracy": rows[0]["clean_accuracy"],
+                         "accuracy_under_attack": float(np.mean(robust)),
+                         "seconds_per_example": (time.perf_counter() - started) / len(examples)})
+
+    results = {
+        "settings": vars(args),
+        "resolved": {"model": model_dir, "task": task.name, "labels": task.labels, "max_length": max_length,
+                     "synonym_source": synonym_source, "device": str(device), "amp": amp,
+                     "python": platform.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__, "date": datetime.now().isoformat(timespec="seconds")},
+        "indices": indices,
+        "metrics": rows,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    with open(out / "adversarial.jsonl", "w") as f:
+        f.writelines(json.dumps(line) + "\n" for line in lines)
+    if args.plot:
+        plot_robustness(rows, lines, args.max_modify_rate, out / "robustness.png")
+    print(f"\n{task.name} {args.split}, {len(examples)} examples, model {model_dir} -> {out}")
+    print(format_table(rows, SUMMARY_COLUMNS))
+    return results
+
+
+SUMMARY_COLUMNS = {"attack": "attack", "synonyms": "synonyms", "clean_accuracy": "clean acc",
+                   "accuracy_under_attack": "acc under attack", "attack_success_rate": "success rate",
+                   "words_perturbed_pct": "% words perturbed", "avg_queries": "queries",
+                   "successful": "succ", "failed": "fail", "skipped": "skip",
+                   "seconds_per_example": "s/example", "model_time_share": "time in model"}
+
+
+def plot_robustness(rows: list[dict], lines: list[dict], max_rate: float, path: Path) -> None:
+    """Accuracy against the PGD radius (0 = clean) and against the cap on the share of changed words."""
+    plt = pyplot()
+    figure, (by_eps, by_rate) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    pgd = [(0.0, rows[0]["clean_accuracy"])] + [(row["eps"], row["accuracy_under_attack"]) for row in rows if "eps" in row]
+    by_eps.plot(*zip(*pgd), marker="o")
+    by_eps.set(xlabel="PGD radius per token (L2 or L-inf)", ylabel="accuracy", title="embedding-space PGD")
+    rates = np.linspace(0, max_rate, 13)
+    for search in dict.fromkeys(line["attack"] for line in lines):
+        records = [line for line in lines if line["attack"] == search]
+        by_rate.plot(rates * 100, attacks.accuracy_by_modify_rate(records, rates), marker=".", label=search)
+    by_rate.set(xlabel="most words changed (%)", title="word substitution")
+    by_rate.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    print(f"robustness curves: {path}")
+
+
+def result_record(result: attacks.AttackResult) -> dict:
+    return {"status": result.status, "label": result.label, "context": result.context,
+            "original": " ".join(result.original), "perturbed": " ".join(result.perturbed),
+            "changed": result.changed, "words": result.words,
+            "pred_before": int(np.argmax(result.probs_before)), "pred_after": int(np.argmax(result.probs_after)),
+            "probs_before": result.probs_before, "probs_after": result.probs_after,
+            "queries": result.queries, "seconds": result.seconds, "recheck_mismatch": result.recheck_mismatch}
+
+
+if __name__ == "__main__":
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        main(parse_args())
+    except UsageError as err:
+        sys.exit(f"error: {err}")

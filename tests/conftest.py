@@ -1,0 +1,56 @@
+"""Shared fixtures: a tiny random encoder, the shared data folder, and a CLI runner."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the modules live at the repository root
+
+SHARED_DATA = Path(os.environ.get("RIFT_DATA") or REPO.parent / "shared" / "data")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The read-only public data sets; tests that need them skip (visibly) where they are absent."""
+    if not (SHARED_DATA / "sst2").is_dir():
+        pytest.skip(f"no shared data at {SHARED_DATA}: set RIFT_DATA")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A 2-layer, hidden-32 random BERT encoder with the default model's tokenizer, saved as a
+    pre-trained folder: every model test runs in milliseconds on it."""
+    import rift
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(rift.model_path(rift.DEFAULT_MODEL))
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def run_cli(*args, cache: Path | None = None, script: str = "train.py", launcher: list[str] | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run one of the project's command lines in the repository root, as a user would.
+
+    cache: a folder for $RIFT_CACHE, for runs that must not touch the user's cache."""
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    if cache is not None:
+        env["RIFT_CACHE"] = str(cache)
+    command = (launcher or [sys.executable]) + [script, *map(str, args)]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def cli():
+    return run_cli

@@ -1,0 +1,189 @@
+"""train.py end to end, as a user runs it: tiny model, tiny budgets, real SST-2 files."""
+
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import data
+import rift
+from conftest import run_cli
+
+TIMING_KEYS = {"examples_per_s", "elapsed_s"}
+LOSS_TERMS = {"standard": {"loss", "ce"}, "adv": {"loss", "ce", "kl"}, "rift": {"loss", "ce", "kl", "mi_nce", "mi_bound"}}
+
+
+def tiny_args(tiny_model, shared_data, out, method="rift", *extra):
+    return ["--model", tiny_model, "--task", "sst2", "--data-dir", shared_data, "--method", method,
+            "--max-train-examples", 64, "--batch-size", 8, "--max-steps", 4, "--max-length", 32,
+            "--adv-steps", 2, "--log-every", 2, "--seed", 3, "--out", out, *extra]
+
+
+def train_ok(*args, **kwargs) -> Path:
+    result = run_cli(*args, **kwargs)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return Path(args[args.index("--out") + 1])
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def train_lines(run: Path) -> list[dict]:
+    return [{k: v for k, v in m.items() if k not in TIMING_KEYS} for m in metrics(run) if "loss" in m]
+
+
+@pytest.fixture(scope="module")
+def sst2_runs(tiny_model, shared_data, tmp_path_factory) -> dict[str, Path]:
+    """One tiny run per method on SST-2 (a subset of 64 training examples, 4 steps)."""
+    root = tmp_path_factory.mktemp("runs")
+    return {method: train_ok(*tiny_args(tiny_model, shared_data, root / method, method), cache=root / "cache")
+            for method in rift.METHODS}
+
+
+# ---------------------------------------------------------------------------------------------
+# What a run writes
+
+
+@pytest.mark.parametrize("method", rift.METHODS)
+def test_each_method_writes_config_metrics_summary_and_best_checkpoint(sst2_runs, method):
+    run = sst2_runs[method]
+    config = json.loads((run / "config.json").read_text())
+    assert config["config"]["seed"] == 3 and config["config"]["method"] == method
+    assert config["environment"]["torch"] == torch.__version__ and config["environment"]["transformers"]
+    lines = train_lines(run)
+    assert [m["step"] for m in lines] == [2, 4]
+    for line in lines:
+        assert LOSS_TERMS[method] <= set(line)
+        assert not ({"kl", "mi_nce", "mi_bound"} - LOSS_TERMS[method]) & set(line)  # no term of another method
+        assert all(isinstance(line[k], float) and line[k] == line[k] for k in LOSS_TERMS[method])  # not NaN
+    assert any("dev_accuracy" in m for m in metrics(run))
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["method"] == method and summary["steps"] == 4 and summary["world_size"] == 1
+    assert 0.0 <= summary["best_dev_accuracy"] <= 1.0
+    assert (run / "best" / "model.safetensors").stat().st_size > 0
+
+
+def test_rift_metrics_log_the_info_nce_bound_as_log_class_batch_minus_the_loss(sst2_runs):
+    for line in train_lines(sst2_runs["rift"]):  # batch 8, two classes: B_y = 4
+        assert line["mi_bound"] == pytest.approx(math.log(4) - line["mi_nce"], abs=1e-5)
+        assert line["mi_nce"] > 0 and line["kl"] >= 0
+
+
+def test_best_checkpoint_reloads_with_plain_transformers_and_gives_identical_logits(sst2_runs):
+    from transformers import AutoModelForSequenceClassification
+    best = sst2_runs["rift"] / "best"
+    plain = AutoModelForSequenceClassification.from_pretrained(best).eval()
+    model, tokenizer = rift.load_classifier(str(best))
+    model.eval()
+    examples = [data.Example(tuple(s.split()), 0) for s in ("a great film", "dull and slow", "it is fine , i guess")]
+    batch = data.tokenize(tokenizer, examples, 32)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        assert torch.equal(plain(**inputs).logits, model(**inputs).logits)
+    assert plain.config.id2label == {0: "0", 1: "1"} and plain.config.num_labels == 2
+
+
+def test_same_seed_twice_gives_identical_losses_and_weights(sst2_runs, tiny_model, shared_data, tmp_path):
+    again = train_ok(*tiny_args(tiny_model, shared_data, tmp_path / "again", "rift"), cache=tmp_path / "cache")
+    first = sst2_runs["rift"]
+    assert train_lines(again) == train_lines(first)
+    a, b = load_file(first / "best" / "model.safetensors"), load_file(again / "best" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_custom_task_from_generated_tsv_trains_and_labels_the_checkpoint(tiny_model, tmp_path):
+    words = ["good", "fine", "great", "bad", "dull", "awful"]
+    rows = [f"{words[i % 6]} movie number {i}\t{'pos' if i % 6 < 3 else 'neg'}" for i in range(48)]
+    (tmp_path / "train.tsv").write_text("sentence\tpolarity\n" + "\n".join(rows) + "\n")
+    (tmp_path / "dev.tsv").write_text("sentence\tpolarity\n" + "\n".join(rows[:12]) + "\n")
+    run = train_ok("--model", tiny_model, "--task", "custom", "--train-file", tmp_path / "train.tsv",
+                   "--dev-file", tmp_path / "dev.tsv", "--text-column", "sentence", "--label-column", "polarity",
+                   "--method", "adv", "--batch-size", 8, "--max-steps", 3, "--adv-steps", 1, "--out", tmp_path / "run",
+                   cache=tmp_path / "cache")
+    config = json.loads((run / "best" / "config.json").read_text())
+    assert config["id2label"] == {"0": "neg", "1": "pos"}
+    assert json.loads((run / "summary.json").read_text())["task"] == "custom"
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad inputs: non-zero exit, one line `error: ...`, no traceback
+
+
+def assert_one_line_error(result, *needles):
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_unknown_task_is_an_argparse_error(tmp_path):
+    result = run_cli("--task", "nosuchtask", "--out", tmp_path / "run", cache=tmp_path / "cache")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: argument --task: invalid choice: 'nosuchtask'" in result.stderr.splitlines()[-1]
+    assert not (tmp_path / "run").exists()
+
+
+def test_custom_task_without_train_file_is_a_usage_error(tiny_model, tmp_path):
+    (tmp_path / "dev.tsv").write_text("text\tlabel\na\t0\n")
+    result = run_cli("--model", tiny_model, "--task", "custom", "--dev-file", tmp_path / "dev.tsv",
+                     "--out", tmp_path / "run", cache=tmp_path / "cache")
+    assert_one_line_error(result, "--train-file")
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_model_folder_is_a_usage_error(shared_data, tmp_path):
+    result = run_cli(*tiny_args(tmp_path / "no-such-model", shared_data, tmp_path / "run"), cache=tmp_path / "cache")
+    assert_one_line_error(result, "no-such-model")
+    assert not (tmp_path / "run").exists()
+
+
+def test_corrupt_checkpoint_is_a_usage_error(tiny_model, shared_data, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    (broken / "model.safetensors").write_bytes(b"this is not a safetensors file" * 10)
+    result = run_cli(*tiny_args(broken, shared_data, tmp_path / "run"), cache=tmp_path / "cache")
+    assert_one_line_error(result, "broken")
+
+
+def test_batch_size_not_a_multiple_of_classes_fails_before_creating_the_run_folder(tiny_model, shared_data, tmp_path):
+    args = tiny_args(tiny_model, shared_data, tmp_path / "run", "standard")
+    args[args.index("--batch-size") + 1] = 7
+    result = run_cli(*args, cache=tmp_path / "cache")
+    assert_one_line_error(result, "multiple")
+    # A failed start must not leave a half-made run folder that blocks a rerun with the same --out.
+    assert not (tmp_path / "run").exists()
+
+
+def test_existing_non_empty_out_folder_is_refused_and_left_untouched(tiny_model, shared_data, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("my earlier results")
+    result = run_cli(*tiny_args(tiny_model, shared_data, out, "standard"), cache=tmp_path / "cache")
+    assert_one_line_error(result, str(out))
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    assert (out / "notes.txt").read_text() == "my earlier results"
+
+
+# ---------------------------------------------------------------------------------------------
+# Distributed
+
+
+def test_two_process_torchrun_rift_run_on_cpu_keeps_replicas_in_sync(tiny_model, shared_data, tmp_path):
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        pytest.skip(f"no torchrun beside {sys.executable}")
+    result = run_cli(*tiny_args(tiny_model, shared_data, tmp_path / "run", "rift"), cache=tmp_path / "cache",
+                     launcher=[str(torchrun), "--standalone", "--nproc-per-node", "2"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["replicas_in_sync"] is True
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["environment"]["world_size"] == 2
+    assert LOSS_TERMS["rift"] <= set(train_lines(tmp_path / "run")[-1])
