@@ -16,6 +16,7 @@ mode, AMP on CUDA) through a per-example cache, so no text is scored twice. Quer
 actually scored, and every success is re-checked by one plain forward pass of the final text.
 """
 
+import hashlib
 import json
 import math
 import re
@@ -101,7 +102,8 @@ def load_wordnet():
             categories = {"adj": 3, "adv": 4, "noun": 1, "verb": 2}
             (folder / "lexnames").write_text("".join(
                 f"{i:02d}\t{name}\t{categories[name.split('.')[0]]}\n" for i, name in enumerate(LEXNAMES)))
-        nltk.data.path.append(str(folder.parent))  # nltk opens files only under its data path
+        if str(folder.parent) not in nltk.data.path:
+            nltk.data.path.append(str(folder.parent))  # nltk opens files only under its data path
 
         class DebianWordNet(WordNetCorpusReader):
             def map_wn(self, version="wordnet"):
@@ -147,8 +149,10 @@ def neighbours_from_vectors(path: Path, k: int, min_cos: float) -> dict[str, lis
     """For every word of a counter-fitted vector file (`word v1 ... v300` per line, or a .zip of
     one), its k nearest words by cosine, keeping those at cosine >= min_cos. Computed once and
     cached beside the other downloads (TextAttack's textfooler preset: k 50, cosine 0.5)."""
-    cached = CACHE / "synonyms" / f"{path.stem}-k{k}-cos{min_cos}.json"
-    if cached.is_file() and cached.stat().st_mtime >= path.stat().st_mtime:
+    stat = path.resolve().stat()
+    identity = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    cached = CACHE / "synonyms" / f"{path.stem}-{identity}-k{k}-cos{min_cos}.json"
+    if cached.is_file():
         return json.loads(cached.read_text())
     import zipfile
     lines = (zipfile.ZipFile(path).read(zipfile.ZipFile(path).namelist()[0]).decode("utf-8").splitlines()
@@ -229,7 +233,7 @@ def substitutions(words: tuple[str, ...], synonyms) -> dict[int, list[str]]:
     options = {}
     for i, token in enumerate(words):
         prefix, core, suffix = AFFIXES.match(token).groups()
-        if not is_word(core) or core.lower() in STOPWORDS:
+        if not is_word(core) or core.lower() in STOPWORDS or token.lower() in STOPWORDS:  # "'s" too
             continue
         swaps = [prefix + match_case(s, core) + suffix for s in synonyms(core.lower()) if s != core.lower()]
         if swaps:
@@ -429,18 +433,20 @@ class AttackResult:
 
 
 def attack_example(victim: Victim, example: Example, search: str, synonyms, max_modify_rate: float,
-                   query_budget: int | None, rng) -> AttackResult:
+                   query_budget: int | None, rng, **search_options) -> AttackResult:
+    """Attack one example with one search (search_options: e.g. the genetic population)."""
     started = time.perf_counter()
     words = example.words
     word_count = sum(map(is_word, words))
-    victim.start(example, query_budget or 50 * word_count)  # TextDefender's budget: 50 x words
+    victim.start(example, query_budget or 50 * max(word_count, 1))  # TextDefender's budget: 50 x words
     before = victim.probs([words])[0]
     if before.argmax() != example.label:
         return AttackResult("skipped", example.label, words, words, [], word_count, before.tolist(),
                             before.tolist(), victim.queries, time.perf_counter() - started, example.context)
     options = substitutions(words, synonyms)
     max_changes = math.floor(max_modify_rate * word_count)
-    perturbed = SEARCH_FUNCTIONS[search](victim, words, example.label, options, max_changes, rng) if options else words
+    perturbed = (SEARCH_FUNCTIONS[search](victim, words, example.label, options, max_changes, rng, **search_options)
+                 if options else words)
     after = victim.cache[perturbed]
     status, mismatch = "failed", False
     if after.argmax() != example.label:

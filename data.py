@@ -294,7 +294,8 @@ def load_split(task: Task, split: str, data_dir: str | None = None, file: str | 
     if file:
         return read_examples(file, task)
     if task.prepare is None:
-        raise UsageError(f"the custom task needs --{split}-file")
+        raise UsageError(f"the custom task has no {split} split of its own: pass its file "
+                         f"(train.py --{split}-file, evaluate.py --file)")
     examples = read_examples(find_split_file(task, split, data_dir), task)
     if split == "test" or not task.dev_from_train:
         return examples

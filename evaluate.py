@@ -159,12 +159,13 @@ def main(args: argparse.Namespace) -> dict:
 
     victim = attacks.Victim(model, tokenizer, max_length, args.batch_size, amp)
     for search in searches:
+        search_options = {"population": args.population, "generations": args.generations} if search == "genetic" else {}
         results, started, model_seconds = [], time.perf_counter(), victim.model_seconds
         bar = tqdm(list(zip(indices, examples)), desc=f"{search} ({args.synonyms})", dynamic_ncols=True)
         for index, example in bar:
             rng = np.random.default_rng([args.seed, index])  # per example: results do not depend on order
             result = attacks.attack_example(victim, example, search, synonyms, args.max_modify_rate,
-                                            args.query_budget, rng)
+                                            args.query_budget, rng, **search_options)
             results.append(result)
             lines.append({"attack": search, "index": index, **result_record(result)})
             done = attacks.summarize(results)

@@ -1,0 +1,436 @@
+"""evaluate.py and bench.py as a user runs them: a tiny checkpoint trained by train.py on SST-2,
+attacked with every attack and both synonym sources; bad inputs; plots; the cost benchmark; the
+results table from finished run folders."""
+
+import importlib.util
+import inspect
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import attacks
+import data
+from conftest import REPO, run_cli
+
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+WORD_ATTACKS = ("pwws", "textfooler", "genetic")
+NONE_KEYS = {"attack", "examples", "clean_accuracy"}
+WORD_KEYS = {"attack", "synonyms", "examples", "clean_accuracy", "accuracy_under_attack", "attack_success_rate",
+             "words_perturbed_pct", "avg_queries", "successful", "failed", "skipped", "recheck_mismatches",
+             "seconds_per_example", "model_time_share"}
+PGD_KEYS = {"attack", "eps", "examples", "clean_accuracy", "accuracy_under_attack", "seconds_per_example"}
+LINE_KEYS = {"attack", "index", "status", "label", "context", "original", "perturbed", "changed", "words",
+             "pred_before", "pred_after", "probs_before", "probs_after", "queries", "seconds", "recheck_mismatch"}
+HEADINGS = ["attack", "synonyms", "clean acc", "acc under attack", "success rate", "% words perturbed", "queries",
+            "succ", "fail", "skip", "s/example", "time in model"]
+
+
+def assert_one_line_error(result, *needles):
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def evaluate(*args, cache):
+    return run_cli(*args, script="evaluate.py", cache=cache)
+
+
+def run_in(cwd: Path, script: str, *args, cache: Path):
+    """A command line run from another folder, the script named by its absolute path."""
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1", "RIFT_CACHE": str(cache)}
+    return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("evaluate")
+
+
+@pytest.fixture(scope="module")
+def cache(workspace) -> Path:
+    return workspace / "cache"  # WordNet's copy is made here once, not in the user's cache
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_model, shared_data, workspace, cache) -> Path:
+    out = workspace / "run"
+    result = run_cli("--model", tiny_model, "--task", "sst2", "--data-dir", shared_data, "--method", "standard",
+                     "--max-train-examples", 64, "--batch-size", 8, "--max-steps", 4, "--max-length", 32,
+                     "--seed", 3, "--out", out, cache=cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def attacked(tiny_run, shared_data, workspace, cache) -> dict:
+    """--attack all with each synonym source: (the process, its results folder)."""
+    runs = {}
+    for synonyms in ("wordnet", "counterfitted"):
+        args = ["--checkpoint", tiny_run, "--attack", "all", "--num-examples", 6, "--eps", 0.5, "--pgd-steps", 2,
+                "--population", 6, "--generations", 2, "--synonyms", synonyms, "--data-dir", shared_data]
+        if synonyms == "counterfitted":
+            args += ["--out", workspace / "counterfitted"]
+        result = evaluate(*args, cache=cache)
+        assert result.returncode == 0, result.stderr[-3000:]
+        if synonyms == "wordnet":  # the default folder: <run>/eval/<attack>-<synonyms>-<time>
+            folders = list((tiny_run / "eval").glob("all-wordnet-*"))
+            assert len(folders) == 1
+            runs[synonyms] = (result, folders[0])
+        else:
+            runs[synonyms] = (result, workspace / "counterfitted")
+    return runs
+
+
+def read_lines(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "adversarial.jsonl").read_text().splitlines()]
+
+
+# ---------------------------------------------------------------------------------------------
+# What an evaluation writes
+
+
+@pytest.mark.parametrize("synonyms", ["wordnet", "counterfitted"])
+def test_all_attacks_write_results_with_settings_indices_and_metrics(attacked, synonyms, tiny_run):
+    result, folder = attacked[synonyms]
+    results = json.loads((folder / "results.json").read_text())
+    settings = results["settings"]
+    assert settings["attack"] == "all" and settings["synonyms"] == synonyms and settings["num_examples"] == 6
+    assert settings["eps"] == [0.5] and settings["population"] == 6 and settings["seed"] == 42
+    assert results["resolved"]["model"] == str(tiny_run / "best") and results["resolved"]["task"] == "sst2"
+    assert results["resolved"]["max_length"] == 32  # the run's, not the task's 64
+    assert results["resolved"]["synonym_source"]["synonyms"] == synonyms
+    indices = results["indices"]
+    assert len(indices) == 6 and len(set(indices)) == 6 and all(isinstance(i, int) for i in indices)
+    rows = {row["attack"]: row for row in results["metrics"]}
+    assert list(rows) == ["none", *WORD_ATTACKS, "pgd eps=0.5"]
+    assert set(rows["none"]) == NONE_KEYS and rows["none"]["examples"] == 6
+    for attack in WORD_ATTACKS:
+        row = rows[attack]
+        assert set(row) == WORD_KEYS, set(row) ^ WORD_KEYS
+        assert row["synonyms"] == synonyms and row["examples"] == 6
+        assert row["successful"] + row["failed"] + row["skipped"] == 6
+        assert row["clean_accuracy"] == pytest.approx(rows["none"]["clean_accuracy"])
+        assert row["recheck_mismatches"] == 0
+        assert 0 <= row["accuracy_under_attack"] <= row["clean_accuracy"]
+        assert 0 < row["model_time_share"] <= 1
+    assert set(rows["pgd eps=0.5"]) == PGD_KEYS and rows["pgd eps=0.5"]["eps"] == 0.5
+    assert rows["pgd eps=0.5"]["clean_accuracy"] == rows["none"]["clean_accuracy"]
+
+
+def test_the_same_seed_draws_the_same_examples_and_none_shorter_than_four_words(attacked, shared_data):
+    indices = [json.loads((attacked[s][1] / "results.json").read_text())["indices"] for s in attacked]
+    assert indices[0] == indices[1]
+    test = data.load_split(data.TASKS["sst2"], "test", str(shared_data))
+    assert all(sum(map(data.is_word, test[i].words)) >= 4 for i in indices[0])
+    assert any(sum(map(data.is_word, ex.words)) < 4 for ex in test)  # the filter has something to leave out
+
+
+@pytest.mark.parametrize("synonyms", ["wordnet", "counterfitted"])
+def test_adversarial_jsonl_has_one_line_per_example_per_word_attack_consistent_with_the_metrics(attacked, synonyms):
+    _, folder = attacked[synonyms]
+    results = json.loads((folder / "results.json").read_text())
+    rows = {row["attack"]: row for row in results["metrics"]}
+    lines = read_lines(folder)
+    assert len(lines) == 6 * len(WORD_ATTACKS)
+    for attack in WORD_ATTACKS:
+        mine = [line for line in lines if line["attack"] == attack]
+        assert [line["index"] for line in mine] == results["indices"]
+        for line in mine:
+            assert set(line) == LINE_KEYS
+            words = line["original"].split()
+            assert line["words"] == sum(map(data.is_word, words)) >= 4
+            assert line["pred_before"] == max(range(2), key=lambda c: line["probs_before"][c])
+            assert line["pred_after"] == max(range(2), key=lambda c: line["probs_after"][c])
+            assert (line["status"] == "skipped") == (line["pred_before"] != line["label"])
+            if line["status"] == "successful":
+                assert line["pred_after"] != line["label"] and line["changed"]
+            if line["status"] == "skipped":
+                assert line["perturbed"] == line["original"] and line["queries"] == 1
+            assert 1 <= line["queries"] <= 50 * line["words"]
+            assert line["recheck_mismatch"] is False and line["context"] is None
+        counts = {s: sum(line["status"] == s for line in mine) for s in ("successful", "failed", "skipped")}
+        assert counts == {s: rows[attack][s] for s in counts}
+        attacked_lines = [line for line in mine if line["status"] != "skipped"]
+        if attacked_lines:
+            assert rows[attack]["avg_queries"] == pytest.approx(
+                sum(line["queries"] for line in attacked_lines) / len(attacked_lines))
+        assert rows[attack]["accuracy_under_attack"] == pytest.approx(counts["failed"] / 6)
+
+
+@pytest.fixture
+def synonym_sources(attacked, shared_data, cache, monkeypatch):
+    """The two synonym functions the runs used, loaded here: WordNet from the runs' cache copy."""
+    monkeypatch.setattr(attacks, "CACHE", cache)
+    import nltk
+    monkeypatch.setattr(nltk.data, "path", list(nltk.data.path))  # load_wordnet adds the copy's folder
+    counterfitted, _ = attacks.counterfitted_synonyms(data_dir=str(shared_data))
+    return {"wordnet": attacks.wordnet_synonyms(), "counterfitted": counterfitted}
+
+
+@pytest.mark.parametrize("synonyms", ["wordnet", "counterfitted"])
+def test_cli_changes_are_synonyms_of_words_within_the_cap(attacked, synonym_sources, synonyms):
+    synonym = synonym_sources[synonyms]
+    changed_any = 0
+    for line in read_lines(attacked[synonyms][1]):
+        original, perturbed = line["original"].split(), line["perturbed"].split()
+        assert len(original) == len(perturbed)
+        assert line["changed"] == [i for i, (a, b) in enumerate(zip(original, perturbed)) if a != b]
+        assert len(line["changed"]) <= math.floor(0.3 * line["words"])
+        if line["attack"] != "genetic":
+            assert len(line["changed"]) == len(set(line["changed"]))
+        options = attacks.substitutions(tuple(original), synonym)
+        for i in line["changed"]:
+            assert perturbed[i] in options.get(i, []), (original[i], perturbed[i])
+            core = attacks.AFFIXES.match(original[i]).group(2)
+            new_core = attacks.AFFIXES.match(perturbed[i]).group(2)
+            assert data.is_word(core) and new_core.lower() in synonym(core.lower())
+            changed_any += 1
+    assert changed_any > 0  # at least one attack changed something
+
+
+@pytest.mark.parametrize("synonyms", ["wordnet", "counterfitted"])
+def test_cli_never_changes_a_stopword_or_punctuation_token(attacked, synonyms):
+    for line in read_lines(attacked[synonyms][1]):
+        original = line["original"].split()
+        for i in line["changed"]:
+            assert data.is_word(original[i]) and original[i].lower() not in attacks.STOPWORDS, original[i]
+
+
+def test_summary_table_is_printed(attacked):
+    for synonyms, (result, _) in attacked.items():
+        out = result.stdout
+        table = out[out.index("attack  "):]
+        assert re.split(r"\s{2,}", table.splitlines()[0].strip()) == HEADINGS
+        body = [line.split("  ")[0].strip() for line in table.splitlines()[2:] if line.strip()]
+        assert body[:5] == ["none", "pwws", "textfooler", "genetic", "pgd eps=0.5"]
+        assert f"-> {attacked[synonyms][1]}" in out or str(attacked[synonyms][1]) in out
+
+
+def test_genetic_population_and_generations_flags_reach_the_search(tiny_run, shared_data, tmp_path, monkeypatch):
+    """evaluate.py --population/--generations are recorded in the settings; they must also be what
+    the genetic search runs with (it defaults to 60 and 40)."""
+    import evaluate
+    calls = []
+    original = attacks.SEARCH_FUNCTIONS["genetic"]
+
+    def spy(*args, **kwargs):
+        bound = inspect.signature(original).bind(*args, **kwargs)
+        bound.apply_defaults()
+        calls.append((bound.arguments["population"], bound.arguments["generations"]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setitem(attacks.SEARCH_FUNCTIONS, "genetic", spy)
+    monkeypatch.setattr(attacks, "genetic", spy)
+    evaluate.main(evaluate.parse_args([
+        "--checkpoint", str(tiny_run), "--attack", "genetic", "--num-examples", "6", "--population", "6",
+        "--generations", "2", "--query-budget", "40", "--synonyms", "counterfitted", "--data-dir", str(shared_data),
+        "--out", str(tmp_path / "out")]))
+    assert calls, "no example was attacked"
+    assert set(calls) == {(6, 2)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Which model
+
+
+def test_a_plain_hugging_face_classifier_folder_with_a_task(tiny_run, shared_data, workspace, cache):
+    out = workspace / "plain"
+    result = evaluate("--checkpoint", tiny_run / "best", "--task", "sst2", "--attack", "pwws", "--synonyms",
+                      "counterfitted", "--num-examples", 3, "--data-dir", shared_data, "--out", out, cache=cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["resolved"]["model"] == str(tiny_run / "best") and results["resolved"]["task"] == "sst2"
+    assert results["resolved"]["max_length"] == data.TASKS["sst2"].max_length  # no run: the task's
+    assert [row["attack"] for row in results["metrics"]] == ["none", "pwws"]
+    assert len(read_lines(out)) == 3
+
+
+def test_without_checkpoint_the_newest_run_under_runs_is_evaluated(tiny_run, shared_data, tmp_path, cache):
+    for name, when in (("newer", 2_000_000_000), ("older", 1_000_000_000)):
+        run = tmp_path / "runs" / name
+        run.mkdir(parents=True)
+        shutil.copy(tiny_run / "config.json", run)
+        shutil.copytree(tiny_run / "best", run / "best")
+        os.utime(run / "best", (when, when))
+    result = run_in(tmp_path, "evaluate.py", "--attack", "none", "--num-examples", 3, "--data-dir", shared_data,
+                    cache=cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    folders = list((tmp_path / "runs" / "newer" / "eval").glob("none-wordnet-*"))
+    assert len(folders) == 1 and not (tmp_path / "runs" / "older" / "eval").exists()
+    results = json.loads((folders[0] / "results.json").read_text())
+    assert results["resolved"]["model"] == str(Path("runs") / "newer" / "best")
+
+
+def test_without_checkpoint_and_without_runs_is_a_usage_error(tmp_path, cache):
+    result = run_in(tmp_path, "evaluate.py", "--attack", "none", cache=cache)
+    assert_one_line_error(result, "no run with a best/ checkpoint under runs/")
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad inputs: non-zero exit, one line `error: ...`, no traceback
+
+
+def test_missing_checkpoint_folder(tmp_path, cache):
+    result = evaluate("--checkpoint", tmp_path / "no-such-run", "--attack", "none", cache=cache)
+    assert_one_line_error(result, "no-such-run")
+
+
+def test_checkpoint_with_the_wrong_number_of_classes(tiny_run, shared_data, tmp_path, cache):
+    result = evaluate("--checkpoint", tiny_run, "--task", "snli", "--data-dir", shared_data, "--attack", "none",
+                      "--out", tmp_path / "out", cache=cache)
+    assert_one_line_error(result, "2 classes", "snli", "3")
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_non_empty_out_is_refused_and_left_untouched(tiny_run, shared_data, tmp_path, cache):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    result = evaluate("--checkpoint", tiny_run, "--attack", "none", "--num-examples", 2, "--data-dir", shared_data,
+                      "--out", out, cache=cache)
+    assert_one_line_error(result, str(out))
+    assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
+
+
+def test_missing_synonyms_path(tiny_run, shared_data, tmp_path, cache):
+    result = evaluate("--checkpoint", tiny_run, "--attack", "pwws", "--synonyms", "counterfitted", "--synonyms-path",
+                      tmp_path / "nope.json", "--num-examples", 2, "--data-dir", shared_data, "--out", tmp_path / "out",
+                      cache=cache)
+    assert_one_line_error(result, "nope.json")
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots: matplotlib is an optional extra
+
+
+@pytest.mark.skipif(not HAS_MATPLOTLIB, reason="matplotlib is not installed: the error path is tested instead")
+def test_plot_draws_robustness_curves(tiny_run, shared_data, tmp_path, cache):
+    result = evaluate("--checkpoint", tiny_run, "--attack", "all", "--synonyms", "counterfitted", "--num-examples", 3,
+                      "--eps", 0.5, "--pgd-steps", 1, "--query-budget", 20, "--data-dir", shared_data,
+                      "--out", tmp_path / "out", "--plot", cache=cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "out" / "robustness.png").stat().st_size > 0
+
+
+@pytest.mark.skipif(HAS_MATPLOTLIB, reason="matplotlib is installed: the plot itself is tested instead")
+def test_plot_without_matplotlib_fails_first_naming_the_extra_requirements(tiny_run, shared_data, tmp_path, cache):
+    result = evaluate("--checkpoint", tiny_run, "--attack", "pwws", "--num-examples", 2, "--data-dir", shared_data,
+                      "--out", tmp_path / "out", "--plot", cache=cache)
+    assert_one_line_error(result, "matplotlib", "requirements-extra.txt")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(not HAS_MATPLOTLIB, reason="matplotlib is not installed: the error path is tested instead")
+def test_bench_plot_draws_the_training_curves(tiny_run, tmp_path, cache):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("eval"))
+    result = run_cli("plot", run, script="bench.py", cache=cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (run / "training.png").stat().st_size > 0
+
+
+@pytest.mark.skipif(HAS_MATPLOTLIB, reason="matplotlib is installed: the plot itself is tested instead")
+def test_bench_plot_without_matplotlib_is_a_one_line_error(tiny_run, cache):
+    result = run_cli("plot", tiny_run, script="bench.py", cache=cache)
+    assert_one_line_error(result, "matplotlib", "requirements-extra.txt")
+    assert not (tiny_run / "training.png").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# bench.py
+
+
+def test_bench_smoke_writes_training_and_attack_costs(shared_data, tmp_path, cache, monkeypatch):
+    monkeypatch.setenv("RIFT_DATA", str(shared_data))
+    result = run_cli("--smoke", "--json", tmp_path / "bench.json", script="bench.py", cache=cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["smoke"] is True
+    rows = {row["method"]: row for row in report["training"]}
+    assert set(rows) == {"standard", "adv", "rift", "passes"}
+    for method in ("standard", "adv", "rift"):
+        assert rows[method]["s_per_step"] > 0 and rows[method]["examples_per_s"] > 0
+        assert rows[method]["measured_over_expected"] > 0
+    assert rows["standard"]["expected_ratio"] == pytest.approx(1.0)
+    assert rows["adv"]["expected_ratio"] >= 1 and rows["rift"]["expected_ratio"] >= rows["adv"]["expected_ratio"]
+    assert all(rows["passes"][k] > 0 for k in ("forward_backward_s", "attack_step_s", "teacher_forward_s"))
+    costs = report["attacks"]
+    assert costs["examples"] == 8 and 0 < costs["model_time_share"] <= 1
+    assert costs["recheck_mismatches"] == 0 and costs["avg_queries"] >= 1
+    assert "time in model" in result.stdout and "x standard" in result.stdout
+
+
+def fake_results_runs(root: Path) -> dict:
+    """Finished run folders as `bench.py results` leaves them; returns the numbers put in them."""
+    import bench
+    expected = {}
+    for n, method in enumerate(bench.METHODS):
+        run = root / f"sst2-{method}"
+        (run / "eval" / "pgd").mkdir(parents=True)
+        (run / "summary.json").write_text(json.dumps(
+            {"method": method, "best_dev_accuracy": 0.7 + n / 100, "train_examples_per_s": 10.0 + n,
+             "train_minutes": 3.5 + n}))
+        (run / "config.json").write_text(json.dumps(
+            {"config": {"method": method, "seed": 42},
+             "environment": {"platform": "Linux-test", "cpus": 2, "device": "cpu", "python": "3.11.0",
+                             "torch": "2.13.0", "transformers": "5.24.0", "git_commit": "abc123"}}))
+        clean = 0.8 + n / 100
+        for k, (attack, synonyms) in enumerate(bench.RESULTS_ATTACKS):
+            under = 0.1 * (k + 1) + n / 100
+            folder = run / "eval" / f"{attack}-{synonyms}"
+            folder.mkdir()
+            (folder / "results.json").write_text(json.dumps({"metrics": [
+                {"attack": "none", "examples": 500, "clean_accuracy": clean},
+                {"attack": attack, "synonyms": synonyms, "examples": 500, "clean_accuracy": clean,
+                 "accuracy_under_attack": under, "attack_success_rate": 0.5, "words_perturbed_pct": 12.0,
+                 "avg_queries": 99.0, "successful": 250, "failed": 150, "skipped": 100, "recheck_mismatches": 0,
+                 "seconds_per_example": 0.2, "model_time_share": 0.9}]}))
+            expected[(method, f"{attack}_{synonyms}")] = under
+        pgd = [{"attack": "none", "examples": 500, "clean_accuracy": clean}]
+        for eps in bench.RESULTS["eps"]:
+            pgd.append({"attack": f"pgd eps={eps:g}", "eps": eps, "examples": 500, "clean_accuracy": clean,
+                        "accuracy_under_attack": clean - eps / 4, "seconds_per_example": 0.01})
+            expected[(method, f"pgd_{eps:g}")] = clean - eps / 4
+        (run / "eval" / "pgd" / "results.json").write_text(json.dumps({"metrics": pgd}))
+        expected[(method, "clean_accuracy")] = clean
+        expected[(method, "dev_accuracy")] = 0.7 + n / 100
+    return expected
+
+
+def test_write_results_builds_the_table_from_finished_runs(tmp_path, capsys):
+    import bench
+    expected = fake_results_runs(tmp_path / "runs")
+    bench.write_results(tmp_path / "runs", tmp_path / "results")
+    report = json.loads((tmp_path / "results" / "sst2-minilm.json").read_text())
+    assert [row["method"] for row in report["table"]] == list(bench.METHODS)
+    for row in report["table"]:
+        for (method, key), value in expected.items():
+            if method == row["method"]:
+                assert row[key] == pytest.approx(value), key
+    assert set(report["table"][0]) == {"method", "dev_accuracy", "train_examples_per_s", "train_minutes",
+                                       "clean_accuracy", "pwws_wordnet", "pwws_counterfitted",
+                                       "textfooler_counterfitted", "pgd_0.25", "pgd_0.5", "pgd_1"}
+    assert len(report["attack_details"]) == len(bench.METHODS) * len(bench.RESULTS_ATTACKS)
+    assert report["environment"]["git_commit"] == "abc123" and report["train_config"]["method"] == "rift"
+    markdown = (tmp_path / "results" / "sst2-minilm.md").read_text()
+    assert markdown.startswith("# SST-2") and "code abc123" in markdown and "Linux-test" in markdown
+    assert "pwws/counterfitted" in markdown and "pgd 0.25" in markdown
+    table = markdown[markdown.index("```") + 4:]
+    rift_line = next(line for line in table.splitlines() if line.startswith("rift"))
+    assert "0.72" in rift_line and "0.82" in rift_line and "0.32" in rift_line  # dev, clean, textfooler
+    if HAS_MATPLOTLIB:
+        assert (tmp_path / "results" / "sst2-minilm.png").stat().st_size > 0
+    else:
+        assert "no figure: plots need matplotlib" in capsys.readouterr().out
