@@ -39,7 +39,7 @@ from rift import (DEFAULT_MODEL, METHODS, Critics, classify, load_classifier, ma
                   pgd_perturbation, predict_proba, teacher_features, training_loss)
 
 # The results command: the same seed, subset and epochs for all three methods.
-RESULTS = dict(task="sst2", train_examples=4000, epochs=2, seed=42, lr=5e-5, test_examples=500, eps=[0.25, 0.5, 1.0])
+RESULTS = dict(task="sst2", train_examples=8000, epochs=1, seed=42, lr=5e-5, test_examples=500, eps=[0.1, 0.25, 0.5])
 RESULTS_ATTACKS = [("pwws", "wordnet"), ("pwws", "counterfitted"), ("textfooler", "counterfitted")]
 
 
@@ -159,7 +159,7 @@ def cost(args) -> dict:
     try:
         model = tiny_model(scratch / "tiny") if args.smoke else args.model
         checkpoint = model if args.smoke else args.checkpoint or newest_run()
-        rows = training_cost(model, train[:2000], device, args.batch_size, args.adv_steps, 0.5,
+        rows = training_cost(model, train[:2000], device, args.batch_size, args.adv_steps, 0.1,
                              task.max_length, 1 if args.smoke else args.repeats)
         attack = attack_cost(checkpoint, test[:8 if args.smoke else args.attack_examples], device,
                              task.max_length, 64)

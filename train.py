@@ -63,8 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     method.add_argument("--beta", type=float, default=10.0, help="weight of the adversarial KL term (paper: IMDB 10, SNLI 5)")
     method.add_argument("--tau", type=float, default=0.2, help="InfoNCE temperature (paper: 0.2)")
     method.add_argument("--adv-norm", default="l2", choices=["l2", "linf"], help="PGD ball, per token (default: %(default)s)")
-    method.add_argument("--adv-eps", type=float, default=0.5,
-                        help="PGD radius per token in embedding space (MiniLM synonyms lie ~1.3 apart; default: %(default)s)")
+    method.add_argument("--adv-eps", type=float, default=0.1,
+                        help="PGD radius per token in embedding space; all words move at once (default: %(default)s)")
     method.add_argument("--adv-steps", type=int, default=3, help="PGD steps per batch (default: %(default)s)")
     optim = p.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=float, default=3.0, help="passes over the training data (default: %(default)s)")
