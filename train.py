@@ -18,6 +18,7 @@ import math
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
 import time
@@ -96,8 +97,11 @@ def seed_everything(seed: int) -> None:
 
 def environment(device: torch.device, world_size: int) -> dict:
     """What a reader needs to reproduce the run: versions, machine, code revision."""
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip() or None
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+    commit = git("rev-parse", "HEAD") or None
+    if commit and git("status", "--porcelain", "--untracked-files=no"):
+        commit += " (with uncommitted changes)"
     return {"python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "numpy": np.__version__,
             "platform": platform.platform(), "cpus": os.cpu_count(), "device": str(device),
@@ -127,16 +131,13 @@ def save_checkpoint(model, tokenizer, folder: Path, labels: tuple[str, ...]) -> 
     and then swapped in, so a crash mid-write never loses the previous best."""
     model.config.id2label = dict(enumerate(labels))
     model.config.label2id = {label: i for i, label in enumerate(labels)}
-    staging = folder.with_name(folder.name + ".saving")
+    staging, old = folder.with_name(folder.name + ".saving"), folder.with_name(folder.name + ".old")
     model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
     if folder.exists():
-        folder.rename(folder.with_name(folder.name + ".old"))
+        folder.rename(old)
     staging.rename(folder)
-    for old in folder.parent.glob(folder.name + ".old"):
-        for f in old.iterdir():
-            f.unlink()
-        old.rmdir()
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def print_table(title: str, rows: dict) -> None:
@@ -181,8 +182,7 @@ def main(cfg: argparse.Namespace) -> dict:
     teacher = critics = None
     if cfg.method == "rift":
         teacher = make_teacher(model).to(device)
-        hidden = model.config.hidden_size
-        critics = Critics(num_classes, hidden, teacher.config.hidden_size).to(device)
+        critics = Critics(num_classes, model.config.hidden_size, teacher.config.hidden_size).to(device)
     model.to(device)
     head_params = [p for n, p in model.named_parameters() if not n.startswith(model.base_model_prefix + ".")]
     head_params += list(critics.parameters()) if critics else []
@@ -221,11 +221,11 @@ def main(cfg: argparse.Namespace) -> dict:
     # ---- the training loop
     loss_kwargs = dict(teacher=teacher, critics=critics, alpha=cfg.alpha, beta=cfg.beta, tau=cfg.tau,
                        eps=cfg.adv_eps, steps=cfg.adv_steps, norm=cfg.adv_norm)
-    best_dev, best_step, window, train_seconds = -1.0, 0, {}, 0.0
+    best_dev, best_step, window, steps_in_window = -1.0, 0, {}, 0
+    started, eval_seconds = time.perf_counter(), 0.0  # training time = wall time - dev evaluations
     model.train()
     bar = tqdm(range(1, total_steps + 1), desc=f"{cfg.method} {task.name}", disable=not is_main, dynamic_ncols=True)
     for step in bar:
-        started = time.perf_counter()
         for micro in range(cfg.grad_accum):
             batch = tokenize(tokenizer, [train[i] for i in next(batches)], max_length).to(device)
             last_micro = micro == cfg.grad_accum - 1
@@ -233,31 +233,31 @@ def main(cfg: argparse.Namespace) -> dict:
                     torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 terms = training_loss(cfg.method, model, batch, **loss_kwargs)
             (terms["loss"] / cfg.grad_accum).backward()
-            for name, value in terms.items():
-                window[name] = window.get(name, 0.0) + value.item() / cfg.grad_accum
+            for name, value in terms.items():  # summed as tensors: no device sync until a log line
+                window[name] = window.get(name, 0.0) + value.detach() / cfg.grad_accum
         if critics and world_size > 1:  # the critics live outside DDP: average their gradients here
             for p in critics.parameters():
                 dist.all_reduce(p.grad)
                 p.grad /= world_size
-        grad_norm = torch.nn.utils.clip_grad_norm_(encoder_params + head_params, cfg.max_grad_norm)
+        window["grad_norm"] = window.get("grad_norm", 0.0) + torch.nn.utils.clip_grad_norm_(
+            encoder_params + head_params, cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        seconds = time.perf_counter() - started
-        train_seconds += seconds
-        window["grad_norm"] = window.get("grad_norm", 0.0) + grad_norm.item()
-        window["_steps"] = window.get("_steps", 0) + 1
-        examples_per_s = cfg.batch_size * cfg.grad_accum * world_size / seconds
-        bar.set_postfix(loss=f"{terms['loss'].item():.3f}", ex_s=f"{examples_per_s:.1f}")
+        steps_in_window += 1
 
         if step % cfg.log_every == 0 or step == total_steps:
-            n = window.pop("_steps")
+            record = {name: value.item() / steps_in_window for name, value in window.items()}
+            train_seconds = time.perf_counter() - started - eval_seconds  # .item() waited for the device
+            examples_per_s = step * cfg.batch_size * cfg.grad_accum * world_size / train_seconds
             log({"step": step, "epoch": round(step / max(steps_per_epoch, 1), 3), "lr": scheduler.get_last_lr()[0],
-                 **{k: v / n for k, v in window.items()},
-                 "examples_per_s": step * cfg.batch_size * cfg.grad_accum * world_size / train_seconds,
-                 "elapsed_s": train_seconds})
-            window = {}
+                 **record, "examples_per_s": examples_per_s, "elapsed_s": train_seconds})
+            bar.set_postfix(loss=f"{record['loss']:.3f}", ex_s=f"{examples_per_s:.1f}")
+            window, steps_in_window = {}, 0
         if step % eval_every == 0 or step == total_steps:
+            if device.type == "cuda":
+                torch.cuda.synchronize()  # pending training work is not evaluation time
+            eval_started = time.perf_counter()
             if is_main:
                 dev_accuracy = accuracy(bare, tokenizer, dev, max_length, amp)
                 if dev_accuracy > best_dev:
@@ -267,6 +267,7 @@ def main(cfg: argparse.Namespace) -> dict:
                 bar.write(f"step {step}: dev accuracy {dev_accuracy:.4f} (best {best_dev:.4f} at step {best_step})")
             if world_size > 1:
                 dist.barrier()
+            eval_seconds += time.perf_counter() - eval_started
 
     summary = {"run": str(run), "task": task.name, "method": cfg.method, "model": cfg.model,
                "train_examples": len(train), "steps": total_steps, "best_dev_accuracy": best_dev,
