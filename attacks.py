@@ -23,6 +23,7 @@ import re
 import shutil
 import time
 import warnings
+import zipfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -30,10 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data import CACHE, Example, UsageError, data_roots, download, is_word, tokenize
-from rift import classify, model_inputs, pgd_perturbation, predict_proba
-
-SEARCHES = ("pwws", "textfooler", "genetic")
+from data import CACHE, Example, UsageError, data_roots, download, is_word, locate, tokenize
+from rift import classify, misclassification_objective, pgd_perturbation, predict_proba
 
 # Function words carry the grammar, not the sentiment or the entailment; swapping them mostly
 # breaks the sentence, so no attack here touches them. Negations are in the list on purpose:
@@ -154,9 +153,16 @@ def neighbours_from_vectors(path: Path, k: int, min_cos: float) -> dict[str, lis
     cached = CACHE / "synonyms" / f"{path.stem}-{identity}-k{k}-cos{min_cos}.json"
     if cached.is_file():
         return json.loads(cached.read_text())
-    import zipfile
-    lines = (zipfile.ZipFile(path).read(zipfile.ZipFile(path).namelist()[0]).decode("utf-8").splitlines()
-             if path.suffix == ".zip" else path.read_text(encoding="utf-8").splitlines())
+    try:
+        if path.suffix == ".zip":
+            with zipfile.ZipFile(path) as archive:
+                lines = archive.read(archive.namelist()[0]).decode("utf-8").splitlines()
+        else:
+            lines = path.read_text(encoding="utf-8").splitlines()
+    except (zipfile.BadZipFile, IndexError, UnicodeDecodeError) as err:
+        raise UsageError(f"{path} is not a counter-fitted vector file (text, or a zip of one): {err}") from None
+    if not lines:
+        raise UsageError(f"{path} is empty")
     words, rows = [], []
     for number, line in enumerate(lines, 1):
         parts = line.rstrip().split(" ")
@@ -182,36 +188,49 @@ def neighbours_from_vectors(path: Path, k: int, min_cos: float) -> dict[str, lis
     return table
 
 
-def counterfitted_synonyms(path: str | None = None, data_dir: str | None = None,
-                           k: int = 50, min_cos: float = 0.5) -> tuple:
-    """(synonyms, source): the counter-fitted neighbours. `path` may be the neighbour table (JSON
-    word -> neighbours, nearest first) or the vectors (.txt or .zip). Without a path: the table
-    under --data-dir, $RIFT_DATA or the cache (synonyms/counterfitted_neighbors.json), else it
-    is downloaded from Jia et al.'s repository."""
-    if path is None:
-        found = [r / "synonyms" / "counterfitted_neighbors.json" for r in data_roots(data_dir)]
-        path = next((p for p in found if p.is_file()), None)
-        if path is None:
-            try:
-                path = download(NEIGHBOURS_URL, CACHE / "synonyms" / "counterfitted_neighbors.json")
-            except ConnectionError as err:
-                raise UsageError(f"no synonyms/counterfitted_neighbors.json under {', '.join(str(r) for r in data_roots(data_dir))} "
-                                 f"and the download failed ({err}): pass --synonyms-path (the table, or the vectors "
-                                 f"from {VECTORS_URL}), --data-dir or RIFT_DATA") from None
-    path = Path(path)
+def find_or_download(names: tuple[str, ...], url: str, data_dir: str | None, what: str) -> Path:
+    """The first of `names` (paths relative to a data root) under --data-dir, $RIFT_DATA or the
+    cache; else the public original, downloaded into the cache as names[0]."""
+    found = [path for path in (locate(name, data_dir) for name in names) if path]
+    if found:
+        return found[0]
+    try:
+        return download(url, CACHE / names[0])
+    except ConnectionError as err:
+        roots = ", ".join(str(root) for root in data_roots(data_dir))
+        raise UsageError(f"no {names[0]} under {roots} and the download failed ({err}): pass --synonyms-path "
+                         f"to {what}, or --data-dir / RIFT_DATA to a folder holding {names[0]}") from None
+
+
+def counterfitted_synonyms(path: str | None = None, data_dir: str | None = None) -> tuple:
+    """(synonyms, source): Jia et al. (2019)'s table of counter-fitted neighbours (JSON word ->
+    up to 8 neighbours, nearest first), from `path`, else synonyms/counterfitted_neighbors.json
+    under --data-dir, $RIFT_DATA or the cache, else downloaded from Jia et al.'s repository."""
+    path = Path(path) if path else find_or_download(("synonyms/counterfitted_neighbors.json",), NEIGHBOURS_URL,
+                                                    data_dir, "the neighbour table")
     if not path.is_file():
         raise UsageError(f"synonym file {path} does not exist")
-    if path.suffix == ".json":
-        try:
-            table = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise UsageError(f"{path} is not a JSON neighbour table ({err})") from None
-        if not isinstance(table, dict) or not all(isinstance(v, list) for v in table.values()):
-            raise UsageError(f"{path} must map each word to a list of neighbours")
-        source = {"synonyms": "counterfitted", "path": str(path)}
-    else:
-        table = neighbours_from_vectors(path, k, min_cos)
-        source = {"synonyms": "counterfitted", "path": str(path), "k": k, "min_cos": min_cos}
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UsageError(f"{path} is not a JSON neighbour table ({err})") from None
+    if not isinstance(table, dict) or not all(isinstance(v, list) for v in table.values()):
+        raise UsageError(f"{path} must map each word to a list of neighbours")
+    return (lambda word: tuple(table.get(word, ()))), {"synonyms": "counterfitted", "path": str(path)}
+
+
+def vector_synonyms(path: str | None = None, data_dir: str | None = None, k: int = 50, min_cos: float = 0.5) -> tuple:
+    """(synonyms, source): the k nearest words with cosine >= min_cos in the counter-fitted vectors
+    (Mrksic et al. 2016; TextFooler's preset is k 50, cosine 0.5), from `path`, else
+    synonyms/counter-fitted-vectors.txt(.zip) under --data-dir, $RIFT_DATA or the cache, else
+    downloaded from the authors' repository."""
+    path = Path(path) if path else find_or_download(
+        ("synonyms/counter-fitted-vectors.txt.zip", "synonyms/counter-fitted-vectors.txt"), VECTORS_URL,
+        data_dir, "the counter-fitted vectors")
+    if not path.is_file():
+        raise UsageError(f"vector file {path} does not exist")
+    table = neighbours_from_vectors(path, k, min_cos)
+    source = {"synonyms": "counterfitted-vectors", "path": str(path), "k": k, "min_cos": min_cos}
     return (lambda word: tuple(table.get(word, ()))), source
 
 
@@ -241,6 +260,11 @@ def substitutions(words: tuple[str, ...], synonyms) -> dict[int, list[str]]:
     return options
 
 
+def word_count(words: tuple[str, ...]) -> int:
+    """Words as the modification rate counts them: punctuation tokens are not words."""
+    return sum(map(is_word, words))
+
+
 def replace(words: tuple[str, ...], i: int, token: str) -> tuple[str, ...]:
     return words[:i] + (token,) + words[i + 1:]
 
@@ -255,14 +279,22 @@ def changed_positions(original: tuple[str, ...], words: tuple[str, ...]) -> list
 class Victim:
     """The model as an attack sees it: word tuples in, class probabilities out. It scores only
     texts it has not scored for this example, counts them (the queries), stops at the budget, and
-    times the model's forward passes apart from everything else."""
+    times the model's forward passes apart from everything else. Use it in a `with` block: the
+    timing hooks come off the model at the end."""
 
     def __init__(self, model, tokenizer, max_length: int, batch_size: int = 64, amp: bool = False):
         self.model, self.tokenizer = model, tokenizer
         self.max_length, self.batch_size, self.amp = max_length, batch_size, amp
         self.model_seconds = 0.0
-        self.model.register_forward_pre_hook(lambda *_: self._tick())
-        self.model.register_forward_hook(lambda *_: self._tock())
+        self.hooks = [model.register_forward_pre_hook(lambda *_: self._tick()),
+                      model.register_forward_hook(lambda *_: self._tock())]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_):
+        for hook in self.hooks:
+            hook.remove()
 
     def _tick(self):
         self._started = time.perf_counter()
@@ -303,7 +335,7 @@ def pwws(victim: Victim, words, label: int, options: dict, max_changes: int, rng
     label flips. A swap that does not lower p(y) on the original text is skipped."""
     positions = list(options)
     p_y = victim.probs([words])[0, label]
-    unknown = [replace(words, i, victim.tokenizer.unk_token) for i in positions]
+    unknown = [replace(words, i, victim.tokenizer.unk_token or "") for i in positions]  # "" = deleted
     swaps = [(i, token) for i in positions for token in options[i]]
     scores = victim.probs(unknown + [replace(words, i, token) for i, token in swaps])
     if len(scores) < len(unknown) + len(swaps):
@@ -318,7 +350,7 @@ def pwws(victim: Victim, words, label: int, options: dict, max_changes: int, rng
     current, changes = words, 0
     for n in ranking:
         i = positions[n]
-        if changes == max_changes or best_drop[i] <= 0:
+        if changes >= max_changes or best_drop[i] <= 0:
             break
         p = victim.probs([replace(current, i, best_token[i])])
         if len(p) == 0:  # out of budget
@@ -341,10 +373,11 @@ def textfooler(victim: Victim, words, label: int, options: dict, max_changes: in
         return words
     importance = p0[label] - deleted[:, label]
     moved = deleted.argmax(1) != label  # deletion alone flips: add how much the new class gained
-    importance[moved] += deleted[moved, deleted[moved].argmax(1)] - p0[deleted[moved].argmax(1)]
+    new_class = deleted[moved].argmax(1)
+    importance[moved] += deleted[moved, new_class] - p0[new_class]
     current, p_current, changes = words, p0[label], 0
     for n in np.argsort(-importance, kind="stable"):
-        if changes == max_changes or victim.exhausted:
+        if changes >= max_changes or victim.exhausted:
             break
         i = positions[n]
         candidates = [replace(current, i, token) for token in options[i]]
@@ -390,7 +423,7 @@ def genetic(victim: Victim, words, label: int, options: dict, max_changes: int, 
             child = replace(child, int(i), words[i])
         return child
 
-    if max_changes == 0:
+    if max_changes <= 0:
         return words
     members = mutate([words] * population)
     best = words
@@ -399,8 +432,11 @@ def genetic(victim: Victim, words, label: int, options: dict, max_changes: int, 
         if len(p) < len(members):
             break
         fitness = 1 - p[:, label]
+        flipped = np.flatnonzero(p.argmax(1) != label)  # with 3+ classes the fittest may not be flipped
+        if len(flipped):
+            return members[int(flipped[fitness[flipped].argmax()])]
         best = members[int(fitness.argmax())]
-        if p[int(fitness.argmax())].argmax() != label or victim.exhausted:
+        if victim.exhausted:
             break
         parents = np.exp((fitness - fitness.max()) / temperature)
         pairs = rng.choice(len(members), size=(population - 1, 2), p=parents / parents.sum())
@@ -411,6 +447,7 @@ def genetic(victim: Victim, words, label: int, options: dict, max_changes: int, 
 
 
 SEARCH_FUNCTIONS = {"pwws": pwws, "textfooler": textfooler, "genetic": genetic}
+SEARCHES = tuple(SEARCH_FUNCTIONS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -437,16 +474,16 @@ def attack_example(victim: Victim, example: Example, search: str, synonyms, max_
     """Attack one example with one search (search_options: e.g. the genetic population)."""
     started = time.perf_counter()
     words = example.words
-    word_count = sum(map(is_word, words))
-    victim.start(example, query_budget or 50 * max(word_count, 1))  # TextDefender's budget: 50 x words
+    words_counted = word_count(words)
+    victim.start(example, query_budget or 50 * max(words_counted, 1))  # TextDefender's budget: 50 x words
     before = victim.probs([words])[0]
     if before.argmax() != example.label:
-        return AttackResult("skipped", example.label, words, words, [], word_count, before.tolist(),
+        return AttackResult("skipped", example.label, words, words, [], words_counted, before.tolist(),
                             before.tolist(), victim.queries, time.perf_counter() - started, example.context)
     options = substitutions(words, synonyms)
-    max_changes = math.floor(max_modify_rate * word_count)
+    max_changes = math.floor(max_modify_rate * words_counted)
     perturbed = (SEARCH_FUNCTIONS[search](victim, words, example.label, options, max_changes, rng, **search_options)
-                 if options else words)
+                 if options and max_changes > 0 else words)
     after = victim.cache[perturbed]
     status, mismatch = "failed", False
     if after.argmax() != example.label:
@@ -454,7 +491,7 @@ def attack_example(victim: Victim, example: Example, search: str, synonyms, max_
         after = predict_proba(victim.model, victim.tokenizer, [example], victim.max_length, 1,
                               words=[perturbed], amp=victim.amp)[0].numpy()
         status, mismatch = ("successful", False) if after.argmax() != example.label else ("failed", True)
-    return AttackResult(status, example.label, words, perturbed, changed_positions(words, perturbed), word_count,
+    return AttackResult(status, example.label, words, perturbed, changed_positions(words, perturbed), words_counted,
                         before.tolist(), after.tolist(), victim.queries, time.perf_counter() - started,
                         example.context, mismatch)
 
@@ -492,20 +529,19 @@ def accuracy_by_modify_rate(records: list[dict], rates: list[float]) -> list[flo
 
 def pgd_accuracy(model, tokenizer, examples: list[Example], max_length: int, eps: float, steps: int,
                  norm: str, batch_size: int = 64, amp: bool = False) -> list[bool]:
-    """For each example: still classified correctly after rift.py's PGD at radius eps (eps 0 gives
-    clean accuracy). The attack maximises KL(p(x) || p(x + delta)) from the clean prediction."""
+    """For each example: still classified correctly after rift.py's PGD at radius eps, aimed at a
+    wrong label (the training adversary's KL goal would leave many examples standing: it is as
+    happy to make a prediction more confident as to flip it). eps 0 gives clean accuracy."""
     device = next(model.parameters()).device
     model.eval()
     robust = []
     for start in range(0, len(examples), batch_size):
-        chunk = examples[start:start + batch_size]
-        batch = tokenize(tokenizer, chunk, max_length).to(device)
+        batch = tokenize(tokenizer, examples[start:start + batch_size], max_length).to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             embeds = model.get_input_embeddings()(batch["input_ids"]).detach()
+            objective = misclassification_objective(batch["labels"])
+            delta = pgd_perturbation(model, embeds, batch, objective, eps, steps, norm) if eps > 0 else 0
             with torch.no_grad():
-                clean_logits, _ = classify(model, embeds, batch)
-            delta = pgd_perturbation(model, embeds, batch, clean_logits, eps, steps, norm) if eps > 0 else 0
-            with torch.no_grad():
-                logits = model(inputs_embeds=embeds + delta, **model_inputs(batch)).logits
+                logits, _ = classify(model, embeds + delta, batch)
         robust += (logits.argmax(-1) == batch["labels"]).tolist()
     return robust

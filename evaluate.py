@@ -3,7 +3,7 @@
     python evaluate.py --attack synonym                        # newest run in runs/: PWWS, WordNet
     python evaluate.py --checkpoint runs/sst2-rift-20261125-120000 --attack all --synonyms counterfitted
     python evaluate.py --checkpoint path/to/any/hf/classifier --task sst2 --attack textfooler
-    python evaluate.py --attack pgd --eps 0.1 0.25 0.5 1       # a robustness curve in one run
+    python evaluate.py --attack pgd --eps 0.01 0.02 0.05 0.1   # a robustness curve in one run
 
 The examples are --num-examples drawn with --seed from --split (test by default), leaving out
 those of fewer than --min-words words, as TextDefender does. Writes, to --out or to
@@ -17,7 +17,6 @@ perturbed, queries, successful/failed/skipped, seconds per example, share of tim
 
 import argparse
 import json
-import platform
 import random
 import sys
 import time
@@ -30,8 +29,8 @@ import transformers
 from tqdm.auto import tqdm
 
 import attacks
-from data import (DEFAULT_TASK, TASKS, UsageError, custom_task, format_table, infer_labels, is_word,
-                  load_split, pyplot)
+from data import (TASKS, UsageError, at_least, custom_task, environment, format_table, fraction, infer_labels,
+                  load_split, newest_run, pick_device, pyplot)
 from rift import load_classifier, predict_proba
 
 ATTACKS = {"synonym": ["pwws"], "pwws": ["pwws"], "textfooler": ["textfooler"], "genetic": ["genetic"],
@@ -40,13 +39,13 @@ ATTACKS = {"synonym": ["pwws"], "pwws": ["pwws"], "textfooler": ["textfooler"], 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", help="a train.py run folder or a Hugging Face classifier folder "
+    p.add_argument("--checkpoint", help="a train.py run folder (or its best/) or a Hugging Face classifier folder "
                                         "(default: the newest run under runs/)")
     p.add_argument("--attack", default="synonym", choices=ATTACKS,
                    help="synonym (= pwws), pwws, textfooler, genetic, pgd, none (clean accuracy only) or all")
     data = p.add_argument_group("data")
-    data.add_argument("--task", choices=[*TASKS, "custom"],
-                      help=f"the task (default: the run's; {DEFAULT_TASK} for a plain model folder)")
+    data.add_argument("--task", choices=[*TASKS, "custom"], help="the task (default: the run's; "
+                                                                  "required for a plain model folder)")
     data.add_argument("--split", default="test", choices=["train", "dev", "test"], help="(default: %(default)s)")
     data.add_argument("--data-dir", help="folder holding <task>/<split>.tsv (else $RIFT_DATA, else the cache)")
     data.add_argument("--file", help="a .tsv/.csv/.jsonl file to evaluate on instead of the task's split")
@@ -54,30 +53,35 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--label-column", default="label", help="custom task: column of the label")
     data.add_argument("--context-column", help="custom task: column of a first sentence that is never attacked")
     data.add_argument("--labels", help="custom task: label values in class order, comma-separated")
-    data.add_argument("--num-examples", type=int, default=1000, help="examples drawn with --seed (default: %(default)s)")
-    data.add_argument("--min-words", type=int, default=4, help="leave out shorter examples (default: %(default)s)")
-    data.add_argument("--max-length", type=int, help="tokens per example (default: the run's, else the task's)")
+    data.add_argument("--num-examples", type=at_least(1), default=1000,
+                      help="examples drawn with --seed (default: %(default)s)")
+    data.add_argument("--min-words", type=at_least(0), default=4,
+                      help="leave out examples with fewer words (default: %(default)s)")
+    data.add_argument("--max-length", type=at_least(1), help="tokens per example (default: the run's, else the task's)")
     words = p.add_argument_group("word substitution")
-    words.add_argument("--synonyms", default="wordnet", choices=["wordnet", "counterfitted"],
-                       help="WordNet 3.0, or the counter-fitted neighbours (default: %(default)s)")
-    words.add_argument("--synonyms-path", help="counterfitted: the neighbour table (.json) or the vectors (.txt/.zip)")
-    words.add_argument("--neighbours", type=int, default=50, help="from vectors: nearest words kept (default: %(default)s)")
-    words.add_argument("--min-cos", type=float, default=0.5, help="from vectors: least cosine kept (default: %(default)s)")
-    words.add_argument("--max-modify-rate", type=float, default=0.3,
+    words.add_argument("--synonyms", default="wordnet", choices=["wordnet", "counterfitted", "counterfitted-vectors"],
+                       help="WordNet 3.0; Jia et al.'s table of <= 8 counter-fitted neighbours; or the "
+                            "--neighbours nearest words of the counter-fitted vectors (default: %(default)s)")
+    words.add_argument("--synonyms-path", help="the neighbour table (.json) or the vectors (.txt/.zip) to use")
+    words.add_argument("--neighbours", type=at_least(1), default=50,
+                       help="counterfitted-vectors: nearest words kept (default: %(default)s, TextFooler's)")
+    words.add_argument("--min-cos", type=float, default=0.5,
+                       help="counterfitted-vectors: least cosine kept (default: %(default)s, TextFooler's)")
+    words.add_argument("--max-modify-rate", type=fraction, default=0.3,
                        help="largest share of an example's words changed (default: %(default)s, as TextDefender)")
-    words.add_argument("--query-budget", type=int, help="most texts scored per example (default: 50 x its words)")
-    words.add_argument("--population", type=int, default=60, help="genetic: population size (default: %(default)s)")
-    words.add_argument("--generations", type=int, default=40, help="genetic: iterations (default: %(default)s)")
+    words.add_argument("--query-budget", type=at_least(1), help="most texts scored per example (default: 50 x its words)")
+    words.add_argument("--population", type=at_least(2), default=60, help="genetic: population size (default: %(default)s)")
+    words.add_argument("--generations", type=at_least(1), default=40, help="genetic: iterations (default: %(default)s)")
     pgd = p.add_argument_group("embedding-space PGD")
-    pgd.add_argument("--eps", type=float, nargs="+", default=[0.1, 0.25, 0.5],
+    pgd.add_argument("--eps", type=at_least(0.0, float), nargs="+", default=[0.02, 0.05, 0.1],
                      help="radii, per token (default: %(default)s)")
-    pgd.add_argument("--pgd-steps", type=int, default=10, help="(default: %(default)s)")
+    pgd.add_argument("--pgd-steps", type=at_least(1), default=10, help="(default: %(default)s)")
     pgd.add_argument("--pgd-norm", default="l2", choices=["l2", "linf"], help="(default: %(default)s)")
     run = p.add_argument_group("bookkeeping")
-    run.add_argument("--batch-size", type=int, default=64, help="texts per forward pass (default: %(default)s)")
+    run.add_argument("--batch-size", type=at_least(1), default=64, help="texts per forward pass (default: %(default)s)")
     run.add_argument("--seed", type=int, default=42, help="draws the examples; seeds the genetic attack and PGD")
     run.add_argument("--out", help="results folder (default: <run>/eval/<attack>-<synonyms>-<time>); must not exist")
-    run.add_argument("--device", default="auto", help="cuda, cpu, or auto: cuda when there is one")
+    run.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto: cuda when there is one")
     run.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast (default: on with CUDA)")
     run.add_argument("--plot", action="store_true",
                      help="also draw robustness.png: accuracy against PGD radius and against the share of "
@@ -87,24 +91,30 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def resolve_checkpoint(checkpoint: str | None) -> tuple[str, dict | None]:
     """(model folder or hub name, the run's config.json or None). A run's model is its best/."""
-    if checkpoint is None:
-        runs = sorted(Path("runs").glob("*/best"), key=lambda best: best.stat().st_mtime)
-        if not runs:
-            raise UsageError("no run with a best/ checkpoint under runs/: train one with train.py, or pass --checkpoint")
-        checkpoint = str(runs[-1].parent)
-    path = Path(checkpoint)
-    if (path / "best").is_dir() and (path / "config.json").is_file():
-        return str(path / "best"), json.loads((path / "config.json").read_text())
-    return checkpoint, None
+    path = Path(checkpoint) if checkpoint else newest_run()
+    if path is None:
+        raise UsageError("no run with a best/ checkpoint under runs/: train one with train.py, or pass --checkpoint")
+    if path.name == "best" and (path.parent / "config.json").is_file():
+        path = path.parent
+    if not ((path / "best").is_dir() and (path / "config.json").is_file()):
+        return str(path), None
+    try:
+        run = json.loads((path / "config.json").read_text())
+        run["config"]["task"], run["resolved"]["labels"], run["resolved"]["max_length"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise UsageError(f"{path}/config.json is not a train.py run configuration ({err!r})") from None
+    return str(path / "best"), run
 
 
 def resolve_task(args, run: dict | None):
-    """The task, its label order and max length: from the run where there is one, else the flags."""
+    """The task and its max length: from the run where there is one (a flag may override), else the flags."""
+    if run is None and args.task is None:
+        raise UsageError("a plain model folder needs --task (its labels must be in that task's order)")
     settings = run["config"] if run else vars(args)
-    name = args.task or settings["task"] or DEFAULT_TASK
+    name = args.task or settings["task"]
+    max_length = args.max_length or (run["resolved"]["max_length"] if run else None)
     if name != "custom":
-        task = TASKS[name]
-        return task, args.max_length or (run["resolved"]["max_length"] if run else task.max_length)
+        return TASKS[name], max_length or TASKS[name].max_length
     if run and settings["task"] == "custom":
         labels = tuple(run["resolved"]["labels"])
     elif args.labels:
@@ -114,69 +124,78 @@ def resolve_task(args, run: dict | None):
     else:
         raise UsageError("--task custom needs --file")
     task = custom_task(settings["text_column"], settings["label_column"], settings["context_column"], labels)
-    return task, args.max_length or (run["resolved"]["max_length"] if run else task.max_length)
+    return task, max_length or task.max_length
+
+
+def load_synonyms(args):
+    """(synonyms, source) for --synonyms, or (None, None) when only PGD runs."""
+    if not [a for a in ATTACKS[args.attack] if a != "pgd"]:
+        return None, None
+    if args.synonyms == "wordnet":
+        if args.synonyms_path:
+            raise UsageError("--synonyms-path is for the counter-fitted sources; WordNet is found by itself")
+        return attacks.wordnet_synonyms(), {"synonyms": "wordnet"}
+    if args.synonyms == "counterfitted":
+        return attacks.counterfitted_synonyms(args.synonyms_path, args.data_dir)
+    return attacks.vector_synonyms(args.synonyms_path, args.data_dir, args.neighbours, args.min_cos)
 
 
 def main(args: argparse.Namespace) -> dict:
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
-                          else "cpu" if args.device == "auto" else args.device)
+    device = pick_device(args.device)
     amp = device.type == "cuda" if args.amp is None else args.amp
     if args.plot:
         pyplot()  # fail now, not after the attacks, when matplotlib is missing
     model_dir, run = resolve_checkpoint(args.checkpoint)
-    task, max_length = resolve_task(args, run)
     model, tokenizer = load_classifier(model_dir)
-    if model.config.num_labels != len(task.labels):
-        raise UsageError(f"the model predicts {model.config.num_labels} classes; task {task.name} has {len(task.labels)}")
+    task, max_length = resolve_task(args, run)
+    saved_labels = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
+    if model.config.num_labels != len(task.labels) or (set(saved_labels) == set(task.labels) and saved_labels != task.labels):
+        raise UsageError(f"the model has {len(saved_labels)} classes ({', '.join(saved_labels)}); task {task.name} "
+                         f"has {len(task.labels)} labels ({', '.join(task.labels)}), in this order")
     model.to(device).eval()
 
     # ---- the examples: TextDefender's protocol, drawn once so every attack sees the same ones
     split = load_split(task, args.split, args.data_dir, args.file)
-    eligible = [i for i, ex in enumerate(split) if sum(map(is_word, ex.words)) >= args.min_words]
+    eligible = [i for i, ex in enumerate(split) if attacks.word_count(ex.words) >= args.min_words]
+    if not eligible:
+        raise UsageError(f"no example of the {args.split} split has {args.min_words} words or more")
     indices = random.Random(args.seed).sample(eligible, min(args.num_examples, len(eligible)))
     examples = [split[i] for i in indices]
-    if not examples:
-        raise UsageError(f"no example of the {args.split} split has {args.min_words} words or more")
 
-    name = f"{args.attack}-{args.synonyms}-{datetime.now():%Y%m%d-%H%M%S}"
-    out = Path(args.out) if args.out else (Path(model_dir).parent / "eval" if run else
-                                           Path("runs") / "eval" / Path(model_dir).name) / name
-    if out.exists() and any(out.iterdir()):
+    if args.out:
+        out = Path(args.out)
+    else:
+        where = Path(model_dir).parent / "eval" if run else Path("runs") / "eval" / Path(model_dir).name
+        out = where / f"{args.attack}-{args.synonyms}-{datetime.now():%Y%m%d-%H%M%S}"
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"results folder {out} already exists; pass a new --out")
-
-    searches = [a for a in ATTACKS[args.attack] if a != "pgd"]
-    synonyms, synonym_source = None, None
-    if searches and args.synonyms == "wordnet":
-        synonyms, synonym_source = attacks.wordnet_synonyms(), {"synonyms": "wordnet"}
-    elif searches:
-        synonyms, synonym_source = attacks.counterfitted_synonyms(args.synonyms_path, args.data_dir,
-                                                                  args.neighbours, args.min_cos)
+    synonyms, synonym_source = load_synonyms(args)
 
     rows, lines = [], []
     labels = torch.tensor([ex.label for ex in examples])
     clean = (predict_proba(model, tokenizer, examples, max_length, args.batch_size, amp=amp).argmax(-1) == labels)
     rows.append({"attack": "none", "examples": len(examples), "clean_accuracy": clean.float().mean().item()})
 
-    victim = attacks.Victim(model, tokenizer, max_length, args.batch_size, amp)
-    for search in searches:
-        search_options = {"population": args.population, "generations": args.generations} if search == "genetic" else {}
-        results, started, model_seconds = [], time.perf_counter(), victim.model_seconds
-        bar = tqdm(list(zip(indices, examples)), desc=f"{search} ({args.synonyms})", dynamic_ncols=True)
-        for index, example in bar:
-            rng = np.random.default_rng([args.seed, index])  # per example: results do not depend on order
-            result = attacks.attack_example(victim, example, search, synonyms, args.max_modify_rate,
-                                            args.query_budget, rng, **search_options)
-            results.append(result)
-            lines.append({"attack": search, "index": index, **result_record(result)})
-            done = attacks.summarize(results)
-            bar.set_postfix(acc_under_attack=f"{done['accuracy_under_attack']:.3f}",
-                            success=f"{done['attack_success_rate']:.3f}")
-        seconds = time.perf_counter() - started
-        rows.append({"attack": search, "synonyms": args.synonyms, **attacks.summarize(results),
-                     "model_time_share": (victim.model_seconds - model_seconds) / seconds})
+    with attacks.Victim(model, tokenizer, max_length, args.batch_size, amp) as victim:
+        for search in [a for a in ATTACKS[args.attack] if a != "pgd"]:
+            options = {"population": args.population, "generations": args.generations} if search == "genetic" else {}
+            results, started, model_seconds = [], time.perf_counter(), victim.model_seconds
+            bar = tqdm(list(zip(indices, examples)), desc=f"{search} ({args.synonyms})", dynamic_ncols=True)
+            for index, example in bar:
+                rng = np.random.default_rng([args.seed, index])  # per example: results do not depend on order
+                result = attacks.attack_example(victim, example, search, synonyms, args.max_modify_rate,
+                                                args.query_budget, rng, **options)
+                results.append(result)
+                lines.append({"attack": search, "index": index, **result_record(result)})
+                done = attacks.summarize(results)
+                bar.set_postfix(acc_under_attack=f"{done['accuracy_under_attack']:.3f}",
+                                success=f"{done['attack_success_rate']:.3f}")
+            seconds = time.perf_counter() - started
+            rows.append({"attack": search, "synonyms": args.synonyms, **attacks.summarize(results),
+                         "model_time_share": (victim.model_seconds - model_seconds) / seconds})
     if "pgd" in ATTACKS[args.attack]:
-        torch.manual_seed(args.seed)
         for eps in tqdm(args.eps, desc=f"pgd ({args.pgd_norm}, {args.pgd_steps} steps)"):
+            torch.manual_seed(args.seed)  # each radius from the same random starts, whatever ran before
             started = time.perf_counter()
             robust = attacks.pgd_accuracy(model, tokenizer, examples, max_length, eps, args.pgd_steps,
                                           args.pgd_norm, args.batch_size, amp)
@@ -188,9 +207,8 @@ def main(args: argparse.Namespace) -> dict:
     results = {
         "settings": vars(args),
         "resolved": {"model": model_dir, "task": task.name, "labels": task.labels, "max_length": max_length,
-                     "synonym_source": synonym_source, "device": str(device), "amp": amp,
-                     "python": platform.python_version(), "torch": torch.__version__,
-                     "transformers": transformers.__version__, "date": datetime.now().isoformat(timespec="seconds")},
+                     "synonym_source": synonym_source, "amp": amp},
+        "environment": environment(device),
         "indices": indices,
         "metrics": rows,
     }
@@ -205,7 +223,8 @@ def main(args: argparse.Namespace) -> dict:
     for row in rows:
         if row.get("recheck_mismatches"):
             print(f"warning: {row['recheck_mismatches']} {row['attack']} successes did not hold when re-checked "
-                  "alone and were counted as failures; batched and single scoring disagree (a bug, or bf16 noise)")
+                  "alone and were counted as failures: batched and single scoring disagree (bf16 noise on "
+                  "CUDA, else a bug)")
     return results
 
 

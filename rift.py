@@ -63,7 +63,10 @@ def load_classifier(name: str, num_labels: int | None = None):
         model = AutoModelForSequenceClassification.from_pretrained(
             path, **({"num_labels": num_labels} if num_labels else {}))
     except Exception as err:  # a missing or corrupt checkpoint raises one of many types
-        raise UsageError(f"could not load a model from {name}: {str(err).strip().splitlines()[0]}") from None
+        reason = (str(err).strip() or type(err).__name__).splitlines()[0]
+        raise UsageError(f"could not load a model from {name}: {reason}") from None
+    if not tokenizer.is_fast:  # data.tokenize needs a fast tokenizer's sequence_ids
+        raise UsageError(f"{name} has no fast (Rust) tokenizer, which rift needs")
     return model, tokenizer
 
 
@@ -186,18 +189,29 @@ def random_start(shape, eps: float, norm: str, device) -> torch.Tensor:
     return direction * torch.rand(*shape[:-1], 1, device=device) * eps
 
 
-def pgd_perturbation(model, embeds: torch.Tensor, batch, target_logits: torch.Tensor,
-                     eps: float, steps: int, norm: str) -> torch.Tensor:
+def kl_objective(clean_logits: torch.Tensor):
+    """The training adversary's goal (TRADES, RIFT): move p(x + delta) away from p(x), in any
+    direction. It does not aim at a wrong label, so robust accuracy is measured with
+    `misclassification_objective` instead."""
+    target = clean_logits.detach()
+    return lambda logits: kl_divergence(target, logits)
+
+
+def misclassification_objective(labels: torch.Tensor):
+    """The evaluation adversary's goal: cross-entropy of the true label (Madry et al. 2018)."""
+    return lambda logits: F.cross_entropy(logits.float(), labels)
+
+
+def pgd_perturbation(model, embeds: torch.Tensor, batch, objective, eps: float, steps: int, norm: str) -> torch.Tensor:
     """Embedding-space PGD (Madry et al. 2018): a perturbation delta (B, T, H) of the attacked
-    words' embeddings, within eps of zero for every token, that maximises KL(p(x) || p(x + delta)),
-    p(x) given by target_logits.
+    words' embeddings, within eps of zero for every token, that maximises objective(logits).
 
     Random start, then `steps` ascent steps of size 2.5 eps / steps (Madry's rule: the walk can
     cross the ball) along the sign (L-inf) or the per-token unit direction (L2) of the gradient,
     each followed by projection. The model is in eval mode while attacking, so dropout does not
     blur the gradient; its mode is restored after."""
     mask = batch["attacked_tokens"].unsqueeze(-1).to(embeds.dtype)  # (B, T, 1): words only, no [CLS]/[SEP]/pad
-    embeds, target_logits = embeds.detach(), target_logits.detach()
+    embeds = embeds.detach()
     delta = random_start(embeds.shape, eps, norm, embeds.device) * mask
     step_size = 2.5 * eps / max(steps, 1)
     was_training = model.training
@@ -207,7 +221,7 @@ def pgd_perturbation(model, embeds: torch.Tensor, batch, target_logits: torch.Te
             delta.requires_grad_(True)
             logits, _ = classify(model, embeds + delta, batch)
             # Only delta's gradient is asked for: no weight gradients are computed here.
-            grad, = torch.autograd.grad(kl_divergence(target_logits, logits), delta)
+            grad, = torch.autograd.grad(objective(logits), delta)
             if norm == "linf":
                 direction = grad.sign()
             else:
@@ -240,15 +254,17 @@ def training_loss(method: str, model, batch, *, teacher=None, critics: Critics |
     if method == "standard":
         return {"loss": ce, "ce": ce.detach()}
 
-    # The clean forward pass just made doubles as the attack's target p(x): no extra pass.
-    delta = pgd_perturbation(bare, embeds, batch, logits, eps, steps, norm)
+    # The clean forward pass just made doubles as the attack's target p(x): no extra pass. It ran
+    # in train mode, so the attack maximises the very KL term of the loss below.
+    delta = pgd_perturbation(bare, embeds, batch, kl_objective(logits), eps, steps, norm)
     adv_logits, adv_features = classify(model, embeds + delta, batch)
     kl = kl_divergence(logits, adv_logits)  # neither side detached, as in the release code
     terms = {"ce": ce.detach(), "kl": kl.detach()}
     loss = ce + beta * kl
     if method == "rift":
-        mi_nce, mi_bound = conditional_info_nce(critics, adv_features.float(),
-                                                teacher_features(teacher, batch).float(), labels, tau)
+        t = teacher_features(teacher, batch)
+        with torch.autocast(embeds.device.type, enabled=False):  # cosines / tau need more than bf16's 3 digits
+            mi_nce, mi_bound = conditional_info_nce(critics, adv_features.float(), t.float(), labels, tau)
         loss = loss + alpha * mi_nce
         terms |= {"mi_nce": mi_nce.detach(), "mi_bound": mi_bound}
     return {"loss": loss} | terms

@@ -16,10 +16,8 @@ import argparse
 import json
 import math
 import os
-import platform
 import random
 import shutil
-import subprocess
 import sys
 import time
 from contextlib import nullcontext
@@ -33,8 +31,8 @@ import transformers
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from data import (DEFAULT_TASK, TASKS, UsageError, balanced_batches, custom_task, infer_labels,
-                  load_split, tokenize)
+from data import (DEFAULT_TASK, TASKS, UsageError, at_least, balanced_batches, custom_task, environment,
+                  format_table, fraction, infer_labels, load_split, pick_device, tokenize)
 from rift import (DEFAULT_MODEL, METHODS, Critics, load_classifier, make_teacher, model_path,
                   predict_proba, training_loss)
 
@@ -53,37 +51,37 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--context-column", help="custom task: column of a first sentence that is never attacked")
     data.add_argument("--labels", help="custom task: label values in class order, comma-separated "
                                        "(default: those of the train file, sorted)")
-    data.add_argument("--max-train-examples", type=int, help="train on a random subset of this size (drawn with --seed)")
-    data.add_argument("--max-length", type=int, help="tokens per example (default: the task's: 64 SST-2, 256 IMDB, 80 SNLI)")
+    data.add_argument("--max-train-examples", type=at_least(1), help="train on a random subset of this size (drawn with --seed)")
+    data.add_argument("--max-length", type=at_least(1), help="tokens per example (default: the task's: 64 Rotten Tomatoes and SST-2, 256 IMDB, 80 SNLI, 128 custom)")
     method = p.add_argument_group("model and method")
     method.add_argument("--model", default=DEFAULT_MODEL,
                         help="pre-trained encoder: local folder or hub name (paper: bert-base-uncased; default: %(default)s)")
     method.add_argument("--method", default="rift", choices=METHODS,
                         help="standard: CE; adv: CE + beta KL(p(x)||p(x_adv)); rift: adv + alpha InfoNCE (default: %(default)s)")
-    method.add_argument("--alpha", type=float, default=0.1, help="weight of the InfoNCE term I(S;T|Y) (paper: IMDB 0.1, SNLI 0.7)")
-    method.add_argument("--beta", type=float, default=10.0, help="weight of the adversarial KL term (paper: IMDB 10, SNLI 5)")
-    method.add_argument("--tau", type=float, default=0.2, help="InfoNCE temperature (paper: 0.2)")
+    method.add_argument("--alpha", type=at_least(0.0, float), default=0.1, help="weight of the InfoNCE term I(S;T|Y) (paper: IMDB 0.1, SNLI 0.7)")
+    method.add_argument("--beta", type=at_least(0.0, float), default=10.0, help="weight of the adversarial KL term (paper: IMDB 10, SNLI 5)")
+    method.add_argument("--tau", type=at_least(1e-3, float), default=0.2, help="InfoNCE temperature (paper: 0.2)")
     method.add_argument("--adv-norm", default="l2", choices=["l2", "linf"], help="PGD ball, per token (default: %(default)s)")
-    method.add_argument("--adv-eps", type=float, default=0.1,
+    method.add_argument("--adv-eps", type=at_least(0.0, float), default=0.1,
                         help="PGD radius per token in embedding space; all words move at once (default: %(default)s)")
-    method.add_argument("--adv-steps", type=int, default=3, help="PGD steps per batch (default: %(default)s)")
+    method.add_argument("--adv-steps", type=at_least(1), default=3, help="PGD steps per batch (default: %(default)s)")
     optim = p.add_argument_group("optimisation")
-    optim.add_argument("--epochs", type=float, default=3.0, help="passes over the training data (default: %(default)s)")
-    optim.add_argument("--max-steps", type=int, help="stop after this many optimiser steps (overrides --epochs)")
-    optim.add_argument("--batch-size", type=int, default=32,
+    optim.add_argument("--epochs", type=at_least(1e-3, float), default=3.0, help="passes over the training data (default: %(default)s)")
+    optim.add_argument("--max-steps", type=at_least(1), help="stop after this many optimiser steps (overrides --epochs)")
+    optim.add_argument("--batch-size", type=at_least(1), default=32,
                        help="examples per forward pass and process, a multiple of the classes (default: %(default)s)")
-    optim.add_argument("--grad-accum", type=int, default=1, help="forward passes per optimiser step (default: %(default)s)")
-    optim.add_argument("--lr", type=float, default=2e-5, help="peak AdamW learning rate (paper: 2e-5)")
-    optim.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay, on the heads only as in the paper")
-    optim.add_argument("--warmup", type=float, default=0.1,
+    optim.add_argument("--grad-accum", type=at_least(1), default=1, help="forward passes per optimiser step (default: %(default)s)")
+    optim.add_argument("--lr", type=at_least(0.0, float), default=2e-5, help="peak AdamW learning rate (paper: 2e-5)")
+    optim.add_argument("--weight-decay", type=at_least(0.0, float), default=0.01, help="AdamW weight decay, on the heads only as in the paper")
+    optim.add_argument("--warmup", type=fraction, default=0.1,
                        help="share of steps with linear learning-rate warm-up, then linear decay to 0 (default: %(default)s)")
-    optim.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping norm (default: %(default)s)")
+    optim.add_argument("--max-grad-norm", type=at_least(1e-6, float), default=1.0, help="gradient clipping norm (default: %(default)s)")
     run = p.add_argument_group("bookkeeping")
-    run.add_argument("--eval-every", type=int, help="optimiser steps between dev evaluations (default: once per epoch)")
-    run.add_argument("--log-every", type=int, default=10, help="optimiser steps between metrics.jsonl lines (default: %(default)s)")
+    run.add_argument("--eval-every", type=at_least(1), help="optimiser steps between dev evaluations (default: once per epoch)")
+    run.add_argument("--log-every", type=at_least(1), default=10, help="optimiser steps between metrics.jsonl lines (default: %(default)s)")
     run.add_argument("--seed", type=int, default=42, help="seeds python, numpy and torch; draws the subset and the batches")
     run.add_argument("--out", help="run folder (default: runs/<task>-<method>-<time>); must not exist yet")
-    run.add_argument("--device", default="auto", help="cuda, cpu, or auto: cuda when there is one")
+    run.add_argument("--device", default="auto", help="cpu, cuda, or auto: cuda when there is one (torchrun: one GPU per process)")
     run.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast (default: on with CUDA)")
     run.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; the first steps are slow)")
     return p.parse_args(argv)
@@ -95,29 +93,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def environment(device: torch.device, world_size: int) -> dict:
-    """What a reader needs to reproduce the run: versions, machine, code revision."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
-    commit = git("rev-parse", "HEAD") or None
-    if commit and git("status", "--porcelain", "--untracked-files=no"):
-        commit += " (with uncommitted changes)"
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "numpy": np.__version__,
-            "platform": platform.platform(), "cpus": os.cpu_count(), "device": str(device),
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "world_size": world_size, "git_commit": commit, "command": " ".join(sys.argv)}
-
-
 def setup_distributed(device_flag: str) -> tuple[int, int, torch.device]:
-    """(rank, world size, device). Under torchrun each process takes one GPU, or shares the CPU."""
-    use_cuda = device_flag == "cuda" or (device_flag == "auto" and torch.cuda.is_available())
+    """(rank, world size, device). Under torchrun each process takes the GPU of its local rank
+    (NCCL), or shares the CPU (gloo)."""
+    device = pick_device(device_flag)
     if "RANK" not in os.environ:
-        return 0, 1, torch.device("cuda" if use_cuda else device_flag if device_flag != "auto" else "cpu")
-    dist.init_process_group("nccl" if use_cuda else "gloo")
-    if use_cuda:
-        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    device = torch.device("cuda", int(os.environ["LOCAL_RANK"])) if use_cuda else torch.device("cpu")
+        return 0, 1, device
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return dist.get_rank(), dist.get_world_size(), device
 
 
@@ -140,18 +125,11 @@ def save_checkpoint(model, tokenizer, folder: Path, labels: tuple[str, ...]) -> 
     shutil.rmtree(old, ignore_errors=True)
 
 
-def print_table(title: str, rows: dict) -> None:
-    width = max(map(len, rows))
-    print(f"\n{title}\n" + "-" * (width + 30))
-    for key, value in rows.items():
-        print(f"{key:<{width}}  {value:.4f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
-
-
 def main(cfg: argparse.Namespace) -> dict:
     rank, world_size, device = setup_distributed(cfg.device)
     is_main = rank == 0
     amp = device.type == "cuda" if cfg.amp is None else cfg.amp
-    seed_everything(cfg.seed)  # identical on every process: the new heads start identical too
+    seed_everything(cfg.seed)
 
     # ---- data
     if cfg.task == "custom":
@@ -162,10 +140,17 @@ def main(cfg: argparse.Namespace) -> dict:
     else:
         task = TASKS[cfg.task]
     max_length = cfg.max_length or task.max_length
+    run = Path(cfg.out or f"runs/{task.name}-{cfg.method}-{datetime.now():%Y%m%d-%H%M%S}")
+    if run.exists() and (not run.is_dir() or any(run.iterdir())):
+        raise UsageError(f"run folder {run} already exists; pass a new --out")
+    if world_size > 1 and not is_main:
+        dist.barrier()  # rank 0 downloads into the cache first; the others then read it
     train = load_split(task, "train", cfg.data_dir, cfg.train_file)
+    dev = load_split(task, "dev", cfg.data_dir, cfg.dev_file)
+    if world_size > 1 and is_main:
+        dist.barrier()
     if cfg.max_train_examples and cfg.max_train_examples < len(train):
         train = random.Random(cfg.seed).sample(train, cfg.max_train_examples)
-    dev = load_split(task, "dev", cfg.data_dir, cfg.dev_file)
     num_classes = len(task.labels)
     if cfg.method == "rift" and cfg.batch_size < 2 * num_classes:
         raise UsageError(f"rift needs --batch-size >= {2 * num_classes}: two examples of each class, for InfoNCE")
@@ -179,6 +164,8 @@ def main(cfg: argparse.Namespace) -> dict:
 
     # ---- models: the student, and for RIFT the frozen teacher and the critics
     model, tokenizer = load_classifier(cfg.model, num_labels=num_classes)
+    if max_length > model.config.max_position_embeddings:
+        raise UsageError(f"--max-length {max_length} exceeds the model's {model.config.max_position_embeddings} positions")
     teacher = critics = None
     if cfg.method == "rift":
         teacher = make_teacher(model).to(device)
@@ -194,23 +181,23 @@ def main(cfg: argparse.Namespace) -> dict:
         (s + 1) / max(warmup_steps, 1), max(0.0, (total_steps - s) / max(total_steps - warmup_steps, 1))))
     bare = model
     if world_size > 1:
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # The encoder's buffers (position ids) never change: no need to broadcast them every forward.
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                        broadcast_buffers=False)
         for p in critics.parameters() if critics else []:  # DDP aligned the student; align the critics
             dist.broadcast(p.data, 0)
     if cfg.compile:
         model = torch.compile(model, dynamic=True)
 
     # ---- run folder
-    run = Path(cfg.out or f"runs/{task.name}-{cfg.method}-{datetime.now():%Y%m%d-%H%M%S}")
     if is_main:
-        if run.exists() and any(run.iterdir()):
-            raise UsageError(f"run folder {run} already exists; pass a new --out")
         run.mkdir(parents=True, exist_ok=True)
         resolved = {"labels": task.labels, "max_length": max_length, "model_path": model_path(cfg.model),
                     "train_examples": len(train), "dev_examples": len(dev), "total_steps": total_steps,
                     "steps_per_epoch": steps_per_epoch, "amp": amp, "task_source": task.source}
-        (run / "config.json").write_text(json.dumps(
-            {"config": vars(cfg), "resolved": resolved, "environment": environment(device, world_size)}, indent=2))
+        (run / "config.json").write_text(json.dumps({"config": vars(cfg), "resolved": resolved,
+                                                     "environment": environment(device) | {"world_size": world_size}},
+                                                    indent=2))
     metrics = open(run / "metrics.jsonl", "a") if is_main else None
 
     def log(record: dict) -> None:
@@ -233,7 +220,7 @@ def main(cfg: argparse.Namespace) -> dict:
                     torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 terms = training_loss(cfg.method, model, batch, **loss_kwargs)
             (terms["loss"] / cfg.grad_accum).backward()
-            for name, value in terms.items():  # summed as tensors: no device sync until a log line
+            for name, value in terms.items():  # summed as tensors: no .item() until a log line
                 window[name] = window.get(name, 0.0) + value.detach() / cfg.grad_accum
         if critics and world_size > 1:  # the critics live outside DDP: average their gradients here
             for p in critics.parameters():
@@ -275,7 +262,7 @@ def main(cfg: argparse.Namespace) -> dict:
                "train_examples_per_s": total_steps * cfg.batch_size * cfg.grad_accum * world_size / train_seconds,
                "train_minutes": train_seconds / 60, "world_size": world_size}
     if cfg.method == "rift":
-        summary["last_mi_bound"] = terms["mi_bound"].item()
+        summary["last_mi_bound"] = record["mi_bound"]  # the last logged window's mean
     if world_size > 1:  # every replica must end with the same weights, critics included
         checksum = torch.stack([p.detach().double().sum() for p in encoder_params + head_params]).sum()
         sums = [torch.zeros_like(checksum) for _ in range(world_size)]
@@ -284,7 +271,8 @@ def main(cfg: argparse.Namespace) -> dict:
     if is_main:
         metrics.close()
         (run / "summary.json").write_text(json.dumps(summary, indent=2))
-        print_table(f"rift {cfg.method} on {task.name}: {run}", {k: v for k, v in summary.items() if k != "run"})
+        print(f"\nrift {cfg.method} on {task.name}: {run}")
+        print(format_table([{"key": k, "value": v} for k, v in summary.items() if k != "run"], {"key": "", "value": ""}))
     if world_size > 1:
         dist.destroy_process_group()
     return summary

@@ -245,12 +245,13 @@ def test_genetic_population_and_generations_flags_reach_the_search(tiny_run, sha
 
 
 def test_a_plain_hugging_face_classifier_folder_with_a_task(tiny_run, shared_data, workspace, cache):
-    out = workspace / "plain"
-    result = evaluate("--checkpoint", tiny_run / "best", "--task", "sst2", "--attack", "pwws", "--synonyms",
+    out, plain = workspace / "plain", workspace / "hf-classifier"
+    shutil.copytree(tiny_run / "best", plain)  # a model folder outside any run
+    result = evaluate("--checkpoint", plain, "--task", "sst2", "--attack", "pwws", "--synonyms",
                       "counterfitted", "--num-examples", 3, "--data-dir", shared_data, "--out", out, cache=cache)
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
-    assert results["resolved"]["model"] == str(tiny_run / "best") and results["resolved"]["task"] == "sst2"
+    assert results["resolved"]["model"] == str(plain) and results["resolved"]["task"] == "sst2"
     assert results["resolved"]["max_length"] == data.TASKS["sst2"].max_length  # no run: the task's
     assert [row["attack"] for row in results["metrics"]] == ["none", "pwws"]
     assert len(read_lines(out)) == 3
@@ -365,7 +366,7 @@ def test_bench_smoke_writes_training_and_attack_costs(shared_data, tmp_path, cac
         assert rows[method]["measured_over_expected"] > 0
     assert rows["standard"]["expected_ratio"] == pytest.approx(1.0)
     assert rows["adv"]["expected_ratio"] >= 1 and rows["rift"]["expected_ratio"] >= rows["adv"]["expected_ratio"]
-    assert all(rows["passes"][k] > 0 for k in ("forward_backward_s", "attack_step_s", "teacher_forward_s"))
+    assert all(rows["passes"][k] > 0 for k in ("forward_backward_s", "attack_s", "teacher_forward_s"))
     costs = report["attacks"]
     assert costs["examples"] == 8 and 0 < costs["model_time_share"] <= 1
     assert costs["recheck_mismatches"] == 0 and costs["avg_queries"] >= 1
@@ -434,3 +435,37 @@ def test_write_results_builds_the_table_from_finished_runs(tmp_path, capsys):
         assert (tmp_path / "results" / "sst2-minilm.png").stat().st_size > 0
     else:
         assert "no figure: plots need matplotlib" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------------------
+# Which model, continued: run folders named by their best/, plain folders need a task
+
+
+def test_a_runs_best_folder_is_evaluated_as_that_run(tiny_run, shared_data, workspace, cache):
+    out = workspace / "via-best"
+    result = evaluate("--checkpoint", tiny_run / "best", "--attack", "none", "--num-examples", 3,
+                      "--data-dir", shared_data, "--out", out, cache=cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resolved = json.loads((out / "results.json").read_text())["resolved"]
+    assert resolved["task"] == "sst2" and resolved["max_length"] == 32  # the run's settings, not a default task's
+
+
+def test_a_plain_model_folder_without_task_is_a_usage_error(tiny_run, workspace, cache):
+    plain = workspace / "plain-no-task"
+    shutil.copytree(tiny_run / "best", plain)
+    assert_one_line_error(evaluate("--checkpoint", plain, "--attack", "none", cache=cache), "--task")
+
+
+def test_a_corrupt_run_configuration_is_a_usage_error(tiny_run, tmp_path, cache):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run / "best", run / "best")
+    (run / "config.json").write_text("{not json")
+    assert_one_line_error(evaluate("--checkpoint", run, "--attack", "none", cache=cache), "config.json")
+
+
+@pytest.mark.parametrize("flag,value", [("--max-modify-rate", "1.5"), ("--num-examples", "0"),
+                                        ("--eps", "-0.1"), ("--batch-size", "0"), ("--query-budget", "0")])
+def test_out_of_range_settings_are_refused_by_argparse(flag, value, tmp_path, cache):
+    result = evaluate("--checkpoint", tmp_path, flag, value, cache=cache)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"argument {flag}" in result.stderr.splitlines()[-1]

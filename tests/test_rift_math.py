@@ -219,7 +219,7 @@ def test_pgd_perturbation_stays_in_the_ball_for_every_token(classifier, norm, ep
     model, tokenizer = classifier
     batch = sentence_batch(tokenizer)
     embeds, logits = clean_pass(model.eval(), batch)
-    delta = rift.pgd_perturbation(model, embeds, batch, logits, eps, steps=4, norm=norm)
+    delta = rift.pgd_perturbation(model, embeds, batch, rift.kl_objective(logits), eps, steps=4, norm=norm)
     assert delta.shape == embeds.shape
     if norm == "l2":
         assert (delta.norm(dim=-1) <= eps * (1 + 1e-5)).all()
@@ -232,7 +232,7 @@ def test_pgd_perturbation_is_zero_outside_the_attacked_tokens(classifier):
     model, tokenizer = classifier
     batch = sentence_batch(tokenizer)
     embeds, logits = clean_pass(model.eval(), batch)
-    delta = rift.pgd_perturbation(model, embeds, batch, logits, 0.1, steps=3, norm="l2")
+    delta = rift.pgd_perturbation(model, embeds, batch, rift.kl_objective(logits), 0.1, steps=3, norm="l2")
     moved = delta.norm(dim=-1) > 0
     assert torch.equal(moved, batch["attacked_tokens"])
     assert not moved[:, 0].any()  # [CLS]
@@ -244,7 +244,7 @@ def test_pgd_perturbation_never_touches_the_context_of_a_pair(classifier):
     model, tokenizer = classifier
     batch = sentence_batch(tokenizer, contexts=["the premise is here", "a man sleeps", "two dogs", "it rains"])
     embeds, logits = clean_pass(model.eval(), batch)
-    delta = rift.pgd_perturbation(model, embeds, batch, logits, 0.1, steps=3, norm="l2")
+    delta = rift.pgd_perturbation(model, embeds, batch, rift.kl_objective(logits), 0.1, steps=3, norm="l2")
     moved = delta.norm(dim=-1) > 0
     hypothesis = torch.tensor([[s == 1 for s in batch.sequence_ids(i)] for i in range(len(SENTENCES))])
     context = torch.tensor([[s == 0 for s in batch.sequence_ids(i)] for i in range(len(SENTENCES))])
@@ -261,11 +261,30 @@ def test_pgd_raises_kl_well_above_a_random_start_of_the_same_radius(classifier, 
     pgd_kl, random_kl = 0.0, 0.0
     for seed in range(3):
         torch.manual_seed(seed)
-        delta = rift.pgd_perturbation(model, embeds, batch, logits, eps, steps=5, norm=norm)
+        delta = rift.pgd_perturbation(model, embeds, batch, rift.kl_objective(logits), eps, steps=5, norm=norm)
         pgd_kl += rift.kl_divergence(logits, rift.classify(model, embeds + delta, batch)[0]).item()
         noise = rift.random_start(embeds.shape, eps, norm, "cpu") * mask
         random_kl += rift.kl_divergence(logits, rift.classify(model, embeds + noise, batch)[0]).item()
     assert pgd_kl > 10 * max(random_kl, 0.0) and pgd_kl > 1e-4
+
+
+@pytest.mark.parametrize("norm,eps", [("l2", 0.1), ("linf", 0.02)])
+def test_misclassification_pgd_raises_the_true_label_loss_above_a_random_start(classifier, norm, eps):
+    model, tokenizer = classifier
+    batch = sentence_batch(tokenizer)
+    embeds, _ = clean_pass(model.eval(), batch)
+    mask = batch["attacked_tokens"].unsqueeze(-1)
+    objective = rift.misclassification_objective(batch["labels"])
+    torch.manual_seed(0)
+    delta = rift.pgd_perturbation(model, embeds, batch, objective, eps, steps=5, norm=norm)
+    noise = rift.random_start(embeds.shape, eps, norm, "cpu") * mask
+    with torch.no_grad():
+        attacked = objective(rift.classify(model, embeds + delta, batch)[0]).item()
+        random = objective(rift.classify(model, embeds + noise, batch)[0]).item()
+        clean = objective(rift.classify(model, embeds, batch)[0]).item()
+    label_zero = rift.misclassification_objective(torch.tensor([0]))
+    assert label_zero(torch.tensor([[2.0, 0.0]])).item() == pytest.approx(math.log(1 + math.exp(-2.0)))
+    assert attacked > random + 1e-4 and attacked > clean + 1e-4
 
 
 class LinearBag(torch.nn.Module):
@@ -292,7 +311,7 @@ def test_pgd_reaches_the_known_worst_case_of_a_linear_model(norm):
     model = LinearBag(w)
     clean = model(embeds, batch["attention_mask"]).logits
     eps = 0.05
-    delta = rift.pgd_perturbation(model, embeds, batch, clean, eps, steps=10, norm=norm)
+    delta = rift.pgd_perturbation(model, embeds, batch, rift.kl_objective(clean), eps, steps=10, norm=norm)
     shift = (delta.sum(1) @ w).abs()  # how far the logit moved
     per_token = eps * (w.norm() if norm == "l2" else w.abs().sum())
     assert torch.all(shift >= 0.95 * attacked.sum(1) * per_token), (shift, attacked.sum(1) * per_token)
@@ -304,7 +323,7 @@ def test_pgd_perturbation_leaves_the_model_mode_as_it_found_it(classifier, train
     batch = sentence_batch(tokenizer)
     embeds, logits = clean_pass(model.eval(), batch)
     model.train(training)
-    rift.pgd_perturbation(model, embeds, batch, logits, 0.1, steps=2, norm="l2")
+    rift.pgd_perturbation(model, embeds, batch, rift.kl_objective(logits), 0.1, steps=2, norm="l2")
     assert all(m.training == training for m in model.modules())
 
 
@@ -312,7 +331,7 @@ def test_pgd_perturbation_computes_no_weight_gradients(classifier):
     model, tokenizer = classifier
     batch = sentence_batch(tokenizer)
     embeds, logits = clean_pass(model.eval(), batch)
-    rift.pgd_perturbation(model, embeds, batch, logits, 0.1, steps=2, norm="l2")
+    rift.pgd_perturbation(model, embeds, batch, rift.kl_objective(logits), 0.1, steps=2, norm="l2")
     assert all(p.grad is None for p in model.parameters())
 
 
@@ -339,7 +358,7 @@ def adversarial_logits_by_hand(model, batch, seed, eps, steps, norm):
     embeds = model.get_input_embeddings()(batch["input_ids"])
     logits = plain_logits(model, batch)
     torch.manual_seed(seed)
-    delta = rift.pgd_perturbation(model, embeds, batch, logits, eps, steps, norm)
+    delta = rift.pgd_perturbation(model, embeds, batch, rift.kl_objective(logits), eps, steps, norm)
     out = model(inputs_embeds=embeds + delta, attention_mask=batch["attention_mask"],
                 token_type_ids=batch["token_type_ids"], output_hidden_states=True)
     return logits, out.logits, out.hidden_states[-1][:, 0]

@@ -194,8 +194,8 @@ def test_neighbours_from_vectors_match_a_numpy_brute_force(vectors, tmp_path, mo
     assert np.abs(cos - min_cos).min() > 1e-4  # no cosine at the threshold: float32 cannot disagree
     assert any(expected[w] != [x for x in WORDS if x != w][:k] for w in WORDS)  # the order matters
     path = write_vectors(tmp_path / "vecs.txt", vectors)
-    synonyms, source = attacks.counterfitted_synonyms(path=str(path), k=k, min_cos=min_cos)
-    assert source == {"synonyms": "counterfitted", "path": str(path), "k": k, "min_cos": min_cos}
+    synonyms, source = attacks.vector_synonyms(path=str(path), k=k, min_cos=min_cos)
+    assert source == {"synonyms": "counterfitted-vectors", "path": str(path), "k": k, "min_cos": min_cos}
     for word in WORDS:
         assert list(synonyms(word)) == expected[word], word
         assert word not in synonyms(word) and len(synonyms(word)) <= k
@@ -208,7 +208,7 @@ def test_neighbours_from_a_zip_of_the_vectors(vectors, tmp_path, monkeypatch):
     with zipfile.ZipFile(archive, "w") as z:
         z.write(text, "counter-fitted-vectors.txt")
     text.unlink()
-    synonyms, _ = attacks.counterfitted_synonyms(path=str(archive), k=3, min_cos=0.0)
+    synonyms, _ = attacks.vector_synonyms(path=str(archive), k=3, min_cos=0.0)
     expected, _ = brute_neighbours(vectors, 3, 0.0)
     assert {w: list(synonyms(w)) for w in WORDS} == expected
 
@@ -221,35 +221,54 @@ def test_a_malformed_vector_line_is_a_usage_error_with_its_line_number(vectors, 
     lines[3] = bad_line
     path.write_text("\n".join(lines) + "\n")
     with pytest.raises(UsageError, match=r"vecs.txt:4:"):
-        attacks.counterfitted_synonyms(path=str(path))
+        attacks.vector_synonyms(path=str(path))
 
 
 def test_neighbours_are_cached_and_reused_until_the_vectors_change(vectors, tmp_path, monkeypatch):
     monkeypatch.setattr(attacks, "CACHE", tmp_path / "cache")
     path = write_vectors(tmp_path / "vecs.txt", vectors)
-    first, _ = attacks.counterfitted_synonyms(path=str(path), k=3, min_cos=0.0)
+    first, _ = attacks.vector_synonyms(path=str(path), k=3, min_cos=0.0)
     cached = list((tmp_path / "cache" / "synonyms").iterdir())
     assert len(cached) == 1
     assert json.loads(cached[0].read_text()) == brute_neighbours(vectors, 3, 0.0)[0]
     cached[0].write_text(json.dumps({"movie": ["from-the-cache"]}))  # newer than the vectors
-    again, _ = attacks.counterfitted_synonyms(path=str(path), k=3, min_cos=0.0)
+    again, _ = attacks.vector_synonyms(path=str(path), k=3, min_cos=0.0)
     assert again("movie") == ("from-the-cache",)
     later = cached[0].stat().st_mtime + 10
     os.utime(path, (later, later))  # the vectors changed since: computed afresh
-    fresh, _ = attacks.counterfitted_synonyms(path=str(path), k=3, min_cos=0.0)
+    fresh, _ = attacks.vector_synonyms(path=str(path), k=3, min_cos=0.0)
     assert fresh("movie") == first("movie") != ("from-the-cache",)
 
 
 def test_two_vector_files_of_the_same_name_do_not_share_a_cache_entry(tmp_path, monkeypatch):
-    """The cache is keyed by the file's stem, k and min_cos only: a second, different vectors.txt
-    (older than the first one's cache entry) gets the first one's neighbours."""
+    """A second, different vectors.txt (older than the first one's cache entry) must not get the
+    first one's neighbours: the cache is keyed by the file itself, not only its name."""
     monkeypatch.setattr(attacks, "CACHE", tmp_path / "cache")
     rng = np.random.default_rng(5)
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     b = write_vectors(tmp_path / "b" / "vectors.txt", rng.normal(size=(6, 4)), ["x", "y", "z", "u", "v", "w"])
     os.utime(b, (1_000_000_000, 1_000_000_000))  # an older file, e.g. unpacked from an archive
     a = write_vectors(tmp_path / "a" / "vectors.txt", rng.normal(size=(6, 4)))
-    from_a, _ = attacks.counterfitted_synonyms(path=str(a), k=3, min_cos=-1.0)
-    from_b, _ = attacks.counterfitted_synonyms(path=str(b), k=3, min_cos=-1.0)
+    from_a, _ = attacks.vector_synonyms(path=str(a), k=3, min_cos=-1.0)
+    from_b, _ = attacks.vector_synonyms(path=str(b), k=3, min_cos=-1.0)
     assert from_a("movie") and from_b("movie") == ()
     assert len(from_b("x")) == 3
+
+
+def test_vectors_are_found_under_the_data_folder(vectors, tmp_path, monkeypatch):
+    monkeypatch.setattr(attacks, "CACHE", tmp_path / "cache")
+    (tmp_path / "data" / "synonyms").mkdir(parents=True)
+    write_vectors(tmp_path / "data" / "synonyms" / "counter-fitted-vectors.txt", vectors)
+    synonyms, source = attacks.vector_synonyms(data_dir=str(tmp_path / "data"), k=3, min_cos=0.0)
+    assert source["path"] == str(tmp_path / "data" / "synonyms" / "counter-fitted-vectors.txt")
+    assert {w: list(synonyms(w)) for w in WORDS} == brute_neighbours(vectors, 3, 0.0)[0]
+
+
+def test_without_vectors_and_offline_the_error_names_the_ways_out(tmp_path, monkeypatch):
+    monkeypatch.setattr(attacks, "CACHE", tmp_path / "cache")
+    monkeypatch.setattr(data, "CACHE", tmp_path / "cache")
+    monkeypatch.delenv("RIFT_DATA", raising=False)
+    monkeypatch.setattr(attacks, "VECTORS_URL", "http://127.0.0.1:9/counter-fitted-vectors.txt.zip")  # nothing listens
+    with pytest.raises(UsageError, match="--synonyms-path.*--data-dir"):
+        attacks.vector_synonyms(data_dir=str(tmp_path / "empty"))
+    assert not list((tmp_path / "cache").rglob("*.part"))

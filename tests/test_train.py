@@ -187,3 +187,20 @@ def test_two_process_torchrun_rift_run_on_cpu_keeps_replicas_in_sync(tiny_model,
     assert summary["world_size"] == 2 and summary["replicas_in_sync"] is True
     assert json.loads((tmp_path / "run" / "config.json").read_text())["environment"]["world_size"] == 2
     assert LOSS_TERMS["rift"] <= set(train_lines(tmp_path / "run")[-1])
+
+
+@pytest.mark.parametrize("flag,value", [("--epochs", "0"), ("--batch-size", "0"), ("--grad-accum", "0"),
+                                        ("--warmup", "1.5"), ("--adv-eps", "-0.1"), ("--log-every", "0")])
+def test_out_of_range_settings_are_refused_by_argparse(flag, value, tmp_path):
+    result = run_cli(flag, value, "--out", tmp_path / "run", cache=tmp_path / "cache")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"argument {flag}" in result.stderr.splitlines()[-1]
+    assert not (tmp_path / "run").exists()
+
+
+def test_custom_task_with_a_single_label_is_a_usage_error(tiny_model, tmp_path):
+    (tmp_path / "train.tsv").write_text("text\tlabel\n" + "".join(f"movie {i}\tpos\n" for i in range(16)))
+    result = run_cli("--model", tiny_model, "--task", "custom", "--train-file", tmp_path / "train.tsv",
+                     "--dev-file", tmp_path / "train.tsv", "--out", tmp_path / "run", cache=tmp_path / "cache")
+    assert_one_line_error(result, "two or more distinct labels")
+    assert not (tmp_path / "run").exists()
