@@ -234,18 +234,22 @@ def write_results(root: Path, folder: Path) -> None:
                if not (root / f"{r['task']}-{method}" / "summary.json").is_file()]
     if missing:
         raise UsageError(f"no finished run at {', '.join(missing)}: run python bench.py results")
-    table, details, curves = [], [], {}
+    table, details, curves, eval_commits = [], [], {}, set()
     for method in METHODS:
         run = root / f"{r['task']}-{method}"
         summary = json.loads((run / "summary.json").read_text())
         row = {"method": method, "dev_accuracy": summary["best_dev_accuracy"],
                "train_examples_per_s": summary["train_examples_per_s"], "train_minutes": summary["train_minutes"]}
         for attack, synonyms in RESULTS_ATTACKS:
-            metrics = json.loads((run / "eval" / f"{attack}-{synonyms}" / "results.json").read_text())["metrics"]
+            evaluation = json.loads((run / "eval" / f"{attack}-{synonyms}" / "results.json").read_text())
+            eval_commits.add(str(evaluation["environment"]["git_commit"]))
+            metrics = evaluation["metrics"]
             row["clean_accuracy"] = metrics[0]["clean_accuracy"]
             row[f"{attack}_{synonyms}"] = metrics[1]["accuracy_under_attack"]
             details.append({**metrics[1], "method": method, "attack": f"{attack}/{synonyms}"})
-        pgd = json.loads((run / "eval" / "pgd" / "results.json").read_text())["metrics"]
+        evaluation = json.loads((run / "eval" / "pgd" / "results.json").read_text())
+        eval_commits.add(str(evaluation["environment"]["git_commit"]))
+        pgd = evaluation["metrics"]
         for metrics in pgd[1:]:
             row[f"pgd_{metrics['eps']:g}"] = metrics["accuracy_under_attack"]
         curves[method] = [(0.0, pgd[0]["clean_accuracy"])] + [(m["eps"], m["accuracy_under_attack"]) for m in pgd[1:]]
@@ -263,7 +267,8 @@ def write_results(root: Path, folder: Path) -> None:
     name = f"{r['task']}-minilm"
     (folder / f"{name}.json").write_text(json.dumps(
         {"settings": r, "attacks": RESULTS_ATTACKS, "table": table, "attack_details": details,
-         "environment": config["environment"], "train_config": config["config"]}, indent=2))
+         "environment": config["environment"], "evaluation_commits": sorted(eval_commits),
+         "train_config": config["config"]}, indent=2))
     env = config["environment"]
     (folder / f"{name}.md").write_text(
         f"# SST-2, {DEFAULT_MODEL}: standard vs adv vs rift\n\n"
@@ -273,7 +278,7 @@ def write_results(root: Path, folder: Path) -> None:
         f"(seed {r['seed']}, at least 4 words); word attacks change at most 30% of the words, PGD takes "
         f"10 steps on the word embeddings (L2 radius per token) aimed at a wrong label.\n\nMachine: {env['platform']}, {env['cpus']} CPUs, device "
         f"{env['device']}; python {env['python']}, torch {env['torch']}, transformers {env['transformers']}; "
-        f"code {env['git_commit']}.\n\nAccuracy (columns after `clean acc`: accuracy under that attack):\n\n```\n"
+        f"code: training {env['git_commit']}, evaluation {', '.join(sorted(eval_commits))}.\n\nAccuracy (columns after `clean acc`: accuracy under that attack):\n\n```\n"
         f"{format_table(table, columns)}\n```\n\nAttack details:\n\n```\n{format_table(details, detail_columns)}\n```\n")
     plot_results(curves, details, folder / f"{name}.png")
     print(format_table(table, columns))

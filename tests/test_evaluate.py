@@ -392,7 +392,7 @@ def fake_results_runs(root: Path) -> dict:
             under = 0.1 * (k + 1) + n / 100
             folder = run / "eval" / f"{attack}-{synonyms}"
             folder.mkdir()
-            (folder / "results.json").write_text(json.dumps({"metrics": [
+            (folder / "results.json").write_text(json.dumps({"environment": {"git_commit": "def456"}, "metrics": [
                 {"attack": "none", "examples": 500, "clean_accuracy": clean},
                 {"attack": attack, "synonyms": synonyms, "examples": 500, "clean_accuracy": clean,
                  "accuracy_under_attack": under, "attack_success_rate": 0.5, "words_perturbed_pct": 12.0,
@@ -404,7 +404,8 @@ def fake_results_runs(root: Path) -> dict:
             pgd.append({"attack": f"pgd eps={eps:g}", "eps": eps, "examples": 500, "clean_accuracy": clean,
                         "accuracy_under_attack": clean - eps / 4, "seconds_per_example": 0.01})
             expected[(method, f"pgd_{eps:g}")] = clean - eps / 4
-        (run / "eval" / "pgd" / "results.json").write_text(json.dumps({"metrics": pgd}))
+        (run / "eval" / "pgd" / "results.json").write_text(json.dumps({"environment": {"git_commit": "def789"},
+                                                                       "metrics": pgd}))
         expected[(method, "clean_accuracy")] = clean
         expected[(method, "dev_accuracy")] = 0.7 + n / 100
     return expected
@@ -422,12 +423,12 @@ def test_write_results_builds_the_table_from_finished_runs(tmp_path, capsys):
                 assert row[key] == pytest.approx(value), key
     assert set(report["table"][0]) == {"method", "dev_accuracy", "train_examples_per_s", "train_minutes",
                                        "clean_accuracy", "pwws_wordnet", "pwws_counterfitted",
-                                       "textfooler_counterfitted", "pgd_0.25", "pgd_0.5", "pgd_1"}
+                                       "textfooler_counterfitted"} | {f"pgd_{eps:g}" for eps in bench.RESULTS["eps"]}
     assert len(report["attack_details"]) == len(bench.METHODS) * len(bench.RESULTS_ATTACKS)
     assert report["environment"]["git_commit"] == "abc123" and report["train_config"]["method"] == "rift"
     markdown = (tmp_path / "results" / "sst2-minilm.md").read_text()
-    assert markdown.startswith("# SST-2") and "code abc123" in markdown and "Linux-test" in markdown
-    assert "pwws/counterfitted" in markdown and "pgd 0.25" in markdown
+    assert markdown.startswith("# SST-2") and "training abc123, evaluation def456, def789" in markdown and "Linux-test" in markdown
+    assert "pwws/counterfitted" in markdown and f"pgd {bench.RESULTS['eps'][-1]:g}" in markdown
     table = markdown[markdown.index("```") + 4:]
     rift_line = next(line for line in table.splitlines() if line.startswith("rift"))
     assert "0.72" in rift_line and "0.82" in rift_line and "0.32" in rift_line  # dev, clean, textfooler
