@@ -34,7 +34,7 @@ import transformers
 
 import attacks
 from data import (TASKS, UsageError, at_least, environment, format_table, load_split, newest_run, pick_device, pyplot,
-                  tokenize)
+                  run_command, tokenize)
 from rift import (DEFAULT_MODEL, METHODS, Critics, classify, kl_objective, load_classifier, make_teacher,
                   model_path, pgd_perturbation, predict_proba, teacher_features, training_loss)
 
@@ -364,9 +364,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        main()
-    except UsageError as err:
-        sys.exit(f"error: {err}")
+    run_command(main)

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
+import transformers
 from tqdm.auto import tqdm
 
 CACHE = Path(os.environ.get("RIFT_CACHE", Path.home() / ".cache" / "rift"))
@@ -393,6 +394,17 @@ def pyplot():
 
 # ---------------------------------------------------------------------------------------------
 # What the command lines share
+
+def run_command(main: Callable[[], object]) -> None:
+    """Run a command line: transformers' warnings and download bars quiet, and bad input (a
+    UsageError) reported as one line `error: ...` and exit status 1, never a traceback."""
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        main()
+    except UsageError as err:
+        sys.exit(f"error: {err}")
+
 
 def at_least(low: float, kind=int):
     """An argparse type: a number >= low, else argparse's one-line error."""

@@ -18,19 +18,17 @@ perturbed, queries, successful/failed/skipped, seconds per example, share of tim
 import argparse
 import json
 import random
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import torch
-import transformers
 from tqdm.auto import tqdm
 
 import attacks
 from data import (TASKS, UsageError, at_least, custom_task, environment, format_table, fraction, infer_labels,
-                  load_split, newest_run, pick_device, pyplot)
+                  load_split, newest_run, pick_device, pyplot, run_command)
 from rift import load_classifier, predict_proba
 
 ATTACKS = {"synonym": ["pwws"], "pwws": ["pwws"], "textfooler": ["textfooler"], "genetic": ["genetic"],
@@ -263,9 +261,4 @@ def result_record(result: attacks.AttackResult) -> dict:
 
 
 if __name__ == "__main__":
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        main(parse_args())
-    except UsageError as err:
-        sys.exit(f"error: {err}")
+    run_command(lambda: main(parse_args()))

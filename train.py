@@ -18,7 +18,6 @@ import math
 import os
 import random
 import shutil
-import sys
 import time
 from contextlib import nullcontext
 from datetime import datetime
@@ -27,12 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import transformers
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from data import (DEFAULT_TASK, TASKS, UsageError, at_least, balanced_batches, custom_task, environment,
-                  format_table, fraction, infer_labels, load_split, pick_device, tokenize)
+                  format_table, fraction, infer_labels, load_split, pick_device, run_command, tokenize)
 from rift import (DEFAULT_MODEL, METHODS, Critics, load_classifier, make_teacher, model_path,
                   predict_proba, training_loss)
 
@@ -279,9 +277,4 @@ def main(cfg: argparse.Namespace) -> dict:
 
 
 if __name__ == "__main__":
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        main(parse_args())
-    except UsageError as err:
-        sys.exit(f"error: {err}")
+    run_command(lambda: main(parse_args()))

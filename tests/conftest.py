@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny random encoder, the shared data folder, and a CLI runner."""
+"""Shared fixtures: a tiny random encoder, the shared data folder, a CLI runner and its error check."""
 
 import os
 import subprocess
@@ -49,6 +49,16 @@ def run_cli(*args, cache: Path | None = None, script: str = "train.py", launcher
         env["RIFT_CACHE"] = str(cache)
     command = (launcher or [sys.executable]) + [script, *map(str, args)]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    """A bad input's contract: a non-zero exit and one line `error: ...` naming the way out, no traceback."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ import pytest
 import torch
 
 import attacks
-import data
 import rift
 from attacks import AttackResult, Victim
 from data import Example

@@ -17,7 +17,7 @@ import pytest
 
 import attacks
 import data
-from conftest import REPO, run_cli
+from conftest import REPO, assert_one_line_error, run_cli
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 WORD_ATTACKS = ("pwws", "textfooler", "genetic")
@@ -30,15 +30,6 @@ LINE_KEYS = {"attack", "index", "status", "label", "context", "original", "pertu
              "pred_before", "pred_after", "probs_before", "probs_after", "queries", "seconds", "recheck_mismatch"}
 HEADINGS = ["attack", "synonyms", "clean acc", "acc under attack", "success rate", "% words perturbed", "queries",
             "succ", "fail", "skip", "s/example", "time in model"]
-
-
-def assert_one_line_error(result, *needles):
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def evaluate(*args, cache):

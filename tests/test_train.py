@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 import data
 import rift
-from conftest import run_cli
+from conftest import assert_one_line_error, run_cli
 
 TIMING_KEYS = {"examples_per_s", "elapsed_s"}
 LOSS_TERMS = {"standard": {"loss", "ce"}, "adv": {"loss", "ce", "kl"}, "rift": {"loss", "ce", "kl", "mi_nce", "mi_bound"}}
@@ -113,15 +113,6 @@ def test_custom_task_from_generated_tsv_trains_and_labels_the_checkpoint(tiny_mo
 
 # ---------------------------------------------------------------------------------------------
 # Bad inputs: non-zero exit, one line `error: ...`, no traceback
-
-
-def assert_one_line_error(result, *needles):
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr, result.stderr[-3000:]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[-3000:]
-    for needle in needles:
-        assert needle in lines[0]
 
 
 def test_unknown_task_is_an_argparse_error(tmp_path):
