@@ -50,19 +50,30 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def seconds(fn, batches, repeats: int) -> float:
-    """Median seconds of fn over the batches, after one untimed warm-up pass."""
-    for batch in batches:
-        fn(batch)
-    times = []
+def timings(fns: dict, batches, repeats: int, device: torch.device) -> tuple[dict, dict]:
+    """(median seconds, peak memory MB) of each fn over the batches.
+
+    Each fn first makes one untimed warm-up pass, in the given order, and its peak memory is read
+    after it (cheapest first, so the CPU's resident high-water mark reads each one's own peak).
+    Then they are timed in turns, batch by batch, so a drift in the machine's speed (a shared CPU
+    varies by 10-20% from minute to minute) falls on all of them alike."""
+    peaks = {}
+    for name, fn in fns.items():
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        for batch in batches:
+            fn(batch)
+        peaks[name] = peak_memory_mb(device)
+    times = {name: [] for name in fns}
     for _ in range(repeats):
         for batch in batches:
-            started = time.perf_counter()
-            fn(batch)
-            if batch["input_ids"].is_cuda:
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - started)
-    return statistics.median(times)
+            for name, fn in fns.items():
+                started = time.perf_counter()
+                fn(batch)
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - started)
+    return {name: statistics.median(t) for name, t in times.items()}, peaks
 
 
 def training_cost(model_name: str, examples, device, batch_size: int, steps: int, eps: float,
@@ -96,27 +107,20 @@ def training_cost(model_name: str, examples, device, batch_size: int, steps: int
         clean_logits = torch.zeros(len(embeds), 2, device=device)  # the target is given in training
         pgd_perturbation(model, embeds, batch, kl_objective(clean_logits), eps, steps, "l2")
 
-    t_forward_backward = seconds(forward_backward, batches, repeats)
-    t_attack = seconds(attack, batches, repeats)
-    t_teacher = seconds(lambda b: teacher_features(teacher, b), batches, repeats)
-
-    rows = []
-    for method in METHODS:  # cheapest first, so the CPU's resident high-water mark reads each one's peak
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        t_step = seconds(optimiser_step(method), batches, repeats)
-        rows.append({"method": method, "s_per_step": t_step, "peak_memory_mb": peak_memory_mb(device)})
+    passes = {"forward_backward": forward_backward, "attack": attack, "teacher": lambda b: teacher_features(teacher, b)}
+    t, peaks = timings({method: optimiser_step(method) for method in METHODS} | passes, batches, repeats, device)
+    rows = [{"method": method, "s_per_step": t[method], "peak_memory_mb": peaks[method]} for method in METHODS]
     t_standard = rows[0]["s_per_step"]
     expected = {"standard": t_standard,
-                "adv": t_standard + t_forward_backward + t_attack,
-                "rift": t_standard + t_forward_backward + t_attack + t_teacher}
+                "adv": t_standard + t["forward_backward"] + t["attack"],
+                "rift": t_standard + t["forward_backward"] + t["attack"] + t["teacher"]}
     for row in rows:
         row |= {"ratio_to_standard": row["s_per_step"] / t_standard,
                 "expected_ratio": expected[row["method"]] / t_standard,
                 "measured_over_expected": row["s_per_step"] / expected[row["method"]],
                 "examples_per_s": batch_size / row["s_per_step"]}
-    rows.append({"method": "passes", "forward_backward_s": t_forward_backward, "attack_s": t_attack,
-                 "teacher_forward_s": t_teacher})
+    rows.append({"method": "passes", "forward_backward_s": t["forward_backward"], "attack_s": t["attack"],
+                 "teacher_forward_s": t["teacher"]})
     return rows
 
 
