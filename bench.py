@@ -305,9 +305,10 @@ def plot_results(curves: dict, details: list[dict], path: Path) -> None:
         values = [next(d["accuracy_under_attack"] for d in details if d["method"] == method and d["attack"] == a)
                   for a in attack_names]
         by_attack.bar(np.arange(len(attack_names)) + n * 0.27, values, width=0.27, label=method)
-    by_attack.set_xticks(np.arange(len(attack_names)) + 0.27, attack_names)
+    by_attack.set_xticks(np.arange(len(attack_names)) + 0.27, [name.replace("/", "\n") for name in attack_names])
     by_attack.set(ylabel="accuracy under attack", title="word substitution (max 30% words)")
-    by_attack.legend()
+    by_attack.margins(y=0.2)  # room for the legend above the bars
+    by_attack.legend(ncols=len(curves), loc="upper center")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
