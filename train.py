@@ -269,7 +269,7 @@ def main(cfg: argparse.Namespace) -> dict:
     if is_main:
         metrics.close()
         (run / "summary.json").write_text(json.dumps(summary, indent=2))
-        print(f"\nrift {cfg.method} on {task.name}: {run}")
+        print(f"\n{cfg.method} on {task.name}: {run}")
         print(format_table([{"key": k, "value": v} for k, v in summary.items() if k != "run"], {"key": "", "value": ""}))
     if world_size > 1:
         dist.destroy_process_group()
