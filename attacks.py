@@ -423,8 +423,6 @@ def genetic(victim: Victim, words, label: int, options: dict, max_changes: int, 
             child = replace(child, int(i), words[i])
         return child
 
-    if max_changes <= 0:
-        return words
     members = mutate([words] * population)
     best = words
     for _ in range(generations):
