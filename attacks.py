@@ -1,44 +1,62 @@
-"""Word-substitution attacks, written here on nltk and numpy: how robust is a classifier, really?
+"""Word-substitution attacks, written here on numpy: how robust is a classifier, really?
 
 An attack takes a correctly classified example and looks for synonym swaps that flip the model's
-prediction, under the constraints the field reports with (REFERENCE.md section 5):
-  - only words are swapped (never punctuation or stopwords), each position at most once,
-  - at most `max_modify_rate` of the words change,
-  - at most `query_budget` texts are scored by the model.
-Synonyms come from WordNet or from the counter-fitted word vectors (Jia et al. 2019's table of
-8 neighbours, or the K nearest words of the vectors themselves). The searches are PWWS (Ren et
-al. 2019), TextFooler (Jin et al. 2020) and the genetic attack (Alzantot et al. 2018, as run by
-Jia et al. 2019); `pgd_accuracy` measures robustness to rift.py's embedding-space adversary.
+prediction. PWWS (Ren et al. 2019) is the default, run as TextAttack 0.3.11 runs it
+(`PWWSRen2019`), the implementation most published numbers come from; TextFooler (Jin et al.
+2020) and the genetic attack (Alzantot et al. 2018, as Jia et al. 2019 run it) are the others.
+The rules are TextAttack's:
+  - a word is a run of letters, digits and '-_*@ that neither starts nor ends with one of '-_*@
+    (textattack.shared.utils.words_from_text): "(brilliant," holds the word brilliant, "'s" the
+    word s; the punctuation around a word stays as it is,
+  - stopwords never change: NLTK's 179 English stopwords, matched as spelled ("The" is no stopword),
+  - each word changes at most once, into one word its synonym source proposes (synonyms.py),
+  - two optional caps: at most `max_modify_rate` of the words change and at most `query_budget`
+    texts are scored per example. TextAttack's PWWS has neither (TextDefender: 30%, 50 x words).
+A stricter variant that keeps the meaning closer (`stopwords="extended"`, and WordNet's usual part
+of speech in synonyms.py) is there on request, never by default.
 
-Speed is the reason this is not TextAttack: every search step sends all its candidate texts to
-the model in one batched call (rift.predict_proba: length-sorted, dynamically padded, inference
-mode, AMP on CUDA) through a per-example cache, so no text is scored twice. Queries are the texts
-actually scored, and every success is re-checked by one plain forward pass of the final text.
+Speed is why this is not TextAttack. Each search is a generator: it yields the texts it needs
+scored and receives their probabilities. So many examples are attacked at once and every model
+call carries the candidates of many examples (length-sorted, dynamically padded, inference mode);
+a per-example cache scores no text twice; and a word past the model's truncation window is never
+queried, since swapping it cannot change what the model sees. The search may run under bf16
+autocast; its verdict may not: every success is re-checked alone in fp32, and a bf16 success
+that fp32 does not confirm is searched again, from the start, in fp32.
 """
 
-import hashlib
-import json
 import math
 import re
-import shutil
 import time
-import warnings
-import zipfile
-from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
 
-from data import CACHE, Example, UsageError, data_roots, download, is_word, locate, tokenize
+from data import Example, tokenize
 from rift import classify, misclassification_objective, pgd_perturbation, predict_proba
 
-# Function words carry the grammar, not the sentiment or the entailment; swapping them mostly
-# breaks the sentence, so no attack here touches them. Negations are in the list on purpose:
-# "not" -> "ne" would change the meaning, which a synonym attack must not do.
-STOPWORDS = frozenset("""
-a about above across after afterwards again against all almost alone along already also although
+# ---------------------------------------------------------------------------------------------
+# Where a text may change
+
+# NLTK's English stopwords (nltk_data's corpora/stopwords/english, the classic 179 words), which
+# TextAttack's StopwordModification reads; written out here because that corpus needs a download.
+NLTK_STOPWORDS = frozenset("""
+i me my myself we our ours ourselves you you're you've you'll you'd your yours yourself yourselves he him his
+himself she she's her hers herself it it's its itself they them their theirs themselves what which who whom
+this that that'll these those am is are was were be been being have has had having do does did doing a an the
+and but if or because as until while of at by for with about against between into through during before after
+above below to from up down in out on off over under again further then once here there when where why how all
+any both each few more most other some such no nor not only own same so than too very s t can will just don
+don't should should've now d ll m o re ve y ain aren aren't couldn couldn't didn didn't doesn doesn't hadn
+hadn't hasn hasn't haven haven't isn isn't ma mightn mightn't mustn mustn't needn needn't shan shan't shouldn
+shouldn't wasn wasn't weren weren't won won't wouldn wouldn't
+""".split())
+
+# The stricter variant adds more function words ("even", "well", "never", "one" ...), which carry
+# the grammar rather than the sentiment or the entailment: swapping them mostly breaks the sentence.
+EXTENDED_STOPWORDS = NLTK_STOPWORDS | frozenset("""
+about above across after afterwards again against all almost alone along already also although
 always am among amongst an and another any anyhow anyone anything anyway anywhere are around as at
 be became because become becomes becoming been before beforehand behind being below beside besides
 between beyond both but by can cannot could did do does doing done down due during each either else
@@ -57,230 +75,300 @@ which while whither who whoever whole whom whose why will with within without wo
 yours yourself yourselves n't 's 're 've 'd 'll 'm
 """.split())
 
+STOPWORDS = {  # word -> is it a stopword; TextAttack matches as spelled, the stricter list in any case
+    "nltk": lambda word: word in NLTK_STOPWORDS,
+    "extended": lambda word: word.lower() in EXTENDED_STOPWORDS,
+}
 
-# ---------------------------------------------------------------------------------------------
-# Synonym sources: each is a function word -> candidate words, lower case, best first
+WORD_RUN = re.compile(r"[\w'\-_*@]+")
+WORD_EDGES = "'-_*@"
+UNK = "[UNK]"  # TextAttack's placeholder for a removed word, whatever the model; BERT reads it as its unknown token
 
-# WordNet 3.0's lexicographer files (lexnames(5WN)); Debian's wordnet-base leaves this file out
-# and nltk will not open WordNet without it.
-LEXNAMES = """adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute
-noun.body noun.cognition noun.communication noun.event noun.feeling noun.food noun.group
-noun.location noun.motive noun.object noun.person noun.phenomenon noun.plant noun.possession
-noun.process noun.quantity noun.relation noun.shape noun.state noun.substance noun.time verb.body
-verb.change verb.cognition verb.communication verb.competition verb.consumption verb.contact
-verb.creation verb.emotion verb.motion verb.perception verb.possession verb.social verb.stative
-verb.weather adj.ppl""".split()
-DEBIAN_WORDNET = Path("/usr/share/wordnet")
+Slot = tuple[int, int]  # a word's address: (whitespace token, word within that token)
 
 
-def load_wordnet():
-    """nltk's WordNet reader: from nltk's own data where `nltk.download("wordnet")` put it, else
-    from Debian's wordnet-base, copied once into the cache with the lexnames file it lacks."""
-    import nltk
-    from nltk.corpus.reader.wordnet import WordNetCorpusReader
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # nltk warns that multilingual WordNet is not loaded
-        try:
-            from nltk.corpus import wordnet
-            wordnet.ensure_loaded()
-            return wordnet
-        except LookupError:
-            pass
-        if not (DEBIAN_WORDNET / "index.noun").is_file():
-            raise UsageError("WordNet not found: install Debian's wordnet-base (apt-get install wordnet-base), "
-                             "or run python -c \"import nltk; nltk.download('wordnet')\" online")
-        folder = CACHE / "nltk_data" / "wordnet"
-        if not (folder / "lexnames").is_file():
-            folder.mkdir(parents=True, exist_ok=True)
-            for name in ("data", "index"):
-                for pos in ("noun", "verb", "adj", "adv"):
-                    shutil.copy(DEBIAN_WORDNET / f"{name}.{pos}", folder)
-            for extra in [*DEBIAN_WORDNET.glob("*.exc"), DEBIAN_WORDNET / "cntlist.rev"]:
-                shutil.copy(extra, folder)
-            categories = {"adj": 3, "adv": 4, "noun": 1, "verb": 2}
-            (folder / "lexnames").write_text("".join(
-                f"{i:02d}\t{name}\t{categories[name.split('.')[0]]}\n" for i, name in enumerate(LEXNAMES)))
-        if str(folder.parent) not in nltk.data.path:
-            nltk.data.path.append(str(folder.parent))  # nltk opens files only under its data path
-
-        class DebianWordNet(WordNetCorpusReader):
-            def map_wn(self, version="wordnet"):
-                # nltk maps other WordNet versions onto 3.0 through index.sense, which Debian does
-                # not ship; this is 3.0 already, so there is nothing to map.
-                return None
-
-        return DebianWordNet(str(folder), None)
+def word_spans(token: str) -> list[tuple[int, int]]:
+    """Where TextAttack's words lie in one whitespace token: "(well-made," -> [(1, 10)]."""
+    spans = []
+    for run in WORD_RUN.finditer(token):
+        text = run.group()
+        start, end = run.start() + len(text) - len(text.lstrip(WORD_EDGES)), run.end() - len(text) + len(text.rstrip(WORD_EDGES))
+        if start < end:
+            spans.append((start, end))
+    return spans
 
 
-def wordnet_synonyms():
-    """Synonyms from the synsets of the word's most frequent part of speech (by WordNet's tagged
-    sense counts; all parts of speech when the word form has no counts), single-word lemmas only.
-
-    No tagger is available offline, so the part of speech is the word's usual one: "film" keeps
-    movie, picture, flick, and loses the verb senses shoot, take."""
-    wordnet = load_wordnet()
-
-    @lru_cache(maxsize=None)
-    def synonyms(word: str) -> tuple[str, ...]:
-        synsets = wordnet.synsets(word)
-        usage = {}
-        for synset in synsets:
-            pos = "a" if synset.pos() == "s" else synset.pos()  # satellites are adjectives
-            usage[pos] = usage.get(pos, 0) + sum(l.count() for l in synset.lemmas() if l.name().lower() == word)
-        usual = max(usage, key=usage.get) if usage and max(usage.values()) > 0 else None
-        found = {}
-        for synset in synsets:
-            if usual is None or ("a" if synset.pos() == "s" else synset.pos()) == usual:
-                for lemma in synset.lemma_names():
-                    if lemma.isalpha() and lemma.lower() != word:
-                        found.setdefault(lemma.lower(), None)
-        return tuple(found)
-
-    return synonyms
+def slots(words: tuple[str, ...]) -> list[Slot]:
+    return [(i, k) for i, token in enumerate(words) for k in range(len(word_spans(token)))]
 
 
-NEIGHBOURS_URL = "https://raw.githubusercontent.com/robinjia/certified-word-sub/master/data/counterfitted_neighbors.json"
-VECTORS_URL = "https://github.com/nmrksic/counter-fitting/raw/master/word_vectors/counter-fitted-vectors.txt.zip"
+def word_at(words: tuple[str, ...], slot: Slot) -> str:
+    start, end = word_spans(words[slot[0]])[slot[1]]
+    return words[slot[0]][start:end]
 
 
-def neighbours_from_vectors(path: Path, k: int, min_cos: float) -> dict[str, list[str]]:
-    """For every word of a counter-fitted vector file (`word v1 ... v300` per line, or a .zip of
-    one), its k nearest words by cosine, keeping those at cosine >= min_cos. Computed once and
-    cached beside the other downloads (TextAttack's textfooler preset: k 50, cosine 0.5)."""
-    stat = path.resolve().stat()
-    identity = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-    cached = CACHE / "synonyms" / f"{path.stem}-{identity}-k{k}-cos{min_cos}.json"
-    if cached.is_file():
-        return json.loads(cached.read_text())
-    try:
-        if path.suffix == ".zip":
-            with zipfile.ZipFile(path) as archive:
-                lines = archive.read(archive.namelist()[0]).decode("utf-8").splitlines()
-        else:
-            lines = path.read_text(encoding="utf-8").splitlines()
-    except (zipfile.BadZipFile, IndexError, UnicodeDecodeError) as err:
-        raise UsageError(f"{path} is not a counter-fitted vector file (text, or a zip of one): {err}") from None
-    if not lines:
-        raise UsageError(f"{path} is empty")
-    words, rows = [], []
-    for number, line in enumerate(lines, 1):
-        parts = line.rstrip().split(" ")
-        try:
-            rows.append(np.asarray(parts[1:], dtype=np.float32))
-        except ValueError:
-            raise UsageError(f"{path}:{number}: not a word followed by numbers") from None
-        if rows[-1].shape != rows[0].shape or not rows[-1].size:
-            raise UsageError(f"{path}:{number}: {rows[-1].size} numbers where line 1 has {rows[0].size}")
-        words.append(parts[0])
-    vectors = np.stack(rows)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12)
-    table = {}
-    for start in range(0, len(words), 1024):  # (1024, V) similarities at a time: bounded memory
-        cosines = vectors[start:start + 1024] @ vectors.T
-        for row, word_index in enumerate(range(start, min(start + 1024, len(words)))):
-            cosines[row, word_index] = -1.0  # a word is not its own neighbour
-            nearest = np.argpartition(-cosines[row], min(k, len(words) - 1))[:k]
-            nearest = nearest[np.argsort(-cosines[row, nearest])]
-            table[words[word_index]] = [words[j] for j in nearest if cosines[row, j] >= min_cos]
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    cached.write_text(json.dumps(table))
-    return table
-
-
-def find_or_download(names: tuple[str, ...], url: str, data_dir: str | None, what: str) -> Path:
-    """The first of `names` (paths relative to a data root) under --data-dir, $RIFT_DATA or the
-    cache; else the public original, downloaded into the cache as names[0]."""
-    found = [path for path in (locate(name, data_dir) for name in names) if path]
-    if found:
-        return found[0]
-    try:
-        return download(url, CACHE / names[0])
-    except ConnectionError as err:
-        roots = ", ".join(str(root) for root in data_roots(data_dir))
-        raise UsageError(f"no {names[0]} under {roots} and the download failed ({err}): pass --synonyms-path "
-                         f"to {what}, or --data-dir / RIFT_DATA to a folder holding {names[0]}") from None
-
-
-def counterfitted_synonyms(path: str | None = None, data_dir: str | None = None) -> tuple:
-    """(synonyms, source): Jia et al. (2019)'s table of counter-fitted neighbours (JSON word ->
-    up to 8 neighbours, nearest first), from `path`, else synonyms/counterfitted_neighbors.json
-    under --data-dir, $RIFT_DATA or the cache, else downloaded from Jia et al.'s repository."""
-    path = Path(path) if path else find_or_download(("synonyms/counterfitted_neighbors.json",), NEIGHBOURS_URL,
-                                                    data_dir, "the neighbour table")
-    if not path.is_file():
-        raise UsageError(f"synonym file {path} does not exist")
-    try:
-        table = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UsageError(f"{path} is not a JSON neighbour table ({err})") from None
-    if not isinstance(table, dict) or not all(isinstance(v, list) for v in table.values()):
-        raise UsageError(f"{path} must map each word to a list of neighbours")
-    return (lambda word: tuple(table.get(word, ()))), {"synonyms": "counterfitted", "path": str(path)}
-
-
-def vector_synonyms(path: str | None = None, data_dir: str | None = None, k: int = 50, min_cos: float = 0.5) -> tuple:
-    """(synonyms, source): the k nearest words with cosine >= min_cos in the counter-fitted vectors
-    (Mrksic et al. 2016; TextFooler's preset is k 50, cosine 0.5), from `path`, else
-    synonyms/counter-fitted-vectors.txt(.zip) under --data-dir, $RIFT_DATA or the cache, else
-    downloaded from the authors' repository."""
-    path = Path(path) if path else find_or_download(
-        ("synonyms/counter-fitted-vectors.txt.zip", "synonyms/counter-fitted-vectors.txt"), VECTORS_URL,
-        data_dir, "the counter-fitted vectors")
-    if not path.is_file():
-        raise UsageError(f"vector file {path} does not exist")
-    table = neighbours_from_vectors(path, k, min_cos)
-    source = {"synonyms": "counterfitted-vectors", "path": str(path), "k": k, "min_cos": min_cos}
-    return (lambda word: tuple(table.get(word, ()))), source
-
-
-# ---------------------------------------------------------------------------------------------
-# Where a text may change
-
-AFFIXES = re.compile(r"^(\W*)(.*?)(\W*)$")  # "(brilliant," -> "(", "brilliant", ","
-
-
-def match_case(word: str, like: str) -> str:
-    if like.isupper() and len(like) > 1:
-        return word.upper()
-    return word.capitalize() if like[:1].isupper() else word
-
-
-def substitutions(words: tuple[str, ...], synonyms) -> dict[int, list[str]]:
-    """For each position that may change, its replacement tokens: the word's synonyms, with the
-    word's casing and surrounding punctuation. Stopwords and punctuation never change."""
-    options = {}
-    for i, token in enumerate(words):
-        prefix, core, suffix = AFFIXES.match(token).groups()
-        if not is_word(core) or core.lower() in STOPWORDS or token.lower() in STOPWORDS:  # "'s" too
-            continue
-        swaps = [prefix + match_case(s, core) + suffix for s in synonyms(core.lower()) if s != core.lower()]
-        if swaps:
-            options[i] = swaps
-    return options
+def swap(words: tuple[str, ...], slot: Slot, new: str) -> tuple[str, ...]:
+    """The text with the word at `slot` replaced and its punctuation kept: "(good," -> "(fine,"."""
+    i, k = slot
+    start, end = word_spans(words[i])[k]
+    return words[:i] + (words[i][:start] + new + words[i][end:],) + words[i + 1:]
 
 
 def word_count(words: tuple[str, ...]) -> int:
-    """Words as the modification rate counts them: punctuation tokens are not words."""
-    return sum(map(is_word, words))
+    """Words as the modification rate and % words perturbed count them (TextAttack's)."""
+    return sum(len(word_spans(token)) for token in words)
 
 
-def replace(words: tuple[str, ...], i: int, token: str) -> tuple[str, ...]:
-    return words[:i] + (token,) + words[i + 1:]
+def changed_words(original: tuple[str, ...], perturbed: tuple[str, ...]) -> list[int]:
+    """The changed words, numbered in reading order (0 = the text's first word)."""
+    return [n for n, slot in enumerate(slots(original)) if word_at(original, slot) != word_at(perturbed, slot)]
 
 
-def changed_positions(original: tuple[str, ...], words: tuple[str, ...]) -> list[int]:
-    return [i for i, (a, b) in enumerate(zip(original, words)) if a != b]
+def substitutions(words: tuple[str, ...], synonyms, stopwords: str = "nltk") -> dict[Slot, list[str]]:
+    """For each word that may change, its replacements, in TextAttack's order (sorted by the text
+    each one makes, which decides ties). A replacement must be one whole word, so every word keeps
+    its address; stopwords and words without synonyms are left out."""
+    is_stopword = STOPWORDS[stopwords]
+    options = {}
+    for slot in slots(words):
+        word = word_at(words, slot)
+        if is_stopword(word):
+            continue
+        candidates = [c for c in dict.fromkeys(synonyms(word)) if c != word and word_spans(c) == [(0, len(c))]]
+        if candidates:
+            options[slot] = sorted(candidates, key=lambda c: " ".join(swap(words, slot, c)))
+    return options
 
 
 # ---------------------------------------------------------------------------------------------
-# The model under attack
+# Searches. Each is a generator: `p = yield from score(texts)` hands texts to the model and gets
+# their probabilities (n, C) back, n < len(texts) only when the query budget runs out. Each
+# returns the best text it found (the original when it found nothing better). The goal score of
+# a text is TextAttack's 1 - p(y): how far the model is from the true label.
+
+def pwws(score, words, label: int, options: dict, max_changes: int, rng):
+    """Probability Weighted Word Saliency (Ren et al. 2019), as TextAttack's GreedyWordSwapWIR
+    ("weighted-saliency") runs it:
+      1. rank the words by softmax(saliency) x the best goal score one swap of the word reaches on
+         the original text, where a word's saliency is the goal score with the word made [UNK];
+      2. greedily, in that order, score every swap of the next word on the *current* text and keep
+         the best if it beats the current goal score; stop at the first misclassified text.
+    Words without candidates are left out of the ranking: their [UNK] texts would only add a common
+    factor to the softmax, which changes no order."""
+    positions = list(options)
+    unknown = [swap(words, slot, UNK) for slot in positions]
+    swaps = [swap(words, slot, c) for slot in positions for c in options[slot]]
+    p = yield from score([words] + unknown + swaps)
+    if len(p) < 1 + len(unknown) + len(swaps):
+        return words  # the budget does not cover the ranking
+    goal = 1 - p[:, label]
+    saliency = torch.softmax(torch.tensor(goal[1:1 + len(unknown)]), 0).numpy()  # float32, as TextAttack
+    ends = np.cumsum([len(options[slot]) for slot in positions]) + 1 + len(unknown)
+    best_swap = np.array([goal[end - len(options[slot]):end].max() for slot, end in zip(positions, ends)], np.float64)
+    order = np.argsort(-(saliency * best_swap))  # numpy's default sort, as TextAttack's
+    current, current_goal, changes = words, goal[0], 0
+    for n in order:
+        if changes >= max_changes:
+            break
+        candidates = [swap(current, positions[n], c) for c in options[positions[n]]]
+        p = yield from score(candidates)
+        if len(p) < len(candidates):
+            break  # out of budget
+        best = int(np.argmax(1 - p[:, label]))  # the first best: candidates come in TextAttack's order
+        if 1 - p[best, label] <= current_goal:
+            continue
+        current, current_goal, changes = candidates[best], 1 - p[best, label], changes + 1
+        if p[best].argmax() != label:
+            break
+    return current
+
+
+def textfooler(score, words, label: int, options: dict, max_changes: int, rng):
+    """TextFooler (Jin et al. 2020) without its sentence encoder and POS tagger (none offline).
+    Word importance = the change of the prediction when the word is deleted; then, most important
+    first, swap in the synonym that flips the label (the nearest such neighbour), else the one that
+    lowers p(y) most, if any does."""
+    positions = list(options)
+    p = yield from score([words] + [swap(words, slot, "") for slot in positions])
+    if len(p) < 1 + len(positions):
+        return words
+    p0, deleted = p[0], p[1:]
+    importance = p0[label] - deleted[:, label]
+    moved = deleted.argmax(1) != label  # deletion alone flips: add how much the new class gained
+    new_class = deleted[moved].argmax(1)
+    importance[moved] += deleted[moved, new_class] - p0[new_class]
+    current, p_current, changes = words, p0[label], 0
+    for n in np.argsort(-importance, kind="stable"):
+        if changes >= max_changes:
+            break
+        candidates = [swap(current, positions[n], c) for c in options[positions[n]]]
+        p = yield from score(candidates)
+        flips = [j for j in range(len(p)) if p[j].argmax() != label]
+        if flips:
+            return candidates[flips[0]]  # neighbours come nearest first: the most similar flip
+        if len(p) < len(candidates):
+            break  # out of budget
+        if p[:, label].min() < p_current:
+            best = int(p[:, label].argmin())
+            current, p_current, changes = candidates[best], p[best, label], changes + 1
+    return current
+
+
+def genetic(score, words, label: int, options: dict, max_changes: int, rng,
+            population: int = 60, generations: int = 40, temperature: float = 0.3):
+    """The genetic attack of Alzantot et al. (2018) as Jia et al. (2019) run it (without its
+    language model, which is not available offline). Fitness = 1 - p(y). Each generation keeps
+    its best member (elitism), draws parent pairs with probability softmax(fitness / temperature),
+    crosses them uniformly word by word, and mutates every child: at one random word not yet
+    changed (a changed one once the cap is reached), try every synonym and keep the fittest."""
+    positions = list(options)
+
+    def changed(member) -> list[Slot]:
+        return [slot for slot in positions if word_at(member, slot) != word_at(words, slot)]
+
+    def mutate(members: list):
+        proposals = []
+        for member in members:
+            done = changed(member)
+            fresh = [slot for slot in positions if slot not in done]
+            pool = fresh if fresh and len(done) < max_changes else done
+            slot = pool[rng.integers(len(pool))]
+            proposals.append([swap(member, slot, c) for c in options[slot] if c != word_at(member, slot)] or [member])
+        flat = [text for texts in proposals for text in texts]
+        p = yield from score(flat)
+        fitness = 1 - p[:, label]
+        mutated, offset = [], 0
+        for member, texts in zip(members, proposals):
+            scored = fitness[offset:offset + len(texts)]
+            mutated.append(texts[int(scored.argmax())] if len(scored) == len(texts) else member)
+            offset += len(texts)
+        return mutated
+
+    def crossover(a, b):
+        child = words
+        for slot in positions:
+            word = word_at(a if rng.random() < 0.5 else b, slot)
+            child = swap(child, slot, word) if word != word_at(words, slot) else child
+        done = changed(child)  # within the cap: undo changes at random
+        for n in rng.permutation(len(done))[:max(len(done) - max_changes, 0)]:
+            child = swap(child, done[n], word_at(words, done[n]))
+        return child
+
+    members = yield from mutate([words] * population)
+    best = words
+    for _ in range(generations):
+        p = yield from score(members)
+        if len(p) < len(members):
+            break
+        fitness = 1 - p[:, label]
+        flipped = np.flatnonzero(p.argmax(1) != label)  # with 3+ classes the fittest may not be flipped
+        if len(flipped):
+            return members[int(flipped[fitness[flipped].argmax()])]
+        best = members[int(fitness.argmax())]
+        parents = np.exp((fitness - fitness.max()) / temperature)
+        pairs = rng.choice(len(members), size=(population - 1, 2), p=parents / parents.sum())
+        members = [best] + (yield from mutate([crossover(members[a], members[b]) for a, b in pairs]))
+    return best
+
+
+SEARCHES = {"pwws": pwws, "textfooler": textfooler, "genetic": genetic}
+
+
+# ---------------------------------------------------------------------------------------------
+# Running attacks: one generator per example, many examples at once
+
+class Request(NamedTuple):
+    texts: list  # word tuples to score
+    amp: bool  # under bf16 autocast
+    alone: bool  # fp32, one text per forward pass: a verdict that depends on no batch
+
+
+class Tally:
+    """One example's queries: the texts the model scored for it (cached: none is scored twice),
+    how many, and the budget (None: no limit)."""
+
+    def __init__(self, budget: int | None, num_classes: int):
+        self.budget, self.num_classes, self.queries, self.cache = budget, num_classes, 0, {}
+
+    def score(self, texts: list, amp: bool):
+        """Probabilities (n, C) of the first n texts the budget allows; callers zip them with their
+        texts, so a budget that runs out mid-step shortens the step."""
+        new = [t for t in dict.fromkeys(texts) if (amp, t) not in self.cache]
+        new = new if self.budget is None else new[:max(self.budget - self.queries, 0)]
+        if new:
+            self.cache.update(zip([(amp, t) for t in new], (yield Request(new, amp, False))))
+            self.queries += len(new)
+        answered = [self.cache.get((amp, t)) for t in texts]
+        n = next((i for i, p in enumerate(answered) if p is None), len(texts))
+        return np.stack(answered[:n]) if n else np.zeros((0, self.num_classes), np.float32)
+
+    def alone(self, words: tuple[str, ...]):
+        probs = yield Request([words], False, True)
+        self.queries += 1
+        return probs[0]
+
+
+@dataclass
+class AttackResult:
+    status: str  # "skipped" (misclassified before any attack), "successful" or "failed"
+    label: int
+    original: tuple[str, ...]
+    perturbed: tuple[str, ...]
+    changed: list[int]  # changed words, numbered in reading order
+    words: int  # words of the original, as the modification rate counts them
+    probs_before: list[float]
+    probs_after: list[float]
+    queries: int  # texts the model scored for this example
+    seconds: float  # from its first query to its verdict (examples attacked together overlap)
+    context: str | None = None
+    recheck_mismatch: bool = False  # the fp32 search's success did not hold when re-checked alone
+    fp32_rerun: bool = False  # the bf16 search's success did not hold in fp32: searched again in fp32
+
+    def record(self) -> dict:
+        """The line of adversarial.jsonl, which summarize() reads."""
+        return {"status": self.status, "label": self.label, "context": self.context,
+                "original": " ".join(self.original), "perturbed": " ".join(self.perturbed),
+                "changed": self.changed, "words": self.words,
+                "pred_before": int(np.argmax(self.probs_before)), "pred_after": int(np.argmax(self.probs_after)),
+                "probs_before": self.probs_before, "probs_after": self.probs_after, "queries": self.queries,
+                "seconds": self.seconds, "recheck_mismatch": self.recheck_mismatch, "fp32_rerun": self.fp32_rerun}
+
+
+def attack(example: Example, search: str, options: dict, max_changes: int, query_budget: int | None,
+           seed, amp: bool, num_classes: int, search_options: dict):
+    """One example's attack, as a generator of Requests that returns its AttackResult."""
+    started = time.perf_counter()
+    words, label = example.words, example.label
+    tally = Tally(query_budget, num_classes)
+    before = yield from tally.alone(words)
+    if before.argmax() != label:
+        return AttackResult("skipped", label, words, words, [], word_count(words), before.tolist(), before.tolist(),
+                            tally.queries, time.perf_counter() - started, example.context)
+    tally.cache[(False, words)] = before  # the fp32 search's first query, made already
+    status, after, mismatch, rerun, perturbed = "failed", before, False, False, words
+    for search_amp in ((True, False) if amp else (False,)):
+        if not options or max_changes <= 0:
+            break
+        rng = np.random.default_rng(seed)  # an fp32 rerun draws what the bf16 search drew
+        perturbed = yield from SEARCHES[search](lambda texts: tally.score(texts, search_amp), words, label,
+                                                options, max_changes, rng, **search_options)
+        after = tally.cache.get((search_amp, perturbed), before)
+        if after.argmax() == label:
+            break
+        after = yield from tally.alone(perturbed)
+        if after.argmax() != label:
+            status = "successful"
+            break
+        rerun, mismatch = rerun or search_amp, not search_amp
+    return AttackResult(status, label, words, perturbed, changed_words(words, perturbed), word_count(words),
+                        before.tolist(), after.tolist(), tally.queries, time.perf_counter() - started,
+                        example.context, mismatch, rerun)
+
 
 class Victim:
-    """The model as an attack sees it: word tuples in, class probabilities out. It scores only
-    texts it has not scored for this example, counts them (the queries), stops at the budget, and
-    times the model's forward passes apart from everything else. Use it in a `with` block: the
-    timing hooks come off the model at the end."""
+    """The model as the attacks see it: texts of many examples in, probabilities out, with the
+    time spent in its forward passes kept apart from everything else. Use it in a `with` block:
+    the timing hooks come off the model at the end. amp: run the searches under bf16 autocast."""
 
     def __init__(self, model, tokenizer, max_length: int, batch_size: int = 64, amp: bool = False):
         self.model, self.tokenizer = model, tokenizer
@@ -304,211 +392,80 @@ class Victim:
             torch.cuda.synchronize()
         self.model_seconds += time.perf_counter() - self._started
 
-    def start(self, example: Example, budget: int) -> None:
-        self.example, self.budget, self.queries, self.cache = example, budget, 0, {}
+    def score(self, examples: list[Example], texts: list[tuple[str, ...]], amp: bool, batch_size: int) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.model.config.num_labels), np.float32)
+        return predict_proba(self.model, self.tokenizer, examples, self.max_length, batch_size, words=texts,
+                             amp=amp).numpy()
 
-    @property
-    def exhausted(self) -> bool:
-        return self.queries >= self.budget
-
-    def probs(self, texts: list[tuple[str, ...]]) -> np.ndarray:
-        """Probabilities (n, C) for the first n texts the budget allows (n <= len(texts)); callers
-        zip them with their texts, so a budget that runs out mid-step simply shortens the step."""
-        new = [t for t in dict.fromkeys(texts) if t not in self.cache][:max(self.budget - self.queries, 0)]
-        if new:
-            scored = predict_proba(self.model, self.tokenizer, [self.example] * len(new), self.max_length,
-                                   self.batch_size, words=new, amp=self.amp).numpy()
-            self.cache.update(zip(new, scored))
-            self.queries += len(new)
-        affordable = next((n for n, t in enumerate(texts) if t not in self.cache), len(texts))
-        scored = [self.cache[t] for t in texts[:affordable]]
-        return np.stack(scored) if scored else np.zeros((0, self.model.config.num_labels))
-
-
-# ---------------------------------------------------------------------------------------------
-# Searches: each returns the best text it found (the original when it found nothing better)
-
-def pwws(victim: Victim, words, label: int, options: dict, max_changes: int, rng) -> tuple[str, ...]:
-    """Probability Weighted Word Saliency (Ren et al. 2019). Rank positions by
-    softmax(saliency)_i * (best swap's drop of p(y)), where saliency is the drop of p(y) when the
-    word becomes the unknown token, then apply each position's best swap in that order until the
-    label flips. A swap that does not lower p(y) on the original text is skipped."""
-    positions = list(options)
-    p_y = victim.probs([words])[0, label]
-    unknown = [replace(words, i, victim.tokenizer.unk_token or "") for i in positions]  # "" = deleted
-    swaps = [(i, token) for i in positions for token in options[i]]
-    scores = victim.probs(unknown + [replace(words, i, token) for i, token in swaps])
-    if len(scores) < len(unknown) + len(swaps):
-        return words  # the budget does not cover the ranking
-    saliency = p_y - scores[:len(unknown), label]
-    best_drop, best_token = {}, {}
-    for (i, token), p in zip(swaps, scores[len(unknown):, label]):
-        if p_y - p > best_drop.get(i, -np.inf):
-            best_drop[i], best_token[i] = p_y - p, token
-    weights = np.exp(saliency - saliency.max())
-    ranking = sorted(range(len(positions)), key=lambda n: -weights[n] / weights.sum() * best_drop[positions[n]])
-    current, changes = words, 0
-    for n in ranking:
-        i = positions[n]
-        if changes >= max_changes or best_drop[i] <= 0:
-            break
-        p = victim.probs([replace(current, i, best_token[i])])
-        if len(p) == 0:  # out of budget
-            break
-        current, changes = replace(current, i, best_token[i]), changes + 1
-        if p[0].argmax() != label:
-            break
-    return current
+def visible_tokens(tokenizer, example: Example, max_length: int) -> int:
+    """How many of the example's whitespace tokens reach the model: the rest lie past the
+    truncation window, where no swap can change what the model sees."""
+    pair = (example.context, example.text) if example.context else (example.text,)
+    encoded = tokenizer(*pair, truncation=True, max_length=max_length, return_offsets_mapping=True)
+    if len(encoded["input_ids"]) < max_length:
+        return len(example.words)
+    segment = 1 if example.context else 0
+    seen = max((end for (_, end), s in zip(encoded["offset_mapping"], encoded.sequence_ids()) if s == segment),
+               default=0)
+    starts = np.cumsum([0] + [len(token) + 1 for token in example.words[:-1]])  # tokens joined by spaces
+    return int((starts < seen).sum())
 
 
-def textfooler(victim: Victim, words, label: int, options: dict, max_changes: int, rng) -> tuple[str, ...]:
-    """TextFooler (Jin et al. 2020) without its sentence encoder and POS tagger (none offline).
-    Word importance = the change of the prediction when the word is deleted; then, most important
-    first, swap in the synonym that flips the label (the nearest such neighbour), else the one that
-    lowers p(y) most, if any does."""
-    positions = list(options)
-    p0 = victim.probs([words])[0]
-    deleted = victim.probs([words[:i] + words[i + 1:] for i in positions])
-    if len(deleted) < len(positions):
-        return words
-    importance = p0[label] - deleted[:, label]
-    moved = deleted.argmax(1) != label  # deletion alone flips: add how much the new class gained
-    new_class = deleted[moved].argmax(1)
-    importance[moved] += deleted[moved, new_class] - p0[new_class]
-    current, p_current, changes = words, p0[label], 0
-    for n in np.argsort(-importance, kind="stable"):
-        if changes >= max_changes or victim.exhausted:
-            break
-        i = positions[n]
-        candidates = [replace(current, i, token) for token in options[i]]
-        p = victim.probs(candidates)
-        flips = [j for j in range(len(p)) if p[j].argmax() != label]
-        if flips:
-            return candidates[flips[0]]  # neighbours come nearest first: the most similar flip
-        if len(p) and p[:, label].min() < p_current:
-            best = int(p[:, label].argmin())
-            current, p_current, changes = candidates[best], p[best, label], changes + 1
-    return current
+def attack_examples(victim: Victim, examples: list[Example], search: str, synonyms, seeds: list, *,
+                    stopwords: str = "nltk", max_modify_rate: float = 1.0, query_budget: int | None = None,
+                    at_once: int = 32, **search_options) -> Iterator[tuple[int, AttackResult]]:
+    """Attack every example with one search; yields (its position in `examples`, its result) as
+    each finishes. `at_once` examples run together: each round, every running search hands in the
+    texts it needs, and all of them go to the model in batches of victim.batch_size. Results do not
+    depend on at_once (up to the float rounding of a different batch composition)."""
+    num_classes = victim.model.config.num_labels
+    waiting, running = iter(enumerate(examples)), {}  # running: position -> (generator, its request)
+    while True:
+        while len(running) < at_once and (item := next(waiting, None)) is not None:
+            n, example = item
+            visible = example.words[:visible_tokens(victim.tokenizer, example, victim.max_length)]
+            job = attack(example, search, substitutions(visible, synonyms, stopwords),
+                         math.floor(max_modify_rate * word_count(example.words)), query_budget, seeds[n],
+                         victim.amp, num_classes, search_options)
+            running[n] = (job, next(job))
+        if not running:
+            return
+        answers = {}
+        for amp in (False, True):
+            batched = [n for n, (_, r) in running.items() if not r.alone and r.amp == amp]
+            texts = [t for n in batched for t in running[n][1].texts]
+            probs = victim.score([examples[n] for n in batched for _ in running[n][1].texts], texts, amp,
+                                 victim.batch_size)
+            for n, end in zip(batched, np.cumsum([len(running[n][1].texts) for n in batched])):
+                answers[n] = probs[end - len(running[n][1].texts):end]
+        for n, (_, request) in running.items():
+            if request.alone:
+                answers[n] = victim.score([examples[n]], request.texts, False, 1)
+        for n, probs in answers.items():
+            try:
+                running[n] = (running[n][0], running[n][0].send(probs))
+            except StopIteration as done:
+                del running[n]
+                yield n, done.value
 
 
-def genetic(victim: Victim, words, label: int, options: dict, max_changes: int, rng,
-            population: int = 60, generations: int = 40, temperature: float = 0.3) -> tuple[str, ...]:
-    """The genetic attack of Alzantot et al. (2018) as Jia et al. (2019) run it (without its
-    language model, which is not available offline). Fitness = 1 - p(y). Each generation keeps
-    its best member (elitism), draws parent pairs with probability softmax(fitness / temperature),
-    crosses them uniformly word by word, and mutates every child: at one random position not yet
-    changed (a changed one once the cap is reached), try every synonym and keep the fittest."""
-    positions = list(options)
-
-    def mutate(members: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
-        proposals = []
-        for member in members:
-            changed = set(changed_positions(words, member))
-            fresh = [i for i in positions if i not in changed]
-            pool = fresh if fresh and len(changed) < max_changes else sorted(changed)
-            i = pool[rng.integers(len(pool))]
-            proposals.append([replace(member, i, token) for token in options[i] if token != member[i]] or [member])
-        flat = [text for texts in proposals for text in texts]
-        fitness = 1 - victim.probs(flat)[:, label] if flat else np.zeros(0)
-        mutated, offset = [], 0
-        for member, texts in zip(members, proposals):
-            scored = fitness[offset:offset + len(texts)]
-            mutated.append(texts[int(scored.argmax())] if len(scored) == len(texts) else member)
-            offset += len(texts)
-        return mutated
-
-    def within_cap(child: tuple[str, ...]) -> tuple[str, ...]:
-        changed = changed_positions(words, child)
-        for i in rng.permutation(changed)[:max(len(changed) - max_changes, 0)]:
-            child = replace(child, int(i), words[i])
-        return child
-
-    members = mutate([words] * population)
-    best = words
-    for _ in range(generations):
-        p = victim.probs(members)
-        if len(p) < len(members):
-            break
-        fitness = 1 - p[:, label]
-        flipped = np.flatnonzero(p.argmax(1) != label)  # with 3+ classes the fittest may not be flipped
-        if len(flipped):
-            return members[int(flipped[fitness[flipped].argmax()])]
-        best = members[int(fitness.argmax())]
-        if victim.exhausted:
-            break
-        parents = np.exp((fitness - fitness.max()) / temperature)
-        pairs = rng.choice(len(members), size=(population - 1, 2), p=parents / parents.sum())
-        children = [within_cap(tuple(members[a][i] if rng.random() < 0.5 else members[b][i] for i in range(len(words))))
-                    for a, b in pairs]
-        members = [best] + mutate(children)
-    return best
-
-
-SEARCH_FUNCTIONS = {"pwws": pwws, "textfooler": textfooler, "genetic": genetic}
-SEARCHES = tuple(SEARCH_FUNCTIONS)
-
-
-# ---------------------------------------------------------------------------------------------
-# Running an attack on one example
-
-@dataclass
-class AttackResult:
-    status: str  # "skipped" (misclassified before any attack), "successful" or "failed"
-    label: int
-    original: tuple[str, ...]
-    perturbed: tuple[str, ...]
-    changed: list[int]
-    words: int  # words that count for the modification rate (punctuation does not)
-    probs_before: list[float]
-    probs_after: list[float]
-    queries: int
-    seconds: float
-    context: str | None = None
-    recheck_mismatch: bool = field(default=False)  # the search's success did not survive the re-check
-
-
-def attack_example(victim: Victim, example: Example, search: str, synonyms, max_modify_rate: float,
-                   query_budget: int | None, rng, **search_options) -> AttackResult:
-    """Attack one example with one search (search_options: e.g. the genetic population)."""
-    started = time.perf_counter()
-    words = example.words
-    words_counted = word_count(words)
-    victim.start(example, query_budget or 50 * max(words_counted, 1))  # TextDefender's budget: 50 x words
-    before = victim.probs([words])[0]
-    if before.argmax() != example.label:
-        return AttackResult("skipped", example.label, words, words, [], words_counted, before.tolist(),
-                            before.tolist(), victim.queries, time.perf_counter() - started, example.context)
-    options = substitutions(words, synonyms)
-    max_changes = math.floor(max_modify_rate * words_counted)
-    perturbed = (SEARCH_FUNCTIONS[search](victim, words, example.label, options, max_changes, rng, **search_options)
-                 if options and max_changes > 0 else words)
-    after = victim.cache[perturbed]
-    status, mismatch = "failed", False
-    if after.argmax() != example.label:
-        # One plain forward pass of the final text alone: a success must not depend on batching.
-        after = predict_proba(victim.model, victim.tokenizer, [example], victim.max_length, 1,
-                              words=[perturbed], amp=victim.amp)[0].numpy()
-        status, mismatch = ("successful", False) if after.argmax() != example.label else ("failed", True)
-    return AttackResult(status, example.label, words, perturbed, changed_positions(words, perturbed), words_counted,
-                        before.tolist(), after.tolist(), victim.queries, time.perf_counter() - started,
-                        example.context, mismatch)
-
-
-def summarize(results: list[AttackResult]) -> dict:
-    """The numbers every peer reports (TextAttack / TextDefender conventions)."""
-    count = {s: sum(r.status == s for r in results) for s in ("successful", "failed", "skipped")}
-    attacked = [r for r in results if r.status != "skipped"]
-    successes = [r for r in results if r.status == "successful"]
+def summarize(records: list[dict]) -> dict:
+    """The numbers every peer reports (TextAttack / TextDefender conventions), from the records of
+    AttackResult.record()."""
+    count = {s: sum(r["status"] == s for r in records) for s in ("successful", "failed", "skipped")}
+    attacked = [r for r in records if r["status"] != "skipped"]
+    successes = [r for r in records if r["status"] == "successful"]
     return {
-        "examples": len(results),
-        "clean_accuracy": (len(results) - count["skipped"]) / max(len(results), 1),
-        "accuracy_under_attack": count["failed"] / max(len(results), 1),
+        "examples": len(records),
+        "clean_accuracy": (len(records) - count["skipped"]) / max(len(records), 1),
+        "accuracy_under_attack": count["failed"] / max(len(records), 1),
         "attack_success_rate": count["successful"] / max(len(attacked), 1),
-        "words_perturbed_pct": 100 * float(np.mean([len(r.changed) / r.words for r in successes])) if successes else 0.0,
-        "avg_queries": float(np.mean([r.queries for r in attacked])) if attacked else 0.0,
+        "words_perturbed_pct": 100 * float(np.mean([len(r["changed"]) / r["words"] for r in successes])) if successes else 0.0,
+        "avg_queries": float(np.mean([r["queries"] for r in attacked])) if attacked else 0.0,
         **count,
-        "recheck_mismatches": sum(r.recheck_mismatch for r in results),
-        "seconds_per_example": float(np.mean([r.seconds for r in results])) if results else 0.0,
+        "recheck_mismatches": sum(r["recheck_mismatch"] for r in records),
+        "fp32_reruns": sum(r["fp32_rerun"] for r in records),
     }
 
 

@@ -3,6 +3,7 @@
     python bench.py                 # cost: training-step ratios and attack time shares -> bench.json
     python bench.py --smoke         # the same on a tiny random model in seconds (CI keeps it working)
     python bench.py results         # train standard/adv/rift on SST-2, attack each -> results/
+    python bench.py parity --checkpoints RUN RUN   # rift's PWWS beside TextAttack's -> results/parity-sst2.*
     python bench.py plot RUN_DIR    # a train.py run's loss terms, MI bound, dev accuracy -> RUN_DIR/training.png
 
 Cost is measured as ratios inside one process on the same batches, so the machine's speed cancels:
@@ -10,14 +11,21 @@ Cost is measured as ratios inside one process on the same batches, so the machin
             ratio expected from counting passes (K attack steps of forward + backward to the
             embeddings, a second forward + backward for the adversarial input, one teacher forward),
             each pass timed alone. Goal: measured / expected <= 1.15 (no pass is wasted).
-  attacks   PWWS on 200 examples: the share of wall time inside the model's forward passes (goal
-            >= 85%: batching and caching work) and its examples/s beside raw forward examples/s.
+  attacks   PWWS on 200 examples, fp32 or bf16 search, one example at a time or 32 at once, in
+            turns: examples/s, queries/s, the share of wall time inside the model's forward passes
+            (goal >= 85%: batching and caching work), outcomes that differ from fp32 one at a time;
+            and PWWS's ranking queries on 50 IMDB reviews with and without the truncation window.
+  parity    TextAttack 0.3.11's PWWS (../shared/peers/textattack) and rift's on the same models and
+            sentences, one after the other: success, accuracy under attack, % words, queries,
+            s/example, and the share of examples with the same outcome. Goal: success rates within
+            2 points, >= 90% same outcome, rift's s/example <= 1/3 of TextAttack's.
 
 `results` resumes: a run or evaluation that has finished is not repeated, so it can be run in pieces.
 """
 
 import argparse
 import json
+import random
 import resource
 import shutil
 import statistics
@@ -33,6 +41,7 @@ import torch
 import transformers
 
 import attacks
+import synonyms
 from data import (TASKS, UsageError, at_least, environment, format_table, load_split, newest_run, pick_device, pyplot,
                   run_command, tokenize)
 from rift import (DEFAULT_MODEL, METHODS, Critics, classify, kl_objective, load_classifier, make_teacher,
@@ -124,26 +133,59 @@ def training_cost(model_name: str, examples, device, batch_size: int, steps: int
     return rows
 
 
-def attack_cost(checkpoint: str, examples, device, max_length: int, batch_size: int) -> dict:
+def attack_cost(checkpoint: str, examples, device, max_length: int, batch_size: int) -> list[dict]:
+    """PWWS/WordNet on the same examples four ways: fp32 or bf16 search, one example at a time or
+    32 at once, in turns, example block by block, so the machine's drift falls on all alike. Each
+    row: examples/s, queries/s, share of wall time in the model's forward passes, and how many
+    outcomes differ from the fp32 one-at-a-time run."""
     model, tokenizer = load_classifier(checkpoint)
     model.to(device).eval()
-    amp = device.type == "cuda"  # as evaluate.py
-    synonyms = attacks.wordnet_synonyms()
-    predict_proba(model, tokenizer, examples, max_length, batch_size, amp=amp)  # warm-up
+    word_synonyms = synonyms.wordnet_synonyms()
+    predict_proba(model, tokenizer, examples, max_length, batch_size)  # warm-up
     started = time.perf_counter()
-    predict_proba(model, tokenizer, examples, max_length, batch_size, amp=amp)
+    predict_proba(model, tokenizer, examples, max_length, batch_size)
     forward_seconds = time.perf_counter() - started
-    with attacks.Victim(model, tokenizer, max_length, batch_size, amp) as victim:
-        started = time.perf_counter()
-        results = [attacks.attack_example(victim, ex, "pwws", synonyms, 0.3, None, np.random.default_rng(0))
-                   for ex in examples]
-        wall = time.perf_counter() - started
-    summary = attacks.summarize(results)
-    return {"checkpoint": checkpoint, "examples": len(examples), "attack_seconds": wall,
-            "model_time_share": victim.model_seconds / wall, "attack_examples_per_s": len(examples) / wall,
-            "forward_examples_per_s": len(examples) / forward_seconds,
-            "queries_per_s": sum(r.queries for r in results) / wall, "avg_queries": summary["avg_queries"],
-            "recheck_mismatches": summary["recheck_mismatches"]}
+    ways = {(amp, at_once): {"wall": 0.0, "model": 0.0, "results": {}} for amp in (False, True) for at_once in (1, 32)}
+    block = 25
+    for start in range(0, len(examples), block):
+        chunk = examples[start:start + block]
+        for (amp, at_once), way in ways.items():
+            with attacks.Victim(model, tokenizer, max_length, batch_size, amp) as victim:
+                started = time.perf_counter()
+                done = attacks.attack_examples(victim, chunk, "pwws", word_synonyms, list(range(len(chunk))),
+                                               at_once=at_once)
+                way["results"] |= {start + n: result for n, result in done}
+                way["wall"] += time.perf_counter() - started
+                way["model"] += victim.model_seconds
+    reference = ways[(False, 1)]["results"]
+    rows = []
+    for (amp, at_once), way in ways.items():
+        results = [way["results"][n] for n in range(len(examples))]
+        summary = attacks.summarize([r.record() for r in results])
+        rows.append({"search": "bf16" if amp else "fp32", "examples_at_once": at_once,
+                     "attack_examples_per_s": len(examples) / way["wall"],
+                     "queries_per_s": sum(r.queries for r in results) / way["wall"],
+                     "model_time_share": way["model"] / way["wall"], "avg_queries": summary["avg_queries"],
+                     "success_rate": summary["attack_success_rate"],
+                     "outcomes_differing": sum(r.status != reference[n].status for n, r in enumerate(results)),
+                     "fp32_reruns": summary["fp32_reruns"], "recheck_mismatches": summary["recheck_mismatches"],
+                     "forward_examples_per_s": len(examples) / forward_seconds})
+    return rows
+
+
+def window_savings(tokenizer, examples, max_length: int, word_synonyms) -> dict:
+    """PWWS's ranking queries (the original, one [UNK] text per word with synonyms, one text per
+    swap) on long texts, counting every word as TextAttack does and only the words inside the
+    truncation window as attacks.py does. Exact without a model: the ranking scores every swap. The
+    greedy phase saves more on top (TextAttack visits the hidden words too), uncounted here."""
+    every = window = 0
+    for example in examples:
+        options = attacks.substitutions(example.words, word_synonyms)
+        visible = attacks.visible_tokens(tokenizer, example, max_length)
+        every += 1 + sum(1 + len(o) for o in options.values())
+        window += 1 + sum(1 + len(o) for slot, o in options.items() if slot[0] < visible)
+    return {"examples": len(examples), "max_length": max_length, "ranking_queries_every_word": every / len(examples),
+            "ranking_queries_in_window": window / len(examples), "saved_share": 1 - window / every}
 
 
 def tiny_model(folder: Path) -> str:
@@ -162,6 +204,7 @@ def cost(args) -> dict:
     task = TASKS["sst2"]
     train = load_split(task, "train", args.data_dir)
     test = [ex for ex in load_split(task, "test", args.data_dir) if attacks.word_count(ex.words) >= 4]
+    imdb = load_split(TASKS["imdb"], "test", args.data_dir)[:8 if args.smoke else 50]
     scratch = Path(tempfile.mkdtemp())
     try:
         model = tiny_model(scratch / "tiny") if args.smoke else args.model
@@ -170,21 +213,29 @@ def cost(args) -> dict:
                              task.max_length, 1 if args.smoke else args.repeats)
         attack = attack_cost(checkpoint, test[:8 if args.smoke else args.attack_examples], device,
                              task.max_length, 64)
+        window = window_savings(load_classifier(checkpoint)[1], imdb, TASKS["imdb"].max_length,
+                                synonyms.wordnet_synonyms())
     finally:
         shutil.rmtree(scratch)
     report = {"environment": environment(device), "smoke": args.smoke,
               "model": model if not args.smoke else "tiny random BERT", "batch_size": args.batch_size,
-              "adv_steps": args.adv_steps, "training": rows, "attacks": attack}
+              "adv_steps": args.adv_steps, "training": rows, "attacks": attack, "imdb_window": window}
     Path(args.json).write_text(json.dumps(report, indent=2))
     print(f"\ntraining cost per optimiser step ({report['model']}, batch {args.batch_size}, K={args.adv_steps}, "
           f"{device}, {torch.get_num_threads()} threads; peak MB: the process's high-water mark, methods cheapest first)")
     print(format_table(rows[:-1], {"method": "method", "s_per_step": "s/step", "examples_per_s": "examples/s",
                                    "ratio_to_standard": "x standard", "expected_ratio": "expected x",
                                    "measured_over_expected": "measured/expected", "peak_memory_mb": "peak MB"}))
-    print(f"\nattack cost: PWWS/WordNet on {attack['examples']} SST-2 test examples ({attack['checkpoint']})")
-    print(format_table([attack], {"model_time_share": "time in model", "attack_examples_per_s": "attack examples/s",
-                                  "forward_examples_per_s": "forward examples/s", "queries_per_s": "queries/s",
-                                  "avg_queries": "queries/example"}))
+    print(f"\nattack cost: PWWS/WordNet on {len(test[:8 if args.smoke else args.attack_examples])} SST-2 test "
+          f"examples ({checkpoint}); forward alone: {attack[0]['forward_examples_per_s']:.1f} examples/s")
+    print(format_table(attack, {"search": "search", "examples_at_once": "at once",
+                                "attack_examples_per_s": "examples/s", "queries_per_s": "queries/s",
+                                "model_time_share": "time in model", "avg_queries": "queries/example",
+                                "success_rate": "success rate", "outcomes_differing": "outcomes != fp32 x1",
+                                "fp32_reruns": "fp32 reruns"}))
+    print(f"\ntruncation window: PWWS/WordNet ranking queries per IMDB test review at {window['max_length']} tokens: "
+          f"{window['ranking_queries_every_word']:.0f} counting every word, {window['ranking_queries_in_window']:.0f} "
+          f"inside the window ({100 * window['saved_share']:.1f}% saved, {window['examples']} reviews)")
     print(f"\n-> {args.json}")
     return report
 
@@ -200,13 +251,18 @@ def newest_checkpoint() -> str:
 # The results table
 
 def run_cli(command: list[str], folder: Path) -> None:
-    """Run train.py or evaluate.py unless `folder` holds its finished output; a half-written
-    folder (an interrupted run) is started again."""
-    done = folder / ("summary.json" if command[0] == "train.py" else "results.json")
-    if done.is_file():
+    """Run train.py or evaluate.py unless `folder` holds its finished output. An interrupted
+    evaluation is resumed; a half-written training run is started again."""
+    if command[0] == "train.py":
+        done = (folder / "summary.json").is_file()
+    else:
+        started = folder / "results.json"
+        done = started.is_file() and json.loads(started.read_text()).get("complete", True)
+        command = ["evaluate.py", "--resume", str(folder)] if started.is_file() and not done else command
+    if done:
         print(f"done already: {folder}")
         return
-    if folder.exists():
+    if folder.exists() and "--resume" not in command:
         shutil.rmtree(folder)
     print("+ python " + " ".join(command), flush=True)
     if subprocess.run([sys.executable, *command]).returncode != 0:
@@ -341,9 +397,88 @@ def plot_run(run: Path) -> None:
     print(f"-> {run / 'training.png'}")
 
 
+# ---------------------------------------------------------------------------------------------
+# Parity with TextAttack's PWWS
+
+PARITY_SYNONYMS = ("wordnet", "counterfitted")
+
+
+def parity(args) -> None:
+    """TextAttack 0.3.11's PWWS (the peer harness, a check run beside rift, never a dependency) and
+    rift's default PWWS on the same models and sentences, one after the other in this process, so
+    that the speed ratio holds on one machine at one time. Finished runs are not repeated."""
+    peer = Path(args.peer) / "run.sh"
+    if not peer.is_file():
+        raise UsageError(f"no TextAttack harness at {peer}: pass --peer (the folder of run.sh; run its setup.sh once)")
+    if not args.checkpoints:
+        raise UsageError("parity needs --checkpoints: two or more train.py runs on SST-2")
+    root = Path(args.runs).parent / "parity"
+    root.mkdir(parents=True, exist_ok=True)
+    sentences = root / "sentences.tsv"  # drawn as evaluate.py draws: seed 42, at least 4 words
+    test = load_split(TASKS["sst2"], "test", args.data_dir)
+    eligible = [i for i, ex in enumerate(test) if attacks.word_count(ex.words) >= 4]
+    drawn = [test[i] for i in random.Random(42).sample(eligible, args.parity_examples)]
+    sentences.write_text("sentence\tlabel\n" + "".join(f"{ex.text}\t{ex.label}\n" for ex in drawn))
+    neighbours = synonyms.counterfitted_synonyms(None, args.data_dir)[1]["path"]
+    data = ["--data-dir", args.data_dir] if args.data_dir else []
+    rows = []
+    for checkpoint in args.checkpoints:
+        run = Path(checkpoint)
+        config = json.loads((run / "config.json").read_text())
+        max_length = config["resolved"]["max_length"]
+        for source in PARITY_SYNONYMS:
+            folder = root / f"{run.name}-{source}"
+            if not (folder / "textattack" / "results.json").is_file():
+                command = ["bash", str(peer), "--model", str(run / "best"), "--file", str(sentences), "--n",
+                           str(len(drawn)), "--max-length", str(max_length), "--synonyms", source,
+                           "--out", str(folder / "textattack")]
+                command += ["--neighbours-json", neighbours] if source == "counterfitted" else []
+                print("+ " + " ".join(command), flush=True)
+                if subprocess.run(command).returncode != 0:
+                    raise UsageError(f"the TextAttack harness failed on {run} ({source}); its error is above")
+            run_cli(["evaluate.py", "--checkpoint", str(run), "--file", str(sentences), "--num-examples",
+                     str(len(drawn)), "--min-words", "0", "--attack", "pwws", "--synonyms", source,
+                     "--out", str(folder / "rift"), *data], folder / "rift")
+            rows += parity_rows(run.name, source, folder)
+    report = {"sentences": str(sentences), "examples": len(drawn), "rows": rows, "environment": environment(pick_device("cpu"))}
+    Path(args.results_dir, "parity-sst2.json").write_text(json.dumps(report, indent=2))
+    table = format_table(rows, PARITY_COLUMNS)
+    Path(args.results_dir, "parity-sst2.md").write_text(f"```\n{table}\n```\n")
+    print(table)
+
+
+def parity_rows(model: str, source: str, folder: Path) -> list[dict]:
+    """Both tools' rows for one model and synonym source, and how often their outcomes agree."""
+    peer = json.loads((folder / "textattack" / "results.json").read_text())
+    ours = json.loads((folder / "rift" / "results.json").read_text())
+    pwws = next(row for row in ours["metrics"] if row["attack"] == "pwws")
+    theirs = {line["row"]: line["result"] for line in map(json.loads, (folder / "textattack" / "adversarial.jsonl").open())}
+    mine = {line["index"]: line["status"] for line in map(json.loads, (folder / "rift" / "adversarial.jsonl").open())}
+    agree = sum(theirs[n] == mine[n] for n in mine) / len(mine)
+    common = {"model": model, "synonyms": source}
+    return [common | {"tool": "TextAttack 0.3.11", "clean_accuracy": peer["clean_accuracy"],
+                      "accuracy_under_attack": peer["accuracy_under_attack"],
+                      "attack_success_rate": peer["attack_success_rate"],
+                      "words_perturbed_pct": peer["words_perturbed_pct"], "avg_queries": peer["avg_queries"],
+                      "model_texts": peer["real_model_texts_per_attacked_example"],
+                      "seconds_per_example": peer["seconds_per_example"]},
+            common | {"tool": "rift", "clean_accuracy": pwws["clean_accuracy"],
+                      "accuracy_under_attack": pwws["accuracy_under_attack"],
+                      "attack_success_rate": pwws["attack_success_rate"],
+                      "words_perturbed_pct": pwws["words_perturbed_pct"], "avg_queries": pwws["avg_queries"],
+                      "model_texts": pwws["avg_queries"], "seconds_per_example": pwws["seconds_per_example"],
+                      "same_outcome": agree, "speedup": peer["seconds_per_example"] / pwws["seconds_per_example"]}]
+
+
+PARITY_COLUMNS = {"model": "model", "synonyms": "synonyms", "tool": "tool", "clean_accuracy": "clean acc",
+                  "accuracy_under_attack": "acc under attack", "attack_success_rate": "success rate",
+                  "words_perturbed_pct": "% words", "avg_queries": "queries", "model_texts": "texts scored",
+                  "seconds_per_example": "s/example", "same_outcome": "same outcome", "speedup": "x faster"}
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", nargs="?", default="cost", choices=["cost", "results", "plot"])
+    p.add_argument("command", nargs="?", default="cost", choices=["cost", "results", "parity", "plot"])
     p.add_argument("run", nargs="?", help="plot: the run folder")
     p.add_argument("--smoke", action="store_true", help="cost: a tiny random model and a few batches (seconds)")
     p.add_argument("--model", default=DEFAULT_MODEL, help="cost: the encoder whose training steps are timed")
@@ -356,7 +491,12 @@ def main(argv=None) -> None:
     p.add_argument("--json", default="bench.json", help="cost: where the numbers go (default: %(default)s)")
     p.add_argument("--data-dir", help="folder holding sst2/ (else $RIFT_DATA, else the cache)")
     p.add_argument("--runs", default="runs/results", help="results: the run folders (default: %(default)s)")
-    p.add_argument("--results-dir", default="results", help="results: the table and figure (default: %(default)s)")
+    p.add_argument("--results-dir", default="results", help="results, parity: the tables and figure (default: %(default)s)")
+    p.add_argument("--checkpoints", nargs="+", help="parity: the train.py runs on SST-2 attacked by both tools")
+    p.add_argument("--parity-examples", type=at_least(1), default=200,
+                   help="parity: SST-2 test sentences, drawn with seed 42 (default: %(default)s)")
+    p.add_argument("--peer", default=str(Path(__file__).resolve().parent.parent / "shared" / "peers" / "textattack"),
+                   help="parity: the TextAttack harness folder (default: ../shared/peers/textattack)")
     args = p.parse_args(argv)
     if args.command == "plot":
         if not args.run:
@@ -364,6 +504,8 @@ def main(argv=None) -> None:
         plot_run(Path(args.run))
     elif args.command == "results":
         results(args)
+    elif args.command == "parity":
+        parity(args)
     else:
         cost(args)
 

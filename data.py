@@ -443,6 +443,14 @@ def pick_device(flag: str) -> torch.device:
     return device
 
 
+def default_amp(device: torch.device) -> bool:
+    """bf16 autocast by default where the hardware runs it natively: CUDA, and CPUs with AVX512-BF16
+    or AMX (elsewhere bf16 is emulated and slower than fp32)."""
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def environment(device: torch.device) -> dict:
     """What a reader needs to reproduce a result: versions, machine, code revision, command."""
     def git(*args: str) -> str:

@@ -1,16 +1,20 @@
 """Measure how robust a classifier is to word-substitution attacks and to embedding-space PGD.
 
     python evaluate.py --attack synonym                        # newest run in runs/: PWWS, WordNet
+    python evaluate.py --resume runs/RUN/eval/pwws-wordnet-TIME  # finish an interrupted evaluation
     python evaluate.py --checkpoint runs/sst2-rift-20261125-120000 --attack all --synonyms counterfitted
     python evaluate.py --checkpoint path/to/any/hf/classifier --task sst2 --attack textfooler
     python evaluate.py --attack pgd --eps 0.01 0.02 0.05 0.1   # a robustness curve in one run
 
-The examples are --num-examples drawn with --seed from --split (test by default), leaving out
-those of fewer than --min-words words, as TextDefender does. Writes, to --out or to
+The word attacks follow TextAttack 0.3.11 by default (PWWS: no cap on the words changed, no query
+budget, NLTK's stopwords, every WordNet sense); README's parity table measures how closely. The
+examples are --num-examples drawn with --seed from --split (test by default), leaving out those of
+fewer than --min-words words, as TextDefender does. Writes, to --out or to
 <run>/eval/<attack>-<synonyms>-<time>/:
-    results.json       every setting, the sampled indices, the metrics of each attack
-    adversarial.jsonl  one line per attacked example: original and perturbed text, changed
-                       positions, label, predictions and probabilities before and after
+    results.json       every setting, the sampled indices, the metrics of each attack ("complete"
+                       false until the end: --resume OUT finishes the evaluation)
+    adversarial.jsonl  one line per attacked example, written as it finishes: original and perturbed
+                       text, changed words, label, predictions and probabilities before and after
 and prints the summary table (clean accuracy, accuracy under attack, success rate, % words
 perturbed, queries, successful/failed/skipped, seconds per example, share of time in the model).
 """
@@ -27,8 +31,9 @@ import torch
 from tqdm.auto import tqdm
 
 import attacks
-from data import (TASKS, UsageError, at_least, custom_task, environment, format_table, fraction, infer_labels,
-                  load_split, newest_run, pick_device, pyplot, run_command)
+import synonyms
+from data import (TASKS, UsageError, at_least, custom_task, default_amp, environment, format_table, fraction,
+                  infer_labels, load_split, newest_run, pick_device, pyplot, run_command)
 from rift import load_classifier, predict_proba
 
 ATTACKS = {"synonym": ["pwws"], "pwws": ["pwws"], "textfooler": ["textfooler"], "genetic": ["genetic"],
@@ -56,18 +61,26 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--min-words", type=at_least(0), default=4,
                       help="leave out examples with fewer words (default: %(default)s)")
     data.add_argument("--max-length", type=at_least(1), help="tokens per example (default: the run's, else the task's)")
-    words = p.add_argument_group("word substitution")
+    words = p.add_argument_group("word substitution (defaults: TextAttack 0.3.11's PWWS)")
     words.add_argument("--synonyms", default="wordnet", choices=["wordnet", "counterfitted", "counterfitted-vectors"],
                        help="WordNet 3.0; Jia et al.'s table of <= 8 counter-fitted neighbours; or the "
                             "--neighbours nearest words of the counter-fitted vectors (default: %(default)s)")
+    words.add_argument("--wordnet-pos", default="all", choices=synonyms.WORDNET_POS,
+                       help="all: every sense of the word, as TextAttack; usual: only its most frequent part "
+                            "of speech, closer to the meaning (default: %(default)s)")
+    words.add_argument("--stopwords", default="nltk", choices=list(attacks.STOPWORDS),
+                       help="words never changed: nltk, NLTK's 179 as TextAttack; extended, 300 function "
+                            "words incl. even, never, well (default: %(default)s)")
     words.add_argument("--synonyms-path", help="the neighbour table (.json) or the vectors (.txt/.zip) to use")
     words.add_argument("--neighbours", type=at_least(1), default=50,
                        help="counterfitted-vectors: nearest words kept (default: %(default)s, TextFooler's)")
     words.add_argument("--min-cos", type=float, default=0.5,
                        help="counterfitted-vectors: least cosine kept (default: %(default)s, TextFooler's)")
-    words.add_argument("--max-modify-rate", type=fraction, default=0.3,
-                       help="largest share of an example's words changed (default: %(default)s, as TextDefender)")
-    words.add_argument("--query-budget", type=at_least(1), help="most texts scored per example (default: 50 x its words)")
+    words.add_argument("--max-modify-rate", type=fraction, default=1.0,
+                       help="largest share of an example's words changed (default: %(default)s, no cap, as "
+                            "TextAttack's PWWS; TextDefender: 0.3)")
+    words.add_argument("--query-budget", type=at_least(1),
+                       help="most texts scored per example (default: no limit, as TextAttack's PWWS)")
     words.add_argument("--population", type=at_least(2), default=60, help="genetic: population size (default: %(default)s)")
     words.add_argument("--generations", type=at_least(1), default=40, help="genetic: iterations (default: %(default)s)")
     pgd = p.add_argument_group("embedding-space PGD")
@@ -77,10 +90,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     pgd.add_argument("--pgd-norm", default="l2", choices=["l2", "linf"], help="(default: %(default)s)")
     run = p.add_argument_group("bookkeeping")
     run.add_argument("--batch-size", type=at_least(1), default=64, help="texts per forward pass (default: %(default)s)")
+    run.add_argument("--examples-at-once", type=at_least(1), default=32,
+                     help="examples attacked together, their candidates sharing forward passes; 1 = one at "
+                          "a time, with the same results up to float rounding (default: %(default)s)")
     run.add_argument("--seed", type=int, default=42, help="draws the examples; seeds the genetic attack and PGD")
     run.add_argument("--out", help="results folder (default: <run>/eval/<attack>-<synonyms>-<time>); must not exist")
+    run.add_argument("--resume", metavar="OUT", help="finish the interrupted evaluation in OUT with its own settings "
+                                                     "(every other flag is ignored), skipping the examples done")
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto: cuda when there is one")
-    run.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast (default: on with CUDA)")
+    run.add_argument("--amp", action=argparse.BooleanOptionalAction,
+                     help="bf16 autocast for the searches and PGD; every success is re-checked in fp32 "
+                          "(default: on with CUDA and on CPUs with native bf16: AVX512-BF16 or AMX)")
     run.add_argument("--plot", action="store_true",
                      help="also draw robustness.png: accuracy against PGD radius and against the share of "
                           "words changed (needs matplotlib: requirements-extra.txt)")
@@ -132,15 +152,41 @@ def load_synonyms(args):
     if args.synonyms == "wordnet":
         if args.synonyms_path:
             raise UsageError("--synonyms-path is for the counter-fitted sources; WordNet is found by itself")
-        return attacks.wordnet_synonyms(), {"synonyms": "wordnet"}
+        return synonyms.wordnet_synonyms(args.wordnet_pos), {"synonyms": "wordnet", "pos": args.wordnet_pos}
     if args.synonyms == "counterfitted":
-        return attacks.counterfitted_synonyms(args.synonyms_path, args.data_dir)
-    return attacks.vector_synonyms(args.synonyms_path, args.data_dir, args.neighbours, args.min_cos)
+        return synonyms.counterfitted_synonyms(args.synonyms_path, args.data_dir)
+    return synonyms.vector_synonyms(args.synonyms_path, args.data_dir, args.neighbours, args.min_cos)
+
+
+def resume(out: str) -> tuple[argparse.Namespace, list[dict]]:
+    """The settings of an interrupted evaluation and the lines it finished. A last line cut short
+    by the interruption is dropped (its example is attacked again)."""
+    folder = Path(out)
+    try:
+        saved = json.loads((folder / "results.json").read_text())
+        settings = saved["settings"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise UsageError(f"--resume {out}: not an evaluate.py results folder ({err})") from None
+    lines, path = [], folder / "adversarial.jsonl"
+    text = path.read_text() if path.is_file() else ""
+    rows = text.splitlines()
+    for number, row in enumerate(rows, 1):
+        try:
+            lines.append(json.loads(row))
+        except json.JSONDecodeError:
+            if number < len(rows) or text.endswith("\n"):
+                raise UsageError(f"{path}:{number}: not a JSON line; the evaluation cannot be resumed") from None
+            path.write_text("".join(r + "\n" for r in rows[:-1]))  # the line the interruption cut short
+    defaults = vars(parse_args([]))  # settings a folder from an older rift lacks
+    return argparse.Namespace(**{**defaults, **settings, "out": str(folder), "resume": str(folder)}), lines
 
 
 def main(args: argparse.Namespace) -> dict:
+    done = []
+    if args.resume:
+        args, done = resume(args.resume)
     device = pick_device(args.device)
-    amp = device.type == "cuda" if args.amp is None else args.amp
+    amp = default_amp(device) if args.amp is None else args.amp
     if args.plot:
         pyplot()  # fail now, not after the attacks, when matplotlib is missing
     model_dir, run = resolve_checkpoint(args.checkpoint)
@@ -165,32 +211,56 @@ def main(args: argparse.Namespace) -> dict:
     else:
         where = Path(model_dir).parent / "eval" if run else Path("runs") / "eval" / Path(model_dir).name
         out = where / f"{args.attack}-{args.synonyms}-{datetime.now():%Y%m%d-%H%M%S}"
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"results folder {out} already exists; pass a new --out")
-    synonyms, synonym_source = load_synonyms(args)
+    if not args.resume and out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UsageError(f"results folder {out} already exists; pass a new --out, or --resume {out}")
+    word_attacks = [a for a in ATTACKS[args.attack] if a != "pgd"]
+    synonym_source, source = load_synonyms(args)
+    results = {
+        "settings": {k: v for k, v in vars(args).items() if k != "resume"},
+        "resolved": {"model": model_dir, "task": task.name, "labels": task.labels, "max_length": max_length,
+                     "synonym_source": source, "amp": amp},
+        "environment": environment(device),
+        "indices": indices,
+        "metrics": None,
+        "complete": False,  # true once every attack has finished; until then --resume OUT goes on
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
 
-    rows, lines = [], []
+    rows = []
     labels = torch.tensor([ex.label for ex in examples])
     clean = (predict_proba(model, tokenizer, examples, max_length, args.batch_size, amp=amp).argmax(-1) == labels)
     rows.append({"attack": "none", "examples": len(examples), "clean_accuracy": clean.float().mean().item()})
 
-    with attacks.Victim(model, tokenizer, max_length, args.batch_size, amp) as victim:
-        for search in [a for a in ATTACKS[args.attack] if a != "pgd"]:
+    position = {index: n for n, index in enumerate(indices)}
+    lines = list(done)
+    with attacks.Victim(model, tokenizer, max_length, args.batch_size, amp) as victim, \
+            open(out / "adversarial.jsonl", "a") as jsonl:
+        for search in word_attacks:
             options = {"population": args.population, "generations": args.generations} if search == "genetic" else {}
-            results, started, model_seconds = [], time.perf_counter(), victim.model_seconds
-            bar = tqdm(list(zip(indices, examples)), desc=f"{search} ({args.synonyms})", dynamic_ncols=True)
-            for index, example in bar:
-                rng = np.random.default_rng([args.seed, index])  # per example: results do not depend on order
-                result = attacks.attack_example(victim, example, search, synonyms, args.max_modify_rate,
-                                                args.query_budget, rng, **options)
-                results.append(result)
-                lines.append({"attack": search, "index": index, **result_record(result)})
-                done = attacks.summarize(results)
-                bar.set_postfix(acc_under_attack=f"{done['accuracy_under_attack']:.3f}",
-                                success=f"{done['attack_success_rate']:.3f}")
+            finished = {line["index"] for line in lines if line["attack"] == search}
+            todo = [(index, ex) for index, ex in zip(indices, examples) if index not in finished]
+            started, model_seconds = time.perf_counter(), victim.model_seconds
+            bar = tqdm(total=len(examples), initial=len(examples) - len(todo), desc=f"{search} ({args.synonyms})",
+                       dynamic_ncols=True)
+            seeds = [[args.seed, index] for index, _ in todo]  # per example: results do not depend on order
+            for n, result in attacks.attack_examples(
+                    victim, [ex for _, ex in todo], search, synonym_source, seeds, stopwords=args.stopwords,
+                    max_modify_rate=args.max_modify_rate, query_budget=args.query_budget,
+                    at_once=args.examples_at_once, **options):
+                lines.append({"attack": search, "index": todo[n][0], **result.record()})
+                jsonl.write(json.dumps(lines[-1]) + "\n")
+                jsonl.flush()  # a line written is a line kept, whatever stops the process
+                so_far = attacks.summarize([line for line in lines if line["attack"] == search])
+                bar.update()
+                bar.set_postfix(acc_under_attack=f"{so_far['accuracy_under_attack']:.3f}",
+                                success=f"{so_far['attack_success_rate']:.3f}")
+            bar.close()
             seconds = time.perf_counter() - started
-            rows.append({"attack": search, "synonyms": args.synonyms, **attacks.summarize(results),
-                         "model_time_share": (victim.model_seconds - model_seconds) / seconds})
+            records = sorted((line for line in lines if line["attack"] == search), key=lambda l: position[l["index"]])
+            rows.append({"attack": search, "synonyms": args.synonyms, **attacks.summarize(records),
+                         "seconds_per_example": seconds / max(len(todo), 1),  # this process's examples only
+                         "model_time_share": (victim.model_seconds - model_seconds) / max(seconds, 1e-9)})
     if "pgd" in ATTACKS[args.attack]:
         for eps in tqdm(args.eps, desc=f"pgd ({args.pgd_norm}, {args.pgd_steps} steps)"):
             torch.manual_seed(args.seed)  # each radius from the same random starts, whatever ran before
@@ -202,18 +272,8 @@ def main(args: argparse.Namespace) -> dict:
                          "accuracy_under_attack": float(np.mean(robust)),
                          "seconds_per_example": (time.perf_counter() - started) / len(examples)})
 
-    results = {
-        "settings": vars(args),
-        "resolved": {"model": model_dir, "task": task.name, "labels": task.labels, "max_length": max_length,
-                     "synonym_source": synonym_source, "amp": amp},
-        "environment": environment(device),
-        "indices": indices,
-        "metrics": rows,
-    }
-    out.mkdir(parents=True, exist_ok=True)
+    results |= {"metrics": rows, "complete": True}
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    with open(out / "adversarial.jsonl", "w") as f:
-        f.writelines(json.dumps(line) + "\n" for line in lines)
     if args.plot:
         plot_robustness(rows, lines, args.max_modify_rate, out / "robustness.png")
     print(f"\n{task.name} {args.split}, {len(examples)} examples, model {model_dir} -> {out}")
@@ -221,8 +281,8 @@ def main(args: argparse.Namespace) -> dict:
     for row in rows:
         if row.get("recheck_mismatches"):
             print(f"warning: {row['recheck_mismatches']} {row['attack']} successes did not hold when re-checked "
-                  "alone and were counted as failures: batched and single scoring disagree (bf16 noise on "
-                  "CUDA, else a bug)")
+                  "alone in fp32 and were counted as failures: batched and single scoring disagree (a bug, "
+                  "or a prediction on a knife's edge)")
     return results
 
 
@@ -230,7 +290,8 @@ SUMMARY_COLUMNS = {"attack": "attack", "synonyms": "synonyms", "clean_accuracy":
                    "accuracy_under_attack": "acc under attack", "attack_success_rate": "success rate",
                    "words_perturbed_pct": "% words perturbed", "avg_queries": "queries",
                    "successful": "succ", "failed": "fail", "skipped": "skip",
-                   "seconds_per_example": "s/example", "model_time_share": "time in model"}
+                   "fp32_reruns": "fp32 reruns", "seconds_per_example": "s/example",
+                   "model_time_share": "time in model"}
 
 
 def plot_robustness(rows: list[dict], lines: list[dict], max_rate: float, path: Path) -> None:
@@ -249,15 +310,6 @@ def plot_robustness(rows: list[dict], lines: list[dict], max_rate: float, path: 
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     print(f"robustness curves: {path}")
-
-
-def result_record(result: attacks.AttackResult) -> dict:
-    return {"status": result.status, "label": result.label, "context": result.context,
-            "original": " ".join(result.original), "perturbed": " ".join(result.perturbed),
-            "changed": result.changed, "words": result.words,
-            "pred_before": int(np.argmax(result.probs_before)), "pred_after": int(np.argmax(result.probs_after)),
-            "probs_before": result.probs_before, "probs_after": result.probs_after,
-            "queries": result.queries, "seconds": result.seconds, "recheck_mismatch": result.recheck_mismatch}
 
 
 if __name__ == "__main__":

@@ -1,0 +1,215 @@
+"""Synonym sources for the word-substitution attacks: each is a function word -> candidate words.
+
+    wordnet        WordNet 3.0 (Miller 1995) through nltk, as TextAttack's WordSwapWordNet reads it:
+                   every synset of the word, single-word lemma names as WordNet spells them
+    counterfitted  Jia et al. (2019)'s table of at most 8 counter-fitted neighbours per word, the
+                   table of ASCC and RIFT
+    vectors        the k nearest words of the counter-fitted vectors (Mrksic et al. 2016) themselves,
+                   TextFooler's source (k 50, cosine >= 0.5)
+
+WordNet comes from nltk's own data when `nltk.download("wordnet")` has put it there, else from
+Debian's wordnet-base (these machines reach no download server); the table and the vectors are
+found under --data-dir, $RIFT_DATA or the cache, else downloaded from their authors' repositories.
+A source only proposes words: attacks.py decides where a text may change and which proposals fit.
+"""
+
+import hashlib
+import json
+import shutil
+import warnings
+import zipfile
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from data import CACHE, UsageError, data_roots, download, locate
+
+# WordNet 3.0's lexicographer files (lexnames(5WN)); Debian's wordnet-base leaves this file out
+# and nltk will not open WordNet without it.
+LEXNAMES = """adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute
+noun.body noun.cognition noun.communication noun.event noun.feeling noun.food noun.group
+noun.location noun.motive noun.object noun.person noun.phenomenon noun.plant noun.possession
+noun.process noun.quantity noun.relation noun.shape noun.state noun.substance noun.time verb.body
+verb.change verb.cognition verb.communication verb.competition verb.consumption verb.contact
+verb.creation verb.emotion verb.motion verb.perception verb.possession verb.social verb.stative
+verb.weather adj.ppl""".split()
+DEBIAN_WORDNET = Path("/usr/share/wordnet")
+
+
+def load_wordnet():
+    """nltk's WordNet reader: from nltk's own data where `nltk.download("wordnet")` put it, else
+    from Debian's wordnet-base, copied once into the cache with the lexnames file it lacks."""
+    import nltk
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nltk warns that multilingual WordNet is not loaded
+        try:
+            from nltk.corpus import wordnet
+            wordnet.ensure_loaded()
+            return wordnet
+        except LookupError:
+            pass
+        if not (DEBIAN_WORDNET / "index.noun").is_file():
+            raise UsageError("WordNet not found: install Debian's wordnet-base (apt-get install wordnet-base), "
+                             "or run python -c \"import nltk; nltk.download('wordnet')\" online")
+        folder = CACHE / "nltk_data" / "wordnet"
+        if not (folder / "lexnames").is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            for name in ("data", "index"):
+                for pos in ("noun", "verb", "adj", "adv"):
+                    shutil.copy(DEBIAN_WORDNET / f"{name}.{pos}", folder)
+            for extra in [*DEBIAN_WORDNET.glob("*.exc"), DEBIAN_WORDNET / "cntlist.rev"]:
+                shutil.copy(extra, folder)
+            categories = {"adj": 3, "adv": 4, "noun": 1, "verb": 2}
+            (folder / "lexnames").write_text("".join(
+                f"{i:02d}\t{name}\t{categories[name.split('.')[0]]}\n" for i, name in enumerate(LEXNAMES)))
+        if str(folder.parent) not in nltk.data.path:
+            nltk.data.path.append(str(folder.parent))  # nltk opens files only under its data path
+
+        class DebianWordNet(WordNetCorpusReader):
+            def map_wn(self, version="wordnet"):
+                # nltk maps other WordNet versions onto 3.0 through index.sense, which Debian does
+                # not ship; this is 3.0 already, so there is nothing to map.
+                return None
+
+        return DebianWordNet(str(folder), None)
+
+
+WORDNET_POS = ("all", "usual")
+
+
+def wordnet_synonyms(pos: str = "all"):
+    """WordNet synonyms of a word, as the word is spelled in the text.
+
+    pos "all" is TextAttack's WordSwapWordNet (PWWS's source): the lemma names of every synset that
+    nltk finds for the word (any part of speech; nltk lower-cases it and its morphy finds the base
+    of an inflected form: "films" -> film, movie, picture ...), as WordNet spells them, leaving out
+    the word itself and multi-word lemmas ("ice_cream"). pos "usual" keeps the meaning closer: only
+    the synsets of the word's most frequent part of speech (by WordNet's tagged sense counts; all
+    when the form has none), alphabetic lemmas only, lower-cased. No tagger is available offline,
+    so "usual" is the best stand-in for the word's part of speech in its sentence: "film" keeps
+    movie, picture, flick, and loses the verb senses shoot, take."""
+    if pos not in WORDNET_POS:
+        raise UsageError(f"unknown WordNet part-of-speech rule {pos!r}: use one of {', '.join(WORDNET_POS)}")
+    wordnet = load_wordnet()
+
+    @lru_cache(maxsize=None)
+    def every_sense(word: str) -> tuple[str, ...]:
+        found = {lemma for synset in wordnet.synsets(word) for lemma in synset.lemma_names()
+                 if lemma != word and "_" not in lemma}
+        return tuple(sorted(found))
+
+    @lru_cache(maxsize=None)
+    def usual_sense(word: str) -> tuple[str, ...]:
+        word = word.lower()
+        synsets = wordnet.synsets(word)
+        usage = {}
+        for synset in synsets:
+            pos = "a" if synset.pos() == "s" else synset.pos()  # satellites are adjectives
+            usage[pos] = usage.get(pos, 0) + sum(l.count() for l in synset.lemmas() if l.name().lower() == word)
+        usual = max(usage, key=usage.get) if usage and max(usage.values()) > 0 else None
+        found = {}
+        for synset in synsets:
+            if usual is None or ("a" if synset.pos() == "s" else synset.pos()) == usual:
+                for lemma in synset.lemma_names():
+                    if lemma.isalpha() and lemma.lower() != word:
+                        found.setdefault(lemma.lower(), None)
+        return tuple(found)
+
+    return every_sense if pos == "all" else usual_sense
+
+
+NEIGHBOURS_URL = "https://raw.githubusercontent.com/robinjia/certified-word-sub/master/data/counterfitted_neighbors.json"
+VECTORS_URL = "https://github.com/nmrksic/counter-fitting/raw/master/word_vectors/counter-fitted-vectors.txt.zip"
+
+
+def neighbours_from_vectors(path: Path, k: int, min_cos: float) -> dict[str, list[str]]:
+    """For every word of a counter-fitted vector file (`word v1 ... v300` per line, or a .zip of
+    one), its k nearest words by cosine, keeping those at cosine >= min_cos. Computed once and
+    cached beside the other downloads (TextAttack's textfooler preset: k 50, cosine 0.5)."""
+    stat = path.resolve().stat()
+    identity = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    cached = CACHE / "synonyms" / f"{path.stem}-{identity}-k{k}-cos{min_cos}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    try:
+        if path.suffix == ".zip":
+            with zipfile.ZipFile(path) as archive:
+                lines = archive.read(archive.namelist()[0]).decode("utf-8").splitlines()
+        else:
+            lines = path.read_text(encoding="utf-8").splitlines()
+    except (zipfile.BadZipFile, IndexError, UnicodeDecodeError) as err:
+        raise UsageError(f"{path} is not a counter-fitted vector file (text, or a zip of one): {err}") from None
+    if not lines:
+        raise UsageError(f"{path} is empty")
+    words, rows = [], []
+    for number, line in enumerate(lines, 1):
+        parts = line.rstrip().split(" ")
+        try:
+            rows.append(np.asarray(parts[1:], dtype=np.float32))
+        except ValueError:
+            raise UsageError(f"{path}:{number}: not a word followed by numbers") from None
+        if rows[-1].shape != rows[0].shape or not rows[-1].size:
+            raise UsageError(f"{path}:{number}: {rows[-1].size} numbers where line 1 has {rows[0].size}")
+        words.append(parts[0])
+    vectors = np.stack(rows)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12)
+    table = {}
+    for start in range(0, len(words), 1024):  # (1024, V) similarities at a time: bounded memory
+        cosines = vectors[start:start + 1024] @ vectors.T
+        for row, word_index in enumerate(range(start, min(start + 1024, len(words)))):
+            cosines[row, word_index] = -1.0  # a word is not its own neighbour
+            nearest = np.argpartition(-cosines[row], min(k, len(words) - 1))[:k]
+            nearest = nearest[np.argsort(-cosines[row, nearest])]
+            table[words[word_index]] = [words[j] for j in nearest if cosines[row, j] >= min_cos]
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(json.dumps(table))
+    return table
+
+
+def find_or_download(names: tuple[str, ...], url: str, data_dir: str | None, what: str) -> Path:
+    """The first of `names` (paths relative to a data root) under --data-dir, $RIFT_DATA or the
+    cache; else the public original, downloaded into the cache as names[0]."""
+    found = [path for path in (locate(name, data_dir) for name in names) if path]
+    if found:
+        return found[0]
+    try:
+        return download(url, CACHE / names[0])
+    except ConnectionError as err:
+        roots = ", ".join(str(root) for root in data_roots(data_dir))
+        raise UsageError(f"no {names[0]} under {roots} and the download failed ({err}): pass --synonyms-path "
+                         f"to {what}, or --data-dir / RIFT_DATA to a folder holding {names[0]}") from None
+
+
+def counterfitted_synonyms(path: str | None = None, data_dir: str | None = None) -> tuple:
+    """(synonyms, source): Jia et al. (2019)'s table of counter-fitted neighbours (JSON word ->
+    up to 8 neighbours, nearest first), from `path`, else synonyms/counterfitted_neighbors.json
+    under --data-dir, $RIFT_DATA or the cache, else downloaded from Jia et al.'s repository."""
+    path = Path(path) if path else find_or_download(("synonyms/counterfitted_neighbors.json",), NEIGHBOURS_URL,
+                                                    data_dir, "the neighbour table")
+    if not path.is_file():
+        raise UsageError(f"synonym file {path} does not exist")
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UsageError(f"{path} is not a JSON neighbour table ({err})") from None
+    if not isinstance(table, dict) or not all(isinstance(v, list) for v in table.values()):
+        raise UsageError(f"{path} must map each word to a list of neighbours")
+    return (lambda word: tuple(table.get(word.lower(), ()))), {"synonyms": "counterfitted", "path": str(path)}
+
+
+def vector_synonyms(path: str | None = None, data_dir: str | None = None, k: int = 50, min_cos: float = 0.5) -> tuple:
+    """(synonyms, source): the k nearest words with cosine >= min_cos in the counter-fitted vectors
+    (Mrksic et al. 2016; TextFooler's preset is k 50, cosine 0.5), from `path`, else
+    synonyms/counter-fitted-vectors.txt(.zip) under --data-dir, $RIFT_DATA or the cache, else
+    downloaded from the authors' repository."""
+    path = Path(path) if path else find_or_download(
+        ("synonyms/counter-fitted-vectors.txt.zip", "synonyms/counter-fitted-vectors.txt"), VECTORS_URL,
+        data_dir, "the counter-fitted vectors")
+    if not path.is_file():
+        raise UsageError(f"vector file {path} does not exist")
+    table = neighbours_from_vectors(path, k, min_cos)
+    source = {"synonyms": "counterfitted-vectors", "path": str(path), "k": k, "min_cos": min_cos}
+    return (lambda word: tuple(table.get(word.lower(), ()))), source
