@@ -212,7 +212,7 @@ def cost(args) -> dict:
         rows = training_cost(model, train[:2000], device, args.batch_size, args.adv_steps, 0.1,
                              task.max_length, 1 if args.smoke else args.repeats)
         attack = attack_cost(checkpoint, test[:8 if args.smoke else args.attack_examples], device,
-                             task.max_length, 64)
+                             task.max_length, 32)
         window = window_savings(load_classifier(checkpoint)[1], imdb, TASKS["imdb"].max_length,
                                 synonyms.wordnet_synonyms())
     finally:

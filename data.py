@@ -334,6 +334,14 @@ def tokenize(tokenizer, examples: list[Example], max_length: int, words: list[tu
     return batch
 
 
+def token_lengths(tokenizer, examples: list[Example], max_length: int, words: list[tuple[str, ...]]) -> list[int]:
+    """Tokens per text, special tokens and context included, as tokenize() would cut them."""
+    texts = [" ".join(w) for w in words]
+    contexts = [ex.context for ex in examples] if examples[0].context is not None else None
+    encoded = tokenizer(*((contexts, texts) if contexts else (texts,)), truncation=True, max_length=max_length)
+    return [len(ids) for ids in encoded["input_ids"]]
+
+
 def balanced_batches(labels: list[int], num_classes: int, batch_size: int, seed: int,
                      rank: int = 0, world_size: int = 1) -> Iterator[list[int]]:
     """An endless stream of class-balanced batches of example indices, batch_size per process.

