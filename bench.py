@@ -33,8 +33,8 @@ import torch
 import transformers
 
 import attacks
-from data import (TASKS, UsageError, at_least, environment, format_table, load_split, newest_run, pick_device, pyplot,
-                  run_command, tokenize)
+from cli import at_least, environment, format_table, newest_run, pick_device, pyplot, run_command
+from data import TASKS, UsageError, load_split, tokenize
 from rift import (DEFAULT_MODEL, METHODS, Critics, classify, kl_objective, load_classifier, make_teacher,
                   model_path, pgd_perturbation, predict_proba, teacher_features, training_loss)
 

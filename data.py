@@ -7,21 +7,16 @@ sentence as `context`: the model reads it, the attacks never touch it.
 Files are looked for, in this order, under --data-dir, under $RIFT_DATA and in the cache
 ($RIFT_CACHE, default ~/.cache/rift), each laid out as <root>/<task>/<split>.tsv. When none has
 them, the public original is downloaded into the cache (one time, with a progress bar); offline,
-one error names the three ways out. The end of the file holds what the command lines share:
-tables, argument checks, the device, the record of the environment. This module imports no other
-rift module.
+one error names the three ways out. This module imports no other rift module.
 """
 
-import argparse
 import bz2
 import csv
 import hashlib
 import http.client
-import importlib.metadata
 import io
 import json
 import os
-import platform
 import random
 import re
 import subprocess
@@ -31,12 +26,10 @@ import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
-import transformers
 from tqdm.auto import tqdm
 
 CACHE = Path(os.environ.get("RIFT_CACHE", Path.home() / ".cache" / "rift"))
@@ -365,94 +358,3 @@ def balanced_batches(labels: list[int], num_classes: int, batch_size: int, seed:
             yield batch
 
     return stream()
-
-
-# ---------------------------------------------------------------------------------------------
-# Reporting
-
-def format_table(rows: list[dict], columns: dict[str, str]) -> str:
-    """A plain-text table: one line per row, `columns` maps each key to its heading. Floats get
-    4 significant digits; missing values show as '-'."""
-    def cell(value) -> str:
-        return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
-    table = [list(columns.values())] + [[cell(row.get(key)) for key in columns] for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
-    lines = ["  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip() for line in table]
-    return "\n".join([lines[0], "  ".join("-" * w for w in widths)] + lines[1:])
-
-
-def pyplot():
-    """matplotlib's pyplot, drawing to files; matplotlib is an optional extra."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UsageError("plots need matplotlib: pip install -r requirements-extra.txt") from None
-    return plt
-
-
-# ---------------------------------------------------------------------------------------------
-# What the command lines share
-
-def run_command(main: Callable[[], object]) -> None:
-    """Run a command line: transformers' warnings and download bars quiet, and bad input (a
-    UsageError) reported as one line `error: ...` and exit status 1, never a traceback."""
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        main()
-    except UsageError as err:
-        sys.exit(f"error: {err}")
-
-
-def at_least(low: float, kind=int):
-    """An argparse type: a number >= low, else argparse's one-line error."""
-    def parse(text: str):
-        value = kind(text)
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, not {text}")
-        return value
-    return parse
-
-
-def fraction(text: str) -> float:
-    """An argparse type: a number in [0, 1]."""
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must lie between 0 and 1, not {text}")
-    return value
-
-
-def newest_run(root: str = "runs") -> Path | None:
-    """The newest train.py run folder (one with a best/ checkpoint) under root."""
-    runs = sorted(Path(root).glob("*/best"), key=lambda best: best.stat().st_mtime)
-    return runs[-1].parent if runs else None
-
-
-def pick_device(flag: str) -> torch.device:
-    """--device: cuda, cpu, cuda:N, or auto (cuda when there is one)."""
-    if flag == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(flag)
-    except RuntimeError:
-        raise UsageError(f"--device {flag} is not a device: use cpu, cuda, cuda:N or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {flag}, but torch sees no CUDA device")
-    return device
-
-
-def environment(device: torch.device) -> dict:
-    """What a reader needs to reproduce a result: versions, machine, code revision, command."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
-    commit = git("rev-parse", "HEAD") or None
-    if commit and git("status", "--porcelain", "--untracked-files=no"):
-        commit += " (with uncommitted changes)"
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": importlib.metadata.version("transformers"), "numpy": importlib.metadata.version("numpy"),
-            "platform": platform.platform(), "cpus": os.cpu_count(), "device": str(device),
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "git_commit": commit, "command": " ".join(sys.argv),
-            "date": datetime.now().isoformat(timespec="seconds")}

@@ -27,8 +27,8 @@ import torch
 from tqdm.auto import tqdm
 
 import attacks
-from data import (TASKS, UsageError, at_least, custom_task, environment, format_table, fraction, infer_labels,
-                  load_split, newest_run, pick_device, pyplot, run_command)
+from cli import at_least, environment, format_table, fraction, newest_run, pick_device, pyplot, run_command
+from data import TASKS, UsageError, custom_task, infer_labels, load_split
 from rift import load_classifier, predict_proba
 
 ATTACKS = {"synonym": ["pwws"], "pwws": ["pwws"], "textfooler": ["textfooler"], "genetic": ["genetic"],

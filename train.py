@@ -29,8 +29,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from data import (DEFAULT_TASK, TASKS, UsageError, at_least, balanced_batches, custom_task, environment,
-                  format_table, fraction, infer_labels, load_split, pick_device, run_command, tokenize)
+from cli import at_least, environment, format_table, fraction, pick_device, run_command
+from data import DEFAULT_TASK, TASKS, UsageError, balanced_batches, custom_task, infer_labels, load_split, tokenize
 from rift import (DEFAULT_MODEL, METHODS, Critics, load_classifier, make_teacher, model_path,
                   predict_proba, training_loss)
 
