@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data import CACHE, Example, UsageError, data_roots, download, is_word, locate, tokenize
+from data import CACHE, Example, UsageError, data_roots, download, is_word, locate, read_text, tokenize
 from rift import classify, misclassification_objective, pgd_perturbation, predict_proba
 
 # Function words carry the grammar, not the sentiment or the entailment; swapping them mostly
@@ -152,14 +152,15 @@ def neighbours_from_vectors(path: Path, k: int, min_cos: float) -> dict[str, lis
     identity = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     cached = CACHE / "synonyms" / f"{path.stem}-{identity}-k{k}-cos{min_cos}.json"
     if cached.is_file():
-        return json.loads(cached.read_text())
+        return json.loads(read_text(cached))
     try:
         if path.suffix == ".zip":
             with zipfile.ZipFile(path) as archive:
-                lines = archive.read(archive.namelist()[0]).decode("utf-8").splitlines()
+                member = archive.namelist()[0]
+                lines = read_text(f"{path}/{member}", archive.read(member)).splitlines()
         else:
-            lines = path.read_text(encoding="utf-8").splitlines()
-    except (zipfile.BadZipFile, IndexError, UnicodeDecodeError) as err:
+            lines = read_text(path).splitlines()
+    except (zipfile.BadZipFile, IndexError) as err:
         raise UsageError(f"{path} is not a counter-fitted vector file (text, or a zip of one): {err}") from None
     if not lines:
         raise UsageError(f"{path} is empty")
@@ -211,8 +212,8 @@ def counterfitted_synonyms(path: str | None = None, data_dir: str | None = None)
     if not path.is_file():
         raise UsageError(f"synonym file {path} does not exist")
     try:
-        table = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        table = json.loads(read_text(path))
+    except json.JSONDecodeError as err:
         raise UsageError(f"{path} is not a JSON neighbour table ({err})") from None
     if not isinstance(table, dict) or not all(isinstance(v, list) for v in table.values()):
         raise UsageError(f"{path} must map each word to a list of neighbours")

@@ -34,7 +34,7 @@ import transformers
 
 import attacks
 from cli import at_least, environment, format_table, newest_run, pick_device, pyplot, run_command
-from data import TASKS, UsageError, load_split, tokenize
+from data import TASKS, UsageError, load_split, read_text, tokenize
 from rift import (DEFAULT_MODEL, METHODS, Critics, classify, kl_objective, load_classifier, make_teacher,
                   model_path, pgd_perturbation, predict_proba, teacher_features, training_loss)
 
@@ -241,17 +241,17 @@ def write_results(root: Path, folder: Path) -> None:
     table, details, curves, eval_commits = [], [], {}, set()
     for method in METHODS:
         run = root / f"{r['task']}-{method}"
-        summary = json.loads((run / "summary.json").read_text())
+        summary = json.loads(read_text(run / "summary.json"))
         row = {"method": method, "dev_accuracy": summary["best_dev_accuracy"],
                "train_examples_per_s": summary["train_examples_per_s"], "train_minutes": summary["train_minutes"]}
         for attack, synonyms in RESULTS_ATTACKS:
-            evaluation = json.loads((run / "eval" / f"{attack}-{synonyms}" / "results.json").read_text())
+            evaluation = json.loads(read_text(run / "eval" / f"{attack}-{synonyms}" / "results.json"))
             eval_commits.add(str(evaluation["environment"]["git_commit"]))
             metrics = evaluation["metrics"]
             row["clean_accuracy"] = metrics[0]["clean_accuracy"]
             row[f"{attack}_{synonyms}"] = metrics[1]["accuracy_under_attack"]
             details.append({**metrics[1], "method": method, "attack": f"{attack}/{synonyms}"})
-        evaluation = json.loads((run / "eval" / "pgd" / "results.json").read_text())
+        evaluation = json.loads(read_text(run / "eval" / "pgd" / "results.json"))
         eval_commits.add(str(evaluation["environment"]["git_commit"]))
         pgd = evaluation["metrics"]
         for metrics in pgd[1:]:
@@ -266,7 +266,7 @@ def write_results(root: Path, folder: Path) -> None:
                       "words_perturbed_pct": "% words perturbed", "avg_queries": "queries",
                       "successful": "succ", "failed": "fail", "skipped": "skip",
                       "seconds_per_example": "s/example", "model_time_share": "time in model"}
-    config = json.loads((root / f"{r['task']}-rift" / "config.json").read_text())
+    config = json.loads(read_text(root / f"{r['task']}-rift" / "config.json"))
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{r['task']}-minilm"
     (folder / f"{name}.json").write_text(json.dumps(
@@ -320,7 +320,7 @@ def plot_run(run: Path) -> None:
     plt = pyplot()
     if not (run / "metrics.jsonl").is_file():
         raise UsageError(f"{run} has no metrics.jsonl: is it a train.py run folder?")
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in read_text(run / "metrics.jsonl").splitlines()]
     steps = [r for r in records if "loss" in r]
     evals = [r for r in records if "dev_accuracy" in r]
     if not steps:

