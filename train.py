@@ -226,6 +226,22 @@ def main(cfg: argparse.Namespace) -> dict:
                 p.grad /= world_size
         window["grad_norm"] = window.get("grad_norm", 0.0) + torch.nn.utils.clip_grad_norm_(
             encoder_params + head_params, cfg.max_grad_norm)
+        # Before the update: is every term of the window (finite until this step) still finite? All
+        # processes agree, so all stop at the same step. Reading the answer waits for the device
+        # once a step; the next batch's blocking copy to the device waits for it anyway, so this
+        # costs about the launch of the optimiser step. Checking only at log time would let
+        # non-finite weights reach a checkpoint and could not name the step.
+        not_finite = (~torch.stack([torch.isfinite(value) for value in window.values()]).all()).int()
+        if world_size > 1:
+            dist.all_reduce(not_finite, op=dist.ReduceOp.MAX)
+        if not_finite.item():
+            values = {name: value.item() for name, value in window.items()}
+            bad = [name for name, value in values.items() if not math.isfinite(value)]
+            term = next((name for name in bad if name != "loss"), bad[0] if bad else None)
+            what = f"the {term} term is {values[term]}" if term else "the loss of another process is not finite"
+            kept = f" (best/ holds step {best_step})" if best_step else ""
+            raise UsageError(f"step {step}: {what}; training stopped before this step's update{kept}: "
+                             "lower --lr, --beta or --adv-eps, or check the data")
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)

@@ -111,6 +111,19 @@ def test_custom_task_from_generated_tsv_trains_and_labels_the_checkpoint(tiny_mo
     assert json.loads((run / "summary.json").read_text())["task"] == "custom"
 
 
+def test_a_non_finite_loss_stops_at_once_naming_the_step_and_the_term_and_keeps_the_checkpoints(
+        tiny_model, shared_data, tmp_path):
+    args = tiny_args(tiny_model, shared_data, tmp_path / "run", "standard", "--lr", "1e30", "--warmup", "0",
+                     "--eval-every", 1)  # step 1 throws the weights to 1e30; step 2 overflows
+    result = run_cli(*args, cache=tmp_path / "cache")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.splitlines()[-1].startswith("error: step 2: the ce term is nan; training stopped before")
+    run = tmp_path / "run"
+    assert not (run / "summary.json").exists()
+    assert [m["step"] for m in metrics(run)] == [1] * len(metrics(run))  # nothing of step 2 was logged
+    assert all(torch.isfinite(t).all() for t in load_file(run / "best" / "model.safetensors").values())
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad inputs: non-zero exit, one line `error: ...`, no traceback
 
