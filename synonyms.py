@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data import CACHE, UsageError, data_roots, download, locate
+from data import CACHE, UsageError, data_roots, download, locate, read_text
 
 # WordNet 3.0's lexicographer files (lexnames(5WN)); Debian's wordnet-base leaves this file out
 # and nltk will not open WordNet without it.
@@ -122,7 +122,13 @@ def wordnet_synonyms(pos: str = "all"):
 
 
 NEIGHBOURS_URL = "https://raw.githubusercontent.com/robinjia/certified-word-sub/master/data/counterfitted_neighbors.json"
+# The shared copy's sha256 (../shared/data/README.md); its 1,976,448 bytes match the file in
+# robinjia/certified-word-sub@4fa78a4 at the start, middle and end. No published checksum found.
+NEIGHBOURS_SHA256 = "103247143f39bd5dd66850f3a912393392641dbd98093c61e2b24a4cc8a96fb0"
 VECTORS_URL = "https://github.com/nmrksic/counter-fitting/raw/master/word_vectors/counter-fitted-vectors.txt.zip"
+# One source only: Mavarun/freshness-gated-ops-copilot src/ops_copilot/word_vectors.py, which
+# checks its download of this URL against it.
+VECTORS_SHA256 = "6f67f40c9b2e757695b3af2209bcd4393377962ca440dd4fad542937d01e7d56"
 
 
 def neighbours_from_vectors(path: Path, k: int, min_cos: float) -> dict[str, list[str]]:
@@ -133,14 +139,15 @@ def neighbours_from_vectors(path: Path, k: int, min_cos: float) -> dict[str, lis
     identity = hashlib.sha256(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     cached = CACHE / "synonyms" / f"{path.stem}-{identity}-k{k}-cos{min_cos}.json"
     if cached.is_file():
-        return json.loads(cached.read_text())
+        return json.loads(read_text(cached))
     try:
         if path.suffix == ".zip":
             with zipfile.ZipFile(path) as archive:
-                lines = archive.read(archive.namelist()[0]).decode("utf-8").splitlines()
+                member = archive.namelist()[0]
+                lines = read_text(f"{path}/{member}", archive.read(member)).splitlines()
         else:
-            lines = path.read_text(encoding="utf-8").splitlines()
-    except (zipfile.BadZipFile, IndexError, UnicodeDecodeError) as err:
+            lines = read_text(path).splitlines()
+    except (zipfile.BadZipFile, IndexError) as err:
         raise UsageError(f"{path} is not a counter-fitted vector file (text, or a zip of one): {err}") from None
     if not lines:
         raise UsageError(f"{path} is empty")
@@ -169,14 +176,15 @@ def neighbours_from_vectors(path: Path, k: int, min_cos: float) -> dict[str, lis
     return table
 
 
-def find_or_download(names: tuple[str, ...], url: str, data_dir: str | None, what: str) -> Path:
+def find_or_download(names: tuple[str, ...], url: str, sha256: str, data_dir: str | None, what: str) -> Path:
     """The first of `names` (paths relative to a data root) under --data-dir, $RIFT_DATA or the
-    cache; else the public original, downloaded into the cache as names[0]."""
+    cache; else the public original, downloaded into the cache as names[0] and checked against
+    its pinned sha256."""
     found = [path for path in (locate(name, data_dir) for name in names) if path]
     if found:
         return found[0]
     try:
-        return download(url, CACHE / names[0])
+        return download(url, CACHE / names[0], sha256)
     except ConnectionError as err:
         roots = ", ".join(str(root) for root in data_roots(data_dir))
         raise UsageError(f"no {names[0]} under {roots} and the download failed ({err}): pass --synonyms-path "
@@ -188,12 +196,12 @@ def counterfitted_synonyms(path: str | None = None, data_dir: str | None = None)
     up to 8 neighbours, nearest first), from `path`, else synonyms/counterfitted_neighbors.json
     under --data-dir, $RIFT_DATA or the cache, else downloaded from Jia et al.'s repository."""
     path = Path(path) if path else find_or_download(("synonyms/counterfitted_neighbors.json",), NEIGHBOURS_URL,
-                                                    data_dir, "the neighbour table")
+                                                    NEIGHBOURS_SHA256, data_dir, "the neighbour table")
     if not path.is_file():
         raise UsageError(f"synonym file {path} does not exist")
     try:
-        table = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        table = json.loads(read_text(path))
+    except json.JSONDecodeError as err:
         raise UsageError(f"{path} is not a JSON neighbour table ({err})") from None
     if not isinstance(table, dict) or not all(isinstance(v, list) for v in table.values()):
         raise UsageError(f"{path} must map each word to a list of neighbours")
@@ -207,7 +215,7 @@ def vector_synonyms(path: str | None = None, data_dir: str | None = None, k: int
     downloaded from the authors' repository."""
     path = Path(path) if path else find_or_download(
         ("synonyms/counter-fitted-vectors.txt.zip", "synonyms/counter-fitted-vectors.txt"), VECTORS_URL,
-        data_dir, "the counter-fitted vectors")
+        VECTORS_SHA256, data_dir, "the counter-fitted vectors")
     if not path.is_file():
         raise UsageError(f"vector file {path} does not exist")
     table = neighbours_from_vectors(path, k, min_cos)

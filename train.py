@@ -4,12 +4,19 @@
     python train.py --task sst2 --method standard        # plain cross-entropy fine-tuning
     python train.py --task sst2 --method adv             # CE + beta * KL on the PGD adversary
     torchrun --nproc-per-node 4 train.py --task sst2     # DDP: NCCL on GPUs, gloo on CPUs
+    python train.py --resume runs/sst2-rift-20261125-120000   # continue a killed or stopped run
 
 A run folder (--out, default runs/<task>-<method>-<time>) receives
-    config.json     every setting, the seed, the versions and the machine
+    config.json     every setting, the seed, the versions and the machine (and each resumption)
     metrics.jsonl   one line per logged step (loss terms, MI bound, examples/s) and per dev evaluation
     best/           the checkpoint with the best dev accuracy, a Hugging Face model folder
+    last/           the latest state, every --save-every steps, at the end and on Ctrl-C: the model
+                    (a Hugging Face folder), critics, optimiser, schedule, sampler position, random
+                    states. --resume continues from it and ends as if the run had never stopped.
     summary.json    the final numbers, also printed as a table
+
+Folders are written beside the old ones, synced to disk and renamed into place, so a kill at any
+moment leaves the previous best/ and last/ whole.
 """
 
 import argparse
@@ -17,7 +24,8 @@ import json
 import math
 import os
 import random
-import shutil
+import signal
+import sys
 import time
 from contextlib import nullcontext
 from datetime import datetime
@@ -26,11 +34,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from data import (DEFAULT_TASK, TASKS, UsageError, at_least, balanced_batches, custom_task, environment,
-                  format_table, fraction, infer_labels, load_split, pick_device, run_command, tokenize)
+from cli import at_least, environment, format_table, fraction, pick_device, recover_folder, replace_folder, run_command
+from data import (DEFAULT_TASK, TASKS, UsageError, balanced_batches, custom_task, infer_labels, load_split, read_text,
+                  tokenize)
 from rift import (DEFAULT_MODEL, METHODS, Critics, load_classifier, make_teacher, model_path,
                   predict_proba, training_loss)
 
@@ -77,12 +88,49 @@ def parse_args(argv=None) -> argparse.Namespace:
     run = p.add_argument_group("bookkeeping")
     run.add_argument("--eval-every", type=at_least(1), help="optimiser steps between dev evaluations (default: once per epoch)")
     run.add_argument("--log-every", type=at_least(1), default=10, help="optimiser steps between metrics.jsonl lines (default: %(default)s)")
+    run.add_argument("--save-every", type=at_least(1), default=500,
+                     help="optimiser steps between saves of last/, which --resume continues from; also saved at the "
+                          "end and on Ctrl-C (default: %(default)s)")
     run.add_argument("--seed", type=int, default=42, help="seeds python, numpy and torch; draws the subset and the batches")
     run.add_argument("--out", help="run folder (default: runs/<task>-<method>-<time>); must not exist yet")
     run.add_argument("--device", default="auto", help="cpu, cuda, or auto: cuda when there is one (torchrun: one GPU per process)")
     run.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast (default: on with CUDA)")
     run.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; the first steps are slow)")
-    return p.parse_args(argv)
+    run.add_argument("--resume", metavar="RUN",
+                     help="continue the run in folder RUN from its last/, with the settings it began with; of "
+                          f"the other flags only {', '.join(FLAGS_RESUME_MAY_CHANGE)} may be given")
+    cfg = p.parse_args(argv)
+    if cfg.resume:  # parsed again over a namespace of markers: what is still a marker was not given
+        defaults, unset = vars(p.parse_args([])), object()
+        given = vars(p.parse_args(argv, argparse.Namespace(**dict.fromkeys(defaults, unset))))
+        cfg = resumed_settings(cfg.resume, {key: value for key, value in given.items() if value is not unset}, defaults)
+    return cfg
+
+
+# A resumed run may change where its data is and how often it reports; every other setting changes
+# the arithmetic (the batches, the schedule, the loss) and must stay as the run began.
+RESUME_MAY_CHANGE = ("data_dir", "device", "log_every", "eval_every", "save_every")
+FLAGS_RESUME_MAY_CHANGE = ["--" + key.replace("_", "-") for key in RESUME_MAY_CHANGE]
+
+
+def resumed_settings(run: str, given: dict, defaults: dict) -> argparse.Namespace:
+    """The settings RUN/config.json recorded, with those of the flags given now that may change."""
+    path = Path(run) / "config.json"
+    if not path.is_file():
+        raise UsageError(f"--resume {run}: no train.py run there (it has no config.json)")
+    try:
+        saved = defaults | json.loads(read_text(path))["config"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise UsageError(f"{path} is not a train.py run configuration ({err!r})") from None
+    if "out" in given:
+        raise UsageError("--resume continues a run in its own folder: drop --out")
+    for key, value in given.items():
+        if key not in ("resume", *RESUME_MAY_CHANGE) and value != saved[key]:
+            flag = "--" + key.replace("_", "-")
+            raise UsageError(f"{flag} {value} differs from the run's {saved[key]}: a resumed run keeps every setting "
+                             f"that changes its arithmetic; drop {flag}, or start a new run")
+    changed = {key: value for key, value in given.items() if key in RESUME_MAY_CHANGE}
+    return argparse.Namespace(**(saved | changed | {"resume": run}))
 
 
 def seed_everything(seed: int) -> None:
@@ -109,18 +157,101 @@ def accuracy(model, tokenizer, examples, max_length: int, amp: bool) -> float:
     return (probs.argmax(-1) == torch.tensor([ex.label for ex in examples])).float().mean().item()
 
 
-def save_checkpoint(model, tokenizer, folder: Path, labels: tuple[str, ...]) -> None:
-    """A standard Hugging Face folder (config, safetensors, tokenizer), written beside the old one
-    and then swapped in, so a crash mid-write never loses the previous best."""
+# ---------------------------------------------------------------------------------------------
+# Checkpoints: best/ is a Hugging Face folder; last/ is one too, plus all a resumed run needs
+
+STATE = "training_state"  # last/training_state.safetensors (critics, optimiser) and .json (the rest)
+
+
+def save_model(model, tokenizer, folder: Path, labels: tuple[str, ...]) -> None:
+    """A standard Hugging Face folder: config (with the label names), safetensors, tokenizer."""
     model.config.id2label = dict(enumerate(labels))
     model.config.label2id = {label: i for i, label in enumerate(labels)}
-    staging, old = folder.with_name(folder.name + ".saving"), folder.with_name(folder.name + ".old")
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    if folder.exists():
-        folder.rename(old)
-    staging.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def save_training_state(folder: Path, model, tokenizer, labels: tuple[str, ...], critics, optimizer, scheduler,
+                        progress: dict) -> None:
+    """last/: the model as a Hugging Face folder and, beside it, the other tensors (critics, AdamW
+    moments) as safetensors and everything else as JSON: the optimiser's groups, the schedule and
+    `progress` (the step, which fixes the sampler's position, the best dev accuracy so far, the open
+    metrics window, every process's random states). Nothing is pickled."""
+    save_model(model, tokenizer, folder, labels)
+    optim = optimizer.state_dict()
+    tensors = {f"critics.{key}": value for key, value in (critics.state_dict() if critics else {}).items()}
+    tensors |= {f"optimizer.{index}.{name}": value for index, state in optim["state"].items()
+                for name, value in state.items()}
+    save_file({key: value.detach().cpu().contiguous() for key, value in tensors.items()},
+              folder / f"{STATE}.safetensors")
+    (folder / f"{STATE}.json").write_text(json.dumps(
+        progress | {"optimizer_groups": optim["param_groups"], "scheduler": scheduler.state_dict()}))
+
+
+def load_training_state(folder: Path, model, critics, optimizer, scheduler) -> dict:
+    """Put last/'s weights and state into the freshly built run; returns its `progress`."""
+    try:
+        progress = json.loads(read_text(folder / f"{STATE}.json"))
+        tensors = load_file(folder / f"{STATE}.safetensors")
+        model.load_state_dict(load_classifier(str(folder))[0].state_dict())
+        if critics:
+            critics.load_state_dict({key.removeprefix("critics."): value for key, value in tensors.items()
+                                     if key.startswith("critics.")})
+        state = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer."):
+                _, index, name = key.split(".", 2)
+                state.setdefault(int(index), {})[name] = value
+        optimizer.load_state_dict({"state": state, "param_groups": progress["optimizer_groups"]})
+        scheduler.load_state_dict(progress["scheduler"])
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, SafetensorError) as err:
+        reason = (str(err).strip() or type(err).__name__).splitlines()[0]
+        raise UsageError(f"{folder} is not a whole training state ({reason}); a run cannot resume from it") from None
+    return progress
+
+
+def gathered_random_states(device: torch.device, world_size: int) -> list[dict]:
+    """Every process's random states, for rank 0 to save: each process draws its own dropout."""
+    if world_size == 1:
+        return [random_states(device)]
+    every = [None] * world_size
+    dist.all_gather_object(every, random_states(device))
+    return every
+
+
+def random_states(device: torch.device) -> dict:
+    """Python's, NumPy's and torch's generators (the device's too): dropout and the PGD start draw on them."""
+    numpy_state = np.random.get_state()
+    return {"python": random.getstate(), "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+            "torch": torch.get_rng_state().tolist(),
+            "cuda": torch.cuda.get_rng_state(device).tolist() if device.type == "cuda" else None}
+
+
+def set_random_states(states: dict, device: torch.device) -> None:
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, *rest = states["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(torch.tensor(states["torch"], dtype=torch.uint8))
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(torch.tensor(states["cuda"], dtype=torch.uint8), device)
+
+
+def check_resumable(run: Path, resolved: dict, world_size: int, device: torch.device) -> dict:
+    """RUN/config.json, when RUN can continue here: unfinished, and on the same data, schedule,
+    number of processes and kind of device as it began with."""
+    config = json.loads(read_text(run / "config.json"))
+    if (run / "summary.json").is_file():
+        raise UsageError(f"{run} has finished (it has a summary.json): there is nothing to resume")
+    now = json.loads(json.dumps(resolved))  # as config.json holds it (tuples as lists)
+    then = config["resolved"] | {"world_size": config["environment"].get("world_size", 1),
+                                 "device": torch.device(config["environment"]["device"]).type}
+    now |= {"world_size": world_size, "device": device.type}
+    for key in now:
+        if key != "model_path" and then.get(key) != now[key]:  # a package's folder may move, not --model
+            raise UsageError(f"--resume {run}: its {key} was {then.get(key)}, here it is {now[key]}; resume it with "
+                             "the same data and on the same kind of machine")
+    return config
 
 
 def main(cfg: argparse.Namespace) -> dict:
@@ -138,9 +269,9 @@ def main(cfg: argparse.Namespace) -> dict:
     else:
         task = TASKS[cfg.task]
     max_length = cfg.max_length or task.max_length
-    run = Path(cfg.out or f"runs/{task.name}-{cfg.method}-{datetime.now():%Y%m%d-%H%M%S}")
-    if run.exists() and (not run.is_dir() or any(run.iterdir())):
-        raise UsageError(f"run folder {run} already exists; pass a new --out")
+    run = Path(cfg.resume or cfg.out or f"runs/{task.name}-{cfg.method}-{datetime.now():%Y%m%d-%H%M%S}")
+    if not cfg.resume and run.exists() and (not run.is_dir() or any(run.iterdir())):
+        raise UsageError(f"run folder {run} already exists; pass a new --out (or --resume it)")
     if world_size > 1 and not is_main:
         dist.barrier()  # rank 0 downloads into the cache first; the others then read it
     train = load_split(task, "train", cfg.data_dir, cfg.train_file)
@@ -159,6 +290,19 @@ def main(cfg: argparse.Namespace) -> dict:
         raise UsageError(f"{len(train)} training examples make no full step of "
                          f"{cfg.batch_size * cfg.grad_accum * world_size}; lower --batch-size or pass --max-steps")
     eval_every = cfg.eval_every or steps_per_epoch or total_steps
+    resolved = {"labels": task.labels, "max_length": max_length, "model_path": model_path(cfg.model),
+                "train_examples": len(train), "dev_examples": len(dev), "total_steps": total_steps,
+                "steps_per_epoch": steps_per_epoch, "amp": amp, "task_source": task.source}
+    if cfg.resume:
+        config = check_resumable(run, resolved, world_size, device)
+        if is_main:  # a kill between a save's two renames left the previous folder as <name>.old
+            for name in ("best", "last"):
+                recover_folder(run / name)
+        if world_size > 1:
+            dist.barrier()
+        if not (run / "last" / f"{STATE}.json").is_file():
+            raise UsageError(f"{run} has no last/ to resume from: it stopped before its first save (every "
+                             f"--save-every {cfg.save_every} steps); start it again with a new --out")
 
     # ---- models: the student, and for RIFT the frozen teacher and the critics
     model, tokenizer = load_classifier(cfg.model, num_labels=num_classes)
@@ -177,6 +321,8 @@ def main(cfg: argparse.Namespace) -> dict:
     warmup_steps = int(cfg.warmup * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
         (s + 1) / max(warmup_steps, 1), max(0.0, (total_steps - s) / max(total_steps - warmup_steps, 1))))
+    # Resuming, every process loads last/ into what it just built (the teacher stays the pre-trained copy).
+    progress = load_training_state(run / "last", model, critics, optimizer, scheduler) if cfg.resume else None
     bare = model
     if world_size > 1:
         # The encoder's buffers (position ids) never change: no need to broadcast them every forward.
@@ -188,14 +334,22 @@ def main(cfg: argparse.Namespace) -> dict:
         model = torch.compile(model, dynamic=True)
 
     # ---- run folder
+    resumed_step = progress["step"] if progress else 0
     if is_main:
         run.mkdir(parents=True, exist_ok=True)
-        resolved = {"labels": task.labels, "max_length": max_length, "model_path": model_path(cfg.model),
-                    "train_examples": len(train), "dev_examples": len(dev), "total_steps": total_steps,
-                    "steps_per_epoch": steps_per_epoch, "amp": amp, "task_source": task.source}
-        (run / "config.json").write_text(json.dumps({"config": vars(cfg), "resolved": resolved,
-                                                     "environment": environment(device) | {"world_size": world_size}},
-                                                    indent=2))
+        here = environment(device) | {"world_size": world_size}
+        if cfg.resume:
+            config["resumed"] = config.get("resumed", []) + [{"step": resumed_step, "environment": here}]
+        else:
+            config = {"config": vars(cfg), "resolved": resolved, "environment": here}
+        part = run / "config.json.part"  # replaced whole, as a resumed run rewrites it
+        part.write_text(json.dumps(config, indent=2))
+        part.replace(run / "config.json")
+        if cfg.resume:  # lines logged after last/ was saved belong to steps that run again
+            with open(run / "metrics.jsonl", "r+b") as f:
+                if f.seek(0, os.SEEK_END) < progress["metrics_bytes"]:
+                    raise UsageError(f"{run}/metrics.jsonl is shorter than when last/ was saved; it cannot resume")
+                f.truncate(progress["metrics_bytes"])
     metrics = open(run / "metrics.jsonl", "a") if is_main else None
 
     def log(record: dict) -> None:
@@ -207,9 +361,29 @@ def main(cfg: argparse.Namespace) -> dict:
     loss_kwargs = dict(teacher=teacher, critics=critics, alpha=cfg.alpha, beta=cfg.beta, tau=cfg.tau,
                        eps=cfg.adv_eps, steps=cfg.adv_steps, norm=cfg.adv_norm)
     best_dev, best_step, window, steps_in_window = -1.0, 0, {}, 0
-    started, eval_seconds = time.perf_counter(), 0.0  # training time = wall time - dev evaluations
+    record, dev_accuracy, train_seconds = {}, None, 0.0
+    if progress:
+        best_dev, best_step, record, dev_accuracy = (progress[key] for key in
+                                                     ("best_dev", "best_step", "record", "dev_accuracy"))
+        window = {name: torch.tensor(value, device=device) for name, value in progress["window"].items()}
+        steps_in_window, train_seconds = progress["steps_in_window"], progress["train_seconds"]
+        for _ in range(resumed_step * cfg.grad_accum):  # the sampler replays its index lists (about 2 s per 10,000)
+            next(batches)
+        set_random_states(progress["random_states"][rank], device)  # last: nothing may draw after this
+    saved_step, prior_seconds = resumed_step, train_seconds
+    started, paused_seconds = time.perf_counter(), 0.0  # training time = wall time - dev evaluations and saves
+
+    stop = []  # the signal that asked to stop: the run finishes its step, saves last/ and exits
+
+    def stop_after_this_step(signum, frame):
+        stop.append(signum)
+        signal.signal(signum, previous_handlers[signum])  # a second Ctrl-C stops at once
+
+    previous_handlers = {signum: signal.signal(signum, stop_after_this_step)
+                         for signum in (signal.SIGINT, signal.SIGTERM)}
     model.train()
-    bar = tqdm(range(1, total_steps + 1), desc=f"{cfg.method} {task.name}", disable=not is_main, dynamic_ncols=True)
+    bar = tqdm(range(resumed_step + 1, total_steps + 1), initial=resumed_step, total=total_steps,
+               desc=f"{cfg.method} {task.name}", disable=not is_main, dynamic_ncols=True)
     for step in bar:
         for micro in range(cfg.grad_accum):
             batch = tokenize(tokenizer, [train[i] for i in next(batches)], max_length).to(device)
@@ -226,6 +400,26 @@ def main(cfg: argparse.Namespace) -> dict:
                 p.grad /= world_size
         window["grad_norm"] = window.get("grad_norm", 0.0) + torch.nn.utils.clip_grad_norm_(
             encoder_params + head_params, cfg.max_grad_norm)
+        # Before the update: is every term of the window (finite until this step) still finite, and
+        # has a signal asked to stop? All processes agree, so all stop at the same step. Reading the
+        # answer waits for the device once a step; the next batch's blocking copy to the device
+        # waits for it anyway, so this costs about the launch of the optimiser step. Checking only
+        # at log time would let non-finite weights reach last/ and could not name the step.
+        flags = torch.stack([~torch.stack([torch.isfinite(value) for value in window.values()]).all(),
+                             torch.tensor(bool(stop), device=device)]).int()
+        if world_size > 1:
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        not_finite, stop_now = flags.tolist()
+        if not_finite:
+            values = {name: value.item() for name, value in window.items()}
+            bad = [name for name, value in values.items() if not math.isfinite(value)]
+            term = next((name for name in bad if name != "loss"), bad[0] if bad else None)
+            what = f"the {term} term is {values[term]}" if term else "the loss of another process is not finite"
+            kept = ([f"last/ holds step {saved_step}"] if saved_step else []) + (
+                [f"best/ step {best_step}"] if best_step else [])
+            kept = f" ({', '.join(kept)})" if kept else ""
+            raise UsageError(f"step {step}: {what}; training stopped before this step's update{kept}: "
+                             "lower --lr, --beta or --adv-eps, or check the data")
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -233,7 +427,8 @@ def main(cfg: argparse.Namespace) -> dict:
 
         if step % cfg.log_every == 0 or step == total_steps:
             record = {name: value.item() / steps_in_window for name, value in window.items()}
-            train_seconds = time.perf_counter() - started - eval_seconds  # .item() waited for the device
+            # .item() waited for the device
+            train_seconds = prior_seconds + time.perf_counter() - started - paused_seconds
             examples_per_s = step * cfg.batch_size * cfg.grad_accum * world_size / train_seconds
             log({"step": step, "epoch": round(step / max(steps_per_epoch, 1), 3), "lr": scheduler.get_last_lr()[0],
                  **record, "examples_per_s": examples_per_s, "elapsed_s": train_seconds})
@@ -247,12 +442,41 @@ def main(cfg: argparse.Namespace) -> dict:
                 dev_accuracy = accuracy(bare, tokenizer, dev, max_length, amp)
                 if dev_accuracy > best_dev:
                     best_dev, best_step = dev_accuracy, step
-                    save_checkpoint(bare, tokenizer, run / "best", task.labels)
+                    replace_folder(run / "best", lambda folder: save_model(bare, tokenizer, folder, task.labels))
                 log({"step": step, "dev_accuracy": dev_accuracy, "best_dev_accuracy": best_dev})
                 bar.write(f"step {step}: dev accuracy {dev_accuracy:.4f} (best {best_dev:.4f} at step {best_step})")
             if world_size > 1:
                 dist.barrier()
-            eval_seconds += time.perf_counter() - eval_started
+            paused_seconds += time.perf_counter() - eval_started
+        if step % cfg.save_every == 0 or step == total_steps or stop_now:
+            save_started = time.perf_counter()
+            progress = {"step": step, "best_dev": best_dev, "best_step": best_step, "record": record,
+                        "dev_accuracy": dev_accuracy, "window": {name: value.item() for name, value in window.items()},
+                        "steps_in_window": steps_in_window,
+                        "train_seconds": prior_seconds + save_started - started - paused_seconds,
+                        "random_states": gathered_random_states(device, world_size)}
+            if is_main:
+                metrics.flush()
+                os.fsync(metrics.fileno())
+                progress["metrics_bytes"] = metrics.tell()
+                replace_folder(run / "last", lambda folder: save_training_state(
+                    folder, bare, tokenizer, task.labels, critics, optimizer, scheduler, progress))
+            if world_size > 1:
+                dist.barrier()  # no process leaves before rank 0 has written
+            saved_step = step
+            paused_seconds += time.perf_counter() - save_started
+        if stop_now:
+            bar.close()
+            if is_main:
+                metrics.close()
+                launcher = f"torchrun --nproc-per-node {world_size}" if world_size > 1 else "python"
+                print(f"stopped at step {step} of {total_steps}; last/ is saved: continue with "
+                      f"{launcher} train.py --resume {run}", file=sys.stderr)
+            if world_size > 1:
+                dist.destroy_process_group()
+            sys.exit(128 + (stop[0] if stop else signal.SIGINT))
+    for signum, handler in previous_handlers.items():
+        signal.signal(signum, handler)
 
     summary = {"run": str(run), "task": task.name, "method": cfg.method, "model": cfg.model,
                "train_examples": len(train), "steps": total_steps, "best_dev_accuracy": best_dev,

@@ -3,6 +3,7 @@ are found, the downloaders (against a local HTTP server), and the real data sets
 
 import dataclasses
 import functools
+import hashlib
 import http.server
 import io
 import threading
@@ -297,7 +298,7 @@ def test_download_writes_the_served_file(http_root, tmp_path):
     folder, url = http_root
     payload = bytes(range(256)) * 1000
     (folder / "blob.bin").write_bytes(payload)
-    dest = download(f"{url}/blob.bin", tmp_path / "out" / "blob.bin")
+    dest = download(f"{url}/blob.bin", tmp_path / "out" / "blob.bin", hashlib.sha256(payload).hexdigest())
     assert dest.read_bytes() == payload
     assert not list((tmp_path / "out").glob("*.part"))
 
@@ -305,7 +306,7 @@ def test_download_writes_the_served_file(http_root, tmp_path):
 def test_download_of_a_missing_file_raises_connection_error_and_leaves_nothing(http_root, tmp_path):
     _, url = http_root
     with pytest.raises(ConnectionError):
-        download(f"{url}/missing.zip", tmp_path / "out" / "missing.zip")
+        download(f"{url}/missing.zip", tmp_path / "out" / "missing.zip", "0" * 64)
     assert list((tmp_path / "out").iterdir()) == []
 
 
@@ -328,7 +329,8 @@ def test_download_cut_off_half_way_raises_connection_error_and_leaves_nothing(tm
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         with pytest.raises(ConnectionError):
-            download(f"http://127.0.0.1:{server.server_address[1]}/SST-2.zip", tmp_path / "out" / "SST-2.zip")
+            download(f"http://127.0.0.1:{server.server_address[1]}/SST-2.zip", tmp_path / "out" / "SST-2.zip",
+                     data.GLUE_SST2_SHA256)
     finally:
         server.shutdown()
         server.server_close()
@@ -361,6 +363,8 @@ def test_prepare_sst2_builds_three_tsvs_from_glue_and_the_sst_trees(http_root, t
     (served / "trees.zip").write_bytes(zip_bytes({"trees/train.txt": "", "trees/test.txt": TREES}))
     monkeypatch.setattr(data, "GLUE_SST2_URL", f"{url}/SST-2.zip")
     monkeypatch.setattr(data, "SST_TREES_URL", f"{url}/trees.zip")
+    for name, archive in (("GLUE_SST2_SHA256", "SST-2.zip"), ("SST_TREES_SHA256", "trees.zip")):  # stand-ins, pinned
+        monkeypatch.setattr(data, name, hashlib.sha256((served / archive).read_bytes()).hexdigest())
     folder = tmp_path / "cache" / "sst2"
     data._prepare_sst2(folder)
     assert (folder / "train.tsv").read_text() == glue_train

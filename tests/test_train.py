@@ -5,6 +5,7 @@ import math
 import shutil
 import sys
 from pathlib import Path
+from textwrap import dedent
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from safetensors.torch import load_file
 
 import data
 import rift
+import train
 from conftest import assert_one_line_error, run_cli
 
 TIMING_KEYS = {"examples_per_s", "elapsed_s"}
@@ -112,6 +114,149 @@ def test_custom_task_from_generated_tsv_trains_and_labels_the_checkpoint(tiny_mo
 
 
 # ---------------------------------------------------------------------------------------------
+# Resuming: a run stopped or killed at any moment ends as if it had never stopped
+
+# train.py, with a signal sent to itself at the n-th call of one function: a kill at a chosen
+# moment. Its first argument names them, function:match:n:SIGNAL[:rank], where only calls whose
+# first argument ends in `match` count, and only the process of that rank signals itself.
+KILL_HOOK = dedent("""
+    import os, pathlib, signal, sys
+    sys.path.insert(0, os.getcwd())  # run_cli starts scripts in the repository root
+    import train
+    from cli import run_command
+
+    function, match, nth, signame, *rank = sys.argv.pop(1).split(":")
+    owner = pathlib.Path if function == "rename" else train
+    real, calls = getattr(owner, function), []
+
+    def hooked(*args, **kwargs):
+        if str(args[0]).endswith(match) and rank in ([], [os.environ.get("RANK", "0")]):
+            calls.append(args)
+            if len(calls) == int(nth):
+                os.kill(os.getpid(), getattr(signal, signame))
+        return real(*args, **kwargs)
+
+    setattr(owner, function, hooked)
+    run_command(lambda: train.main(train.parse_args()))
+""")
+
+
+def state(run: Path, folder: str = "last") -> dict:
+    return json.loads((run / folder / "training_state.json").read_text())
+
+
+def assert_same_run(run: Path, whole: Path) -> None:
+    """Bit for bit the same: metrics lines (but their timings), weights, critics, optimiser, random states."""
+    assert train_lines(run) == train_lines(whole)
+    assert [m for m in metrics(run) if "loss" not in m] == [m for m in metrics(whole) if "loss" not in m]
+    for file in ("last/model.safetensors", "last/training_state.safetensors", "best/model.safetensors"):
+        a, b = load_file(run / file), load_file(whole / file)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), file
+    untimed = lambda progress: {k: v for k, v in progress.items() if k not in ("train_seconds", "metrics_bytes")}
+    assert untimed(state(run)) == untimed(state(whole))
+    summary = lambda r: {k: v for k, v in json.loads((r / "summary.json").read_text()).items()
+                         if k not in ("run", "train_examples_per_s", "train_minutes")}
+    assert summary(run) == summary(whole)
+
+
+def test_a_run_stopped_then_killed_at_any_moment_resumes_to_the_very_same_run(tiny_model, shared_data, tmp_path):
+    """Ctrl-C, then SIGKILL in the middle of a step, between the two renames of a save and in the
+    middle of a save; each time --resume continues from last/, and the run ends as one never stopped."""
+    args = [*tiny_args(tiny_model, shared_data, tmp_path / "whole", "rift")]
+    args[args.index("--max-steps") + 1] = 12
+    args[args.index("--log-every") + 1] = 3  # windows that straddle saves
+    args += ["--save-every", 4, "--eval-every", 5]
+    whole = train_ok(*args, cache=tmp_path / "cache")
+    hook, run = tmp_path / "kill_hook.py", tmp_path / "stopped"
+    hook.write_text(KILL_HOOK)
+    args[args.index("--out") + 1] = run
+
+    def leg(kill: str, *leg_args, code: int) -> None:
+        result = run_cli(kill, *leg_args, script=hook, cache=tmp_path / "cache")
+        assert result.returncode == code and "Traceback" not in result.stderr, result.stderr[-3000:]
+
+    leg("training_loss::3:SIGINT", *args, code=130)  # Ctrl-C during step 3: it finishes, saves and exits
+    assert state(run)["step"] == 3
+    leg("training_loss::4:SIGKILL", "--resume", run, code=-9)  # killed in step 7: last/ holds step 4 ...
+    assert state(run)["step"] == 4 and [m["step"] for m in metrics(run)][-2:] == [5, 6]  # ... metrics step 6
+    leg("rename:last.saving:1:SIGKILL", "--resume", run, code=-9)  # killed in step 8's save, between renames
+    assert not (run / "last").exists() and state(run, "last.old")["step"] == 4
+    leg("save_file::1:SIGKILL", "--resume", run, code=-9)  # killed while step 8's save is half written
+    assert state(run)["step"] == 4 and (run / "last.saving").exists()
+    result = run_cli("--resume", run, cache=tmp_path / "cache")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_run(run, whole)
+    assert [leg["step"] for leg in json.loads((run / "config.json").read_text())["resumed"]] == [3, 4, 4, 4]
+    assert not [p.name for p in run.iterdir() if p.name.endswith((".old", ".saving", ".part"))]
+
+
+def test_a_non_finite_loss_stops_at_once_naming_the_step_and_the_term_and_keeps_the_checkpoints(
+        tiny_model, shared_data, tmp_path):
+    args = tiny_args(tiny_model, shared_data, tmp_path / "run", "standard", "--lr", "1e30", "--warmup", "0",
+                     "--save-every", 1, "--eval-every", 1)  # step 1 throws the weights to 1e30; step 2 overflows
+    result = run_cli(*args, cache=tmp_path / "cache")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.splitlines()[-1].startswith("error: step 2: the ce term is nan; training stopped before")
+    run = tmp_path / "run"
+    assert state(run)["step"] == 1 and not (run / "summary.json").exists()
+    assert [m["step"] for m in metrics(run)] == [1] * len(metrics(run))  # nothing of step 2 was logged
+    for file in ("last/model.safetensors", "best/model.safetensors", "last/training_state.safetensors"):
+        assert all(torch.isfinite(t).all() for t in load_file(run / file).values()), file
+
+
+@pytest.fixture
+def unfinished(sst2_runs, tmp_path) -> Path:
+    """A copy of the tiny rift run as if it had been killed after its last save."""
+    run = tmp_path / "unfinished"
+    shutil.copytree(sst2_runs["rift"], run)
+    (run / "summary.json").unlink()
+    return run
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--lr", "1e-3"], "--lr 0.001 differs from the run's 2e-05"),  # a setting that changes the arithmetic
+    (["--seed", "3", "--max-steps", "5"], "--max-steps 5 differs from the run's 4"),  # the same seed may be given
+    (["--out", "elsewhere"], "drop --out"),
+])
+def test_resume_refuses_flags_that_would_change_the_run(unfinished, flags, needle):
+    with pytest.raises(data.UsageError, match=needle):
+        train.parse_args(["--resume", str(unfinished), *flags])
+
+
+def test_resume_takes_the_runs_settings_and_the_bookkeeping_flags_given(unfinished, tmp_path):
+    cfg = train.parse_args(["--resume", str(unfinished), "--log-every", "5", "--data-dir", str(tmp_path)])
+    saved = json.loads((unfinished / "config.json").read_text())["config"]
+    assert vars(cfg) == saved | {"log_every": 5, "data_dir": str(tmp_path), "resume": str(unfinished)}
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("other data", "train_examples was 65, here it is 64"),
+    ("no last/", "has no last/ to resume from"),
+    ("a finished run", "has finished"),
+    ("a broken last/", "is not a whole training state"),
+    ("not a run", "no train.py run there"),
+])
+def test_resume_refuses_a_run_it_cannot_continue_exactly_and_changes_nothing(unfinished, tmp_path, case, needle):
+    run = unfinished
+    if case == "other data":
+        config = json.loads((run / "config.json").read_text())
+        config["resolved"]["train_examples"] = 65
+        (run / "config.json").write_text(json.dumps(config))
+    elif case == "no last/":
+        shutil.rmtree(run / "last")
+    elif case == "a finished run":
+        (run / "summary.json").write_text("{}")
+    elif case == "a broken last/":
+        (run / "last" / "training_state.safetensors").write_bytes(b"not safetensors")
+    elif case == "not a run":
+        run = tmp_path / "nothing"
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    result = run_cli("--resume", run, cache=tmp_path / "cache")
+    assert_one_line_error(result, needle)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # nothing written, nothing lost
+
+
+# ---------------------------------------------------------------------------------------------
 # Bad inputs: non-zero exit, one line `error: ...`, no traceback
 
 
@@ -167,17 +312,41 @@ def test_existing_non_empty_out_folder_is_refused_and_left_untouched(tiny_model,
 # Distributed
 
 
-def test_two_process_torchrun_rift_run_on_cpu_keeps_replicas_in_sync(tiny_model, shared_data, tmp_path):
+@pytest.fixture(scope="module")
+def torchrun() -> list[str]:
     torchrun = Path(sys.executable).parent / "torchrun"
     if not torchrun.exists():
         pytest.skip(f"no torchrun beside {sys.executable}")
-    result = run_cli(*tiny_args(tiny_model, shared_data, tmp_path / "run", "rift"), cache=tmp_path / "cache",
-                     launcher=[str(torchrun), "--standalone", "--nproc-per-node", "2"])
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    return [str(torchrun), "--standalone", "--nproc-per-node", "2"]
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tiny_model, shared_data, torchrun, tmp_path_factory) -> Path:
+    """The tiny rift run (4 steps) on two CPU processes."""
+    root = tmp_path_factory.mktemp("ddp")
+    return train_ok(*tiny_args(tiny_model, shared_data, root / "run", "rift"), cache=root / "cache", launcher=torchrun)
+
+
+def test_two_process_torchrun_rift_run_on_cpu_keeps_replicas_in_sync(ddp_run):
+    summary = json.loads((ddp_run / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["replicas_in_sync"] is True
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["environment"]["world_size"] == 2
-    assert LOSS_TERMS["rift"] <= set(train_lines(tmp_path / "run")[-1])
+    assert json.loads((ddp_run / "config.json").read_text())["environment"]["world_size"] == 2
+    assert LOSS_TERMS["rift"] <= set(train_lines(ddp_run)[-1])
+
+
+def test_two_process_run_stopped_on_one_process_resumes_to_the_very_same_run(ddp_run, tiny_model, shared_data,
+                                                                              torchrun, tmp_path):
+    """Ctrl-C reaches rank 0 only: both processes stop after the same step, rank 0 saves every
+    process's random states (each draws its own dropout), and each loads its own on --resume."""
+    (tmp_path / "kill_hook.py").write_text(KILL_HOOK)
+    run = tmp_path / "stopped"
+    result = run_cli("training_loss::3:SIGINT:0", *tiny_args(tiny_model, shared_data, run, "rift"),
+                     script=tmp_path / "kill_hook.py", cache=tmp_path / "cache", launcher=torchrun)
+    assert result.returncode != 0 and "stopped at step 3 of 4" in result.stderr, result.stderr[-3000:]
+    assert state(run)["step"] == 3 and len(state(run)["random_states"]) == 2
+    result = run_cli("--resume", run, cache=tmp_path / "cache", launcher=torchrun)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_run(run, ddp_run)
 
 
 @pytest.mark.parametrize("flag,value", [("--epochs", "0"), ("--batch-size", "0"), ("--grad-accum", "0"),

@@ -1,0 +1,161 @@
+"""What the three command lines (train.py, evaluate.py, bench.py) share, and nothing else does.
+
+Bad input is a data.UsageError, which `run_command` prints as one line `error: ...`; argparse
+types refuse out-of-range numbers before anything runs; the device, the newest run folder and the
+record of the environment are found the same way by every command; folders (checkpoints) are
+written whole or not at all; results print as plain tables and, with the optional matplotlib, as
+figures. Only the command lines import this module.
+"""
+
+import argparse
+import importlib.metadata
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import torch
+import transformers
+
+from data import UsageError
+
+
+def run_command(main: Callable[[], object]) -> None:
+    """Run a command line: transformers' warnings and download bars quiet, and bad input (a
+    UsageError) reported as one line `error: ...` and exit status 1, never a traceback."""
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        main()
+    except UsageError as err:
+        sys.exit(f"error: {err}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Arguments
+
+def at_least(low: float, kind=int):
+    """An argparse type: a number >= low, else argparse's one-line error."""
+    def parse(text: str):
+        value = kind(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, not {text}")
+        return value
+    return parse
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie between 0 and 1, not {text}")
+    return value
+
+
+def newest_run(root: str = "runs") -> Path | None:
+    """The newest train.py run folder (one with a best/ checkpoint) under root."""
+    runs = sorted(Path(root).glob("*/best"), key=lambda best: best.stat().st_mtime)
+    return runs[-1].parent if runs else None
+
+
+# ---------------------------------------------------------------------------------------------
+# The machine
+
+def pick_device(flag: str) -> torch.device:
+    """--device: cuda, cpu, cuda:N, or auto (cuda when there is one)."""
+    if flag == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(flag)
+    except RuntimeError:
+        raise UsageError(f"--device {flag} is not a device: use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {flag}, but torch sees no CUDA device")
+    return device
+
+
+def default_amp(device: torch.device) -> bool:
+    """bf16 autocast by default where the hardware runs it natively: CUDA, and CPUs with AVX512-BF16
+    or AMX (elsewhere bf16 is emulated and slower than fp32)."""
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def environment(device: torch.device) -> dict:
+    """What a reader needs to reproduce a result: versions, machine, code revision, command."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+    commit = git("rev-parse", "HEAD") or None
+    if commit and git("status", "--porcelain", "--untracked-files=no"):
+        commit += " (with uncommitted changes)"
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": importlib.metadata.version("transformers"), "numpy": importlib.metadata.version("numpy"),
+            "platform": platform.platform(), "cpus": os.cpu_count(), "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "git_commit": commit, "command": " ".join(sys.argv),
+            "date": datetime.now().isoformat(timespec="seconds")}
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing folders whole
+
+def replace_folder(folder: Path, write: Callable[[Path], None]) -> None:
+    """write(staging) fills a folder beside `folder`, which is synced to disk and renamed into its
+    place. A kill at any moment leaves the old folder or the new one whole: between the two renames
+    the old one is <name>.old, which `recover_folder` puts back (here first, and before a read)."""
+    staging, old = folder.with_name(folder.name + ".saving"), folder.with_name(folder.name + ".old")
+    recover_folder(folder)
+    for stale in (staging, old):  # a save killed half-way, or before its clean-up
+        shutil.rmtree(stale, ignore_errors=True)
+    write(staging)
+    for path in [*staging.iterdir(), staging]:
+        fsync(path)
+    if folder.exists():
+        folder.rename(old)
+    staging.rename(folder)
+    fsync(folder.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_folder(folder: Path) -> None:
+    old = folder.with_name(folder.name + ".old")
+    if not folder.exists() and old.exists():
+        old.rename(folder)
+
+
+def fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting
+
+def format_table(rows: list[dict], columns: dict[str, str]) -> str:
+    """A plain-text table: one line per row, `columns` maps each key to its heading. Floats get
+    4 significant digits; missing values show as '-'."""
+    def cell(value) -> str:
+        return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+    table = [list(columns.values())] + [[cell(row.get(key)) for key in columns] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    lines = ["  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip() for line in table]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths)] + lines[1:])
+
+
+def pyplot():
+    """matplotlib's pyplot, drawing to files; matplotlib is an optional extra."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("plots need matplotlib: pip install -r requirements-extra.txt") from None
+    return plt

@@ -1,0 +1,47 @@
+"""The import layout: each module imports only those below it, so each file is what its name says."""
+
+import ast
+
+import pytest
+
+from conftest import REPO
+
+COMMAND_LINES = {"train", "evaluate", "bench"}
+MAY_IMPORT = {  # module: the project modules it may import
+    "data": set(),
+    "rift": {"data"},
+    "synonyms": {"data"},
+    "attacks": {"data", "rift"},
+    "cli": {"data"},
+    **{name: {"data", "rift", "synonyms", "attacks", "cli"} for name in COMMAND_LINES},
+}
+
+
+def project_imports(name: str) -> set[str]:
+    tree = ast.parse((REPO / f"{name}.py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found & set(MAY_IMPORT)
+
+
+def top_level_functions(name: str) -> set[str]:
+    return {node.name for node in ast.parse((REPO / f"{name}.py").read_text()).body if isinstance(node, ast.FunctionDef)}
+
+
+@pytest.mark.parametrize("name", MAY_IMPORT)
+def test_each_module_imports_only_the_modules_below_it(name):
+    assert project_imports(name) <= MAY_IMPORT[name]
+
+
+def test_only_the_command_lines_import_cli():
+    assert {name for name in MAY_IMPORT if "cli" in project_imports(name)} <= COMMAND_LINES
+
+
+def test_the_command_lines_toolkit_lives_in_cli_not_in_data():
+    toolkit = {"run_command", "at_least", "fraction", "pick_device", "environment", "newest_run", "format_table", "pyplot"}
+    assert toolkit <= top_level_functions("cli")
+    assert not toolkit & top_level_functions("data")
