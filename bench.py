@@ -412,6 +412,9 @@ def parity(args) -> None:
         raise UsageError(f"no TextAttack harness at {peer}: pass --peer (the folder of run.sh; run its setup.sh once)")
     if not args.checkpoints:
         raise UsageError("parity needs --checkpoints: two or more train.py runs on SST-2")
+    for run in map(Path, args.checkpoints):
+        if not (run / "config.json").is_file() or not (run / "best").is_dir():
+            raise UsageError(f"{run} is not a train.py run folder (config.json and best/)")
     root = Path(args.runs).parent / "parity"
     root.mkdir(parents=True, exist_ok=True)
     sentences = root / "sentences.tsv"  # drawn as evaluate.py draws: seed 42, at least 4 words

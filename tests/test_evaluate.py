@@ -520,3 +520,42 @@ def test_an_existing_out_points_to_resume(tiny_run, shared_data, tmp_path, cache
     result = evaluate("--checkpoint", tiny_run, "--attack", "none", "--num-examples", 2, "--data-dir", shared_data,
                       "--out", out, cache=cache)
     assert_one_line_error(result, f"--resume {out}")
+
+
+# ---------------------------------------------------------------------------------------------
+# bench.py parity
+
+
+def test_parity_rows_join_both_tools_example_by_example(tmp_path):
+    import bench
+    folder = tmp_path / "m-wordnet"
+    (folder / "textattack").mkdir(parents=True)
+    (folder / "rift").mkdir()
+    theirs = ["successful", "failed", "skipped", "successful"]
+    mine = ["successful", "successful", "skipped", "successful"]
+    (folder / "textattack" / "adversarial.jsonl").write_text(
+        "".join(json.dumps({"row": n, "result": r}) + "\n" for n, r in enumerate(theirs)))
+    (folder / "rift" / "adversarial.jsonl").write_text(  # rift writes its lines as examples finish
+        "".join(json.dumps({"attack": "pwws", "index": n, "status": mine[n]}) + "\n" for n in (3, 1, 0, 2)))
+    (folder / "textattack" / "results.json").write_text(json.dumps({
+        "clean_accuracy": 0.75, "accuracy_under_attack": 0.25, "attack_success_rate": 2 / 3,
+        "words_perturbed_pct": 10.0, "avg_queries": 50.0, "real_model_texts_per_attacked_example": 40.0,
+        "seconds_per_example": 3.0}))
+    (folder / "rift" / "results.json").write_text(json.dumps({"metrics": [
+        {"attack": "none"}, {"attack": "pwws", "clean_accuracy": 0.75, "accuracy_under_attack": 0.0,
+                             "attack_success_rate": 1.0, "words_perturbed_pct": 12.0, "avg_queries": 41.0,
+                             "seconds_per_example": 1.0}]}))
+    peer, ours = bench.parity_rows("m", "wordnet", folder)
+    assert peer["tool"].startswith("TextAttack") and peer["model_texts"] == 40.0 and "same_outcome" not in peer
+    assert ours["same_outcome"] == pytest.approx(3 / 4) and ours["speedup"] == pytest.approx(3.0)
+    assert ours["attack_success_rate"] == 1.0 and ours["model_texts"] == 41.0
+
+
+def test_parity_without_the_harness_or_checkpoints_is_a_one_line_error(tmp_path, cache):
+    result = run_cli("parity", "--peer", tmp_path / "nowhere", "--checkpoints", tmp_path, script="bench.py", cache=cache)
+    assert_one_line_error(result, "--peer", "setup.sh")
+    (tmp_path / "peer").mkdir()
+    (tmp_path / "peer" / "run.sh").write_text("exit 1\n")
+    assert_one_line_error(run_cli("parity", "--peer", tmp_path / "peer", script="bench.py", cache=cache), "--checkpoints")
+    assert_one_line_error(run_cli("parity", "--peer", tmp_path / "peer", "--checkpoints", tmp_path / "peer",
+                                  script="bench.py", cache=cache), "not a train.py run folder")
