@@ -70,7 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                        help="all: every sense of the word, as TextAttack; usual: only its most frequent part "
                             "of speech, closer to the meaning (default: %(default)s)")
     words.add_argument("--stopwords", default="nltk", choices=list(attacks.STOPWORDS),
-                       help="words never changed: nltk, NLTK's 179 as TextAttack; extended, 300 function "
+                       help="words never changed: nltk, NLTK's 179 as TextAttack; extended, 319 function "
                             "words incl. even, never, well (default: %(default)s)")
     words.add_argument("--synonyms-path", help="the neighbour table (.json) or the vectors (.txt/.zip) to use")
     words.add_argument("--neighbours", type=at_least(1), default=50,
