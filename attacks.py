@@ -370,7 +370,7 @@ class Victim:
     time spent in its forward passes kept apart from everything else. Use it in a `with` block:
     the timing hooks come off the model at the end. amp: run the searches under bf16 autocast."""
 
-    def __init__(self, model, tokenizer, max_length: int, batch_size: int = 64, amp: bool = False):
+    def __init__(self, model, tokenizer, max_length: int, batch_size: int = 32, amp: bool = False):
         self.model, self.tokenizer = model, tokenizer
         self.max_length, self.batch_size, self.amp = max_length, batch_size, amp
         self.model_seconds = 0.0
@@ -397,6 +397,7 @@ class Victim:
             return np.zeros((0, self.model.config.num_labels), np.float32)
         return predict_proba(self.model, self.tokenizer, examples, self.max_length, batch_size, words=texts,
                              amp=amp).numpy()
+
 
 def visible_tokens(tokenizer, example: Example, max_length: int) -> int:
     """How many of the example's whitespace tokens reach the model: the rest lie past the
