@@ -3,6 +3,8 @@
     python train.py --task sst2                          # RIFT, default model (MiniLM), SST-2
     python train.py --task sst2 --method standard        # plain cross-entropy fine-tuning
     python train.py --task sst2 --method adv             # CE + beta * KL on the PGD adversary
+    python train.py --task sst2 --adversary ascc         # the paper's adversary: convex hulls of synonyms
+    python train.py --preset paper-imdb                  # the paper's IMDB settings (bert-base-uncased)
     torchrun --nproc-per-node 4 train.py --task sst2     # DDP: NCCL on GPUs, gloo on CPUs
 
 A run folder (--out, default runs/<task>-<method>-<time>) receives
@@ -29,15 +31,31 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+import attacks
 from data import (DEFAULT_TASK, TASKS, UsageError, at_least, balanced_batches, custom_task, environment,
                   format_table, fraction, infer_labels, load_split, pick_device, run_command, tokenize)
-from rift import (DEFAULT_MODEL, METHODS, Critics, load_classifier, make_teacher, model_path,
-                  predict_proba, training_loss)
+from rift import (ADVERSARIES, ASCC_ENTROPY, DEFAULT_MODEL, METHODS, Critics, load_classifier, make_teacher,
+                  model_path, neighbour_table, predict_proba, training_loss)
+
+# The paper's settings (REFERENCE.md section 2; the release's rift_train.sh and opts.py). A preset
+# only sets defaults: any flag given wins. bert-base-uncased needs the hub or a local copy (not
+# reachable on an offline machine): with --model another encoder runs the preset's other settings.
+# Not reproduced: the release's learning rate stays flat after its warm-up; here it decays linearly.
+PRESETS = {
+    "paper-imdb": dict(task="imdb", model="bert-base-uncased", max_length=300, batch_size=32, epochs=20.0,
+                       alpha=0.1, beta=10.0, lr=2e-5, weight_decay=2e-4, adversary="ascc"),
+    "paper-snli": dict(task="snli", model="bert-base-uncased", max_length=80, batch_size=120, epochs=20.0,
+                       alpha=0.7, beta=5.0, lr=2e-5, weight_decay=2e-4, adversary="ascc"),
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     """Every setting and its default, in one place; config.json records them all."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=PRESETS,
+                   help="the paper's settings for IMDB or SNLI: task, model (bert-base-uncased), max length, batch "
+                        "size, epochs, alpha, beta, lr, weight decay, adversary ascc; flags given explicitly win, "
+                        "so --model runs them on any encoder")
     data = p.add_argument_group("data")
     data.add_argument("--task", default=DEFAULT_TASK, choices=[*TASKS, "custom"],
                       help="task to train on; 'custom' reads --train-file/--dev-file (default: %(default)s)")
@@ -59,10 +77,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     method.add_argument("--alpha", type=at_least(0.0, float), default=0.1, help="weight of the InfoNCE term I(S;T|Y) (paper: IMDB 0.1, SNLI 0.7)")
     method.add_argument("--beta", type=at_least(0.0, float), default=10.0, help="weight of the adversarial KL term (paper: IMDB 10, SNLI 5)")
     method.add_argument("--tau", type=at_least(1e-3, float), default=0.2, help="InfoNCE temperature (paper: 0.2)")
+    method.add_argument("--adversary", default="pgd", choices=ADVERSARIES,
+                        help="pgd: embedding-space PGD (--adv-*); ascc: the paper's, each word a convex combination "
+                             "of its counter-fitted synonyms' embeddings (--ascc-*) (default: %(default)s)")
     method.add_argument("--adv-norm", default="l2", choices=["l2", "linf"], help="PGD ball, per token (default: %(default)s)")
     method.add_argument("--adv-eps", type=at_least(0.0, float), default=0.1,
                         help="PGD radius per token in embedding space; all words move at once (default: %(default)s)")
     method.add_argument("--adv-steps", type=at_least(1), default=3, help="PGD steps per batch (default: %(default)s)")
+    method.add_argument("--ascc-steps", type=at_least(1), default=10, help="ASCC Adam steps per batch (paper: 10)")
+    method.add_argument("--ascc-lr", type=at_least(0.0, float), default=1.0, help="ASCC Adam learning rate (paper: 1)")
+    method.add_argument("--ascc-entropy", type=at_least(0.0, float), default=ASCC_ENTROPY,
+                        help="ASCC: weight of the weights' entropy per word, which keeps them near one synonym "
+                             "(paper: 15 / (300 x 128))")
+    method.add_argument("--synonyms-path", help="ASCC: the neighbour table, JSON word -> neighbours (default: "
+                                                "synonyms/counterfitted_neighbors.json under --data-dir, $RIFT_DATA or the cache)")
     optim = p.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=at_least(1e-3, float), default=3.0, help="passes over the training data (default: %(default)s)")
     optim.add_argument("--max-steps", type=at_least(1), help="stop after this many optimiser steps (overrides --epochs)")
@@ -82,6 +110,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--device", default="auto", help="cpu, cuda, or auto: cuda when there is one (torchrun: one GPU per process)")
     run.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast (default: on with CUDA)")
     run.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; the first steps are slow)")
+    preset = p.parse_known_args(argv)[0].preset
+    if preset:
+        p.set_defaults(**PRESETS[preset])
     return p.parse_args(argv)
 
 
@@ -145,6 +176,8 @@ def main(cfg: argparse.Namespace) -> dict:
         dist.barrier()  # rank 0 downloads into the cache first; the others then read it
     train = load_split(task, "train", cfg.data_dir, cfg.train_file)
     dev = load_split(task, "dev", cfg.data_dir, cfg.dev_file)
+    ascc = cfg.adversary == "ascc" and cfg.method != "standard"
+    synonyms, synonym_source = attacks.counterfitted_synonyms(cfg.synonyms_path, cfg.data_dir) if ascc else (None, None)
     if world_size > 1 and is_main:
         dist.barrier()
     if cfg.max_train_examples and cfg.max_train_examples < len(train):
@@ -164,6 +197,7 @@ def main(cfg: argparse.Namespace) -> dict:
     model, tokenizer = load_classifier(cfg.model, num_labels=num_classes)
     if max_length > model.config.max_position_embeddings:
         raise UsageError(f"--max-length {max_length} exceeds the model's {model.config.max_position_embeddings} positions")
+    neighbours = neighbour_table(tokenizer, synonyms).to(device) if ascc else None
     teacher = critics = None
     if cfg.method == "rift":
         teacher = make_teacher(model).to(device)
@@ -193,6 +227,11 @@ def main(cfg: argparse.Namespace) -> dict:
         resolved = {"labels": task.labels, "max_length": max_length, "model_path": model_path(cfg.model),
                     "train_examples": len(train), "dev_examples": len(dev), "total_steps": total_steps,
                     "steps_per_epoch": steps_per_epoch, "amp": amp, "task_source": task.source}
+        if neighbours is not None:
+            resolved["ascc"] = synonym_source | {
+                "vocabulary_words_with_neighbours": int((neighbours.ids[:, 1] >= 0).sum()),
+                "mean_neighbours_of_those": round(float((neighbours.ids[:, 1:] >= 0).sum() /
+                                                        (neighbours.ids[:, 1] >= 0).sum().clamp(min=1)), 3)}
         (run / "config.json").write_text(json.dumps({"config": vars(cfg), "resolved": resolved,
                                                      "environment": environment(device) | {"world_size": world_size}},
                                                     indent=2))
@@ -205,7 +244,9 @@ def main(cfg: argparse.Namespace) -> dict:
 
     # ---- the training loop
     loss_kwargs = dict(teacher=teacher, critics=critics, alpha=cfg.alpha, beta=cfg.beta, tau=cfg.tau,
-                       eps=cfg.adv_eps, steps=cfg.adv_steps, norm=cfg.adv_norm)
+                       eps=cfg.adv_eps, steps=cfg.adv_steps, norm=cfg.adv_norm, adversary=cfg.adversary,
+                       neighbours=neighbours, ascc_steps=cfg.ascc_steps, ascc_lr=cfg.ascc_lr,
+                       ascc_entropy=cfg.ascc_entropy)
     best_dev, best_step, window, steps_in_window = -1.0, 0, {}, 0
     started, eval_seconds = time.perf_counter(), 0.0  # training time = wall time - dev evaluations
     model.train()
@@ -254,7 +295,8 @@ def main(cfg: argparse.Namespace) -> dict:
                 dist.barrier()
             eval_seconds += time.perf_counter() - eval_started
 
-    summary = {"run": str(run), "task": task.name, "method": cfg.method, "model": cfg.model,
+    summary = {"run": str(run), "task": task.name, "method": cfg.method,
+               "adversary": cfg.adversary if cfg.method != "standard" else None, "model": cfg.model,
                "train_examples": len(train), "steps": total_steps, "best_dev_accuracy": best_dev,
                "best_step": best_step, "final_dev_accuracy": dev_accuracy if is_main else None,
                "train_examples_per_s": total_steps * cfg.batch_size * cfg.grad_accum * world_size / train_seconds,
