@@ -299,10 +299,10 @@ def results(args) -> None:
         run = root / f"{r['task']}-{method}"
         run_cli(["train.py", "--task", r["task"], "--method", method, "--max-train-examples", str(r["train_examples"]),
                  "--epochs", str(r["epochs"]), "--lr", str(r["lr"]), "--seed", str(r["seed"]), "--out", str(run), *data], run)
-        for attack, synonyms in RESULTS_ATTACKS:
-            run_cli(["evaluate.py", "--checkpoint", str(run), "--attack", attack, "--synonyms", synonyms,
+        for attack, source in RESULTS_ATTACKS:
+            run_cli(["evaluate.py", "--checkpoint", str(run), "--attack", attack, "--synonyms", source,
                      "--num-examples", str(r["test_examples"]), "--seed", str(r["seed"]),
-                     "--out", str(run / "eval" / f"{attack}-{synonyms}"), *data], run / "eval" / f"{attack}-{synonyms}")
+                     "--out", str(run / "eval" / f"{attack}-{source}"), *data], run / "eval" / f"{attack}-{source}")
         run_cli(["evaluate.py", "--checkpoint", str(run), "--attack", "pgd", "--eps", *map(str, r["eps"]),
                  "--num-examples", str(r["test_examples"]), "--seed", str(r["seed"]),
                  "--out", str(run / "eval" / "pgd"), *data], run / "eval" / "pgd")
@@ -322,13 +322,13 @@ def write_results(root: Path, folder: Path) -> None:
         summary = json.loads(read_text(run / "summary.json"))
         row = {"method": method, "dev_accuracy": summary["best_dev_accuracy"],
                "train_examples_per_s": summary["train_examples_per_s"], "train_minutes": summary["train_minutes"]}
-        for attack, synonyms in RESULTS_ATTACKS:
-            evaluation = json.loads(read_text(run / "eval" / f"{attack}-{synonyms}" / "results.json"))
+        for attack, source in RESULTS_ATTACKS:
+            evaluation = json.loads(read_text(run / "eval" / f"{attack}-{source}" / "results.json"))
             eval_commits.add(str(evaluation["environment"]["git_commit"]))
             metrics = evaluation["metrics"]
             row["clean_accuracy"] = metrics[0]["clean_accuracy"]
-            row[f"{attack}_{synonyms}"] = metrics[1]["accuracy_under_attack"]
-            details.append({**metrics[1], "method": method, "attack": f"{attack}/{synonyms}"})
+            row[f"{attack}_{source}"] = metrics[1]["accuracy_under_attack"]
+            details.append({**metrics[1], "method": method, "attack": f"{attack}/{source}"})
         evaluation = json.loads(read_text(run / "eval" / "pgd" / "results.json"))
         eval_commits.add(str(evaluation["environment"]["git_commit"]))
         pgd = evaluation["metrics"]
