@@ -151,9 +151,12 @@ def test_frontier_skips_what_has_finished_and_redoes_only_what_is_missing(fronti
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*.json")} == stamps
     shutil.rmtree(root / "rift-beta10" / "eval" / "genetic")
     (root / "adv-beta10" / "cka.json").unlink()
+    (root / "standard" / "summary.json").unlink()  # as if killed after its last save: resumed, not redone
     third = frontier(workspace, shared_data)
     assert third.returncode == 0, third.stderr[-3000:]
-    assert third.stdout.count("+ python") == 1 and "--attack genetic" in third.stdout
+    assert third.stdout.count("+ python") == 2 and "--attack genetic" in third.stdout
+    assert f"+ python train.py --resume {root / 'standard'} --data-dir" in third.stdout
+    assert (root / "standard" / "summary.json").is_file()
     assert "adv-beta10: linear CKA with the teacher" in third.stdout
     assert (root / "rift-beta10" / "eval" / "genetic" / "results.json").is_file()
     assert (root / "rift-beta10" / "summary.json").stat().st_mtime_ns == stamps[root / "rift-beta10" / "summary.json"]
