@@ -373,9 +373,9 @@ def test_bench_smoke_writes_training_and_attack_costs(shared_data, tmp_path, cac
 
 def fake_results_runs(root: Path) -> dict:
     """Finished run folders as `bench.py results` leaves them; returns the numbers put in them."""
-    import bench
+    import experiments
     expected = {}
-    for n, method in enumerate(bench.METHODS):
+    for n, method in enumerate(experiments.METHODS):
         run = root / f"sst2-{method}"
         (run / "eval" / "pgd").mkdir(parents=True)
         (run / "summary.json").write_text(json.dumps(
@@ -386,7 +386,7 @@ def fake_results_runs(root: Path) -> dict:
              "environment": {"platform": "Linux-test", "cpus": 2, "device": "cpu", "python": "3.11.0",
                              "torch": "2.13.0", "transformers": "5.24.0", "git_commit": "abc123"}}))
         clean = 0.8 + n / 100
-        for k, (attack, synonyms) in enumerate(bench.RESULTS_ATTACKS):
+        for k, (attack, synonyms) in enumerate(experiments.RESULTS_ATTACKS):
             under = 0.1 * (k + 1) + n / 100
             folder = run / "eval" / f"{attack}-{synonyms}"
             folder.mkdir()
@@ -398,7 +398,7 @@ def fake_results_runs(root: Path) -> dict:
                  "seconds_per_example": 0.2, "model_time_share": 0.9}]}))
             expected[(method, f"{attack}_{synonyms}")] = under
         pgd = [{"attack": "none", "examples": 500, "clean_accuracy": clean}]
-        for eps in bench.RESULTS["eps"]:
+        for eps in experiments.RESULTS["eps"]:
             pgd.append({"attack": f"pgd eps={eps:g}", "eps": eps, "examples": 500, "clean_accuracy": clean,
                         "accuracy_under_attack": clean - eps / 4, "seconds_per_example": 0.01})
             expected[(method, f"pgd_{eps:g}")] = clean - eps / 4
@@ -410,23 +410,23 @@ def fake_results_runs(root: Path) -> dict:
 
 
 def test_write_results_builds_the_table_from_finished_runs(tmp_path, capsys):
-    import bench
+    import experiments
     expected = fake_results_runs(tmp_path / "runs")
-    bench.write_results(tmp_path / "runs", tmp_path / "results")
+    experiments.write_results(tmp_path / "runs", tmp_path / "results")
     report = json.loads((tmp_path / "results" / "sst2-minilm.json").read_text())
-    assert [row["method"] for row in report["table"]] == list(bench.METHODS)
+    assert [row["method"] for row in report["table"]] == list(experiments.METHODS)
     for row in report["table"]:
         for (method, key), value in expected.items():
             if method == row["method"]:
                 assert row[key] == pytest.approx(value), key
     assert set(report["table"][0]) == {"method", "dev_accuracy", "train_examples_per_s", "train_minutes",
                                        "clean_accuracy", "pwws_wordnet", "pwws_counterfitted",
-                                       "textfooler_counterfitted"} | {f"pgd_{eps:g}" for eps in bench.RESULTS["eps"]}
-    assert len(report["attack_details"]) == len(bench.METHODS) * len(bench.RESULTS_ATTACKS)
+                                       "textfooler_counterfitted"} | {f"pgd_{eps:g}" for eps in experiments.RESULTS["eps"]}
+    assert len(report["attack_details"]) == len(experiments.METHODS) * len(experiments.RESULTS_ATTACKS)
     assert report["environment"]["git_commit"] == "abc123" and report["train_config"]["method"] == "rift"
     markdown = (tmp_path / "results" / "sst2-minilm.md").read_text()
     assert markdown.startswith("# SST-2") and "training abc123, evaluation def456, def789" in markdown and "Linux-test" in markdown
-    assert "pwws/counterfitted" in markdown and f"pgd {bench.RESULTS['eps'][-1]:g}" in markdown
+    assert "pwws/counterfitted" in markdown and f"pgd {experiments.RESULTS['eps'][-1]:g}" in markdown
     table = markdown[markdown.index("```") + 4:]
     rift_line = next(line for line in table.splitlines() if line.startswith("rift"))
     assert "0.72" in rift_line and "0.82" in rift_line and "0.32" in rift_line  # dev, clean, textfooler
@@ -527,7 +527,7 @@ def test_an_existing_out_points_to_resume(tiny_run, shared_data, tmp_path, cache
 
 
 def test_parity_rows_join_both_tools_example_by_example(tmp_path):
-    import bench
+    import experiments
     folder = tmp_path / "m-wordnet"
     (folder / "textattack").mkdir(parents=True)
     (folder / "rift").mkdir()
@@ -545,7 +545,7 @@ def test_parity_rows_join_both_tools_example_by_example(tmp_path):
         {"attack": "none"}, {"attack": "pwws", "clean_accuracy": 0.75, "accuracy_under_attack": 0.0,
                              "attack_success_rate": 1.0, "words_perturbed_pct": 12.0, "avg_queries": 41.0,
                              "seconds_per_example": 1.0}]}))
-    peer, ours = bench.parity_rows("m", "wordnet", folder)
+    peer, ours = experiments.parity_rows("m", "wordnet", folder)
     assert peer["tool"].startswith("TextAttack") and peer["model_texts"] == 40.0 and "same_outcome" not in peer
     assert ours["same_outcome"] == pytest.approx(3 / 4) and ours["speedup"] == pytest.approx(3.0)
     assert ours["attack_success_rate"] == 1.0 and ours["model_texts"] == 41.0

@@ -114,8 +114,8 @@ def frontier_done(workspace, shared_data):
 
 
 def test_frontier_trains_attacks_and_measures_every_run_and_writes_the_table(frontier_done, workspace):
-    import bench
-    runs = bench.frontier_runs(bench.FRONTIER_SMOKE)
+    import experiments
+    runs = experiments.frontier_runs(experiments.FRONTIER_SMOKE)
     assert [r["name"] for r in runs] == ["standard", "adv-beta10", "rift-beta10"]
     report = json.loads((workspace / "results" / "sst2-frontier.json").read_text())
     assert [r["name"] for r in report["runs"]] == [r["name"] for r in runs]
@@ -163,9 +163,9 @@ def test_frontier_skips_what_has_finished_and_redoes_only_what_is_missing(fronti
 
 
 def test_frontier_table_shows_unfinished_runs_as_missing(frontier_done, workspace, tmp_path):
-    import bench
+    import experiments
     shutil.copytree(workspace / "frontier" / "standard", tmp_path / "runs" / "standard")
-    rows = bench.write_frontier(tmp_path / "runs", tmp_path / "results", bench.FRONTIER)
-    assert [r["name"] for r in rows] == [r["name"] for r in bench.frontier_runs(bench.FRONTIER)]
+    rows = experiments.write_frontier(tmp_path / "runs", tmp_path / "results", experiments.FRONTIER)
+    assert [r["name"] for r in rows] == [r["name"] for r in experiments.frontier_runs(experiments.FRONTIER)]
     assert "teacher_cka" in rows[0] and all("teacher_cka" not in r and "clean_accuracy" not in r for r in rows[1:])
     assert f"1 of {len(rows)} runs finished" in (tmp_path / "results" / "sst2-frontier.md").read_text()

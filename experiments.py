@@ -1,0 +1,489 @@
+"""What rift achieves, measured by running it: each table is a list of train.py and evaluate.py
+runs (subprocesses, so each is exactly what a user would run), their numbers gathered into
+results/*.md, .json and .png. bench.py is the command line:
+
+    python bench.py results     # standard / adv / rift (PGD) on SST-2, attacked      -> results/sst2-minilm.*
+    python bench.py frontier    # adv and rift (ASCC) at several beta, attacked, CKA  -> results/sst2-frontier.*
+    python bench.py parity --checkpoints RUN RUN   # rift's PWWS beside TextAttack's  -> results/parity-sst2.*
+    python bench.py plot RUN    # a train.py run's loss terms, MI bound, dev accuracy -> RUN/training.png
+
+Every runner resumes: a run, evaluation or CKA that has finished is not repeated, and one cut short
+goes on from its last save, so a table can be filled over several sessions.
+"""
+
+import json
+import math
+import random
+import shutil
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import transformers
+
+import attacks
+import synonyms
+from cli import environment, format_table, pick_device, pyplot
+from data import TASKS, UsageError, load_split, read_text
+from rift import DEFAULT_MODEL, METHODS, load_classifier, make_teacher, model_path, teacher_similarity
+
+# The results command: the same seed, subset and epochs for all three methods.
+RESULTS = dict(task="sst2", train_examples=8000, epochs=1, seed=42, lr=5e-5, test_examples=500, eps=[0.02, 0.05, 0.1])
+RESULTS_ATTACKS = [("pwws", "wordnet"), ("pwws", "counterfitted"), ("textfooler", "counterfitted")]
+
+
+def tiny_model(folder: Path) -> str:
+    """A 2-layer random BERT with the default model's tokenizer: the smoke test's model."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_path(DEFAULT_MODEL))
+    config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    transformers.BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+
+# ---------------------------------------------------------------------------------------------
+# The results table
+
+def run_cli(command: list[str], folder: Path) -> None:
+    """Run train.py or evaluate.py unless `folder` holds its finished output. An interrupted run
+    is resumed from where it was saved (train.py: its last/, evaluate.py: its results.json); one
+    with nothing saved yet is started again."""
+    if command[0] == "train.py":
+        done = (folder / "summary.json").is_file()
+        resumable = (folder / "last" / "training_state.json").is_file()
+        data = command[command.index("--data-dir"):][:2] if "--data-dir" in command else []
+    else:
+        done = (folder / "results.json").is_file() and json.loads(read_text(folder / "results.json")).get("complete", True)
+        resumable, data = (folder / "results.json").is_file(), []
+    if done:
+        print(f"done already: {folder}")
+        return
+    if resumable:
+        command = [command[0], "--resume", str(folder), *data]
+    elif folder.exists():
+        shutil.rmtree(folder)
+    print("+ python " + " ".join(command), flush=True)
+    if subprocess.run([sys.executable, *command]).returncode != 0:
+        raise UsageError(f"python {' '.join(command)} failed (its error is above); rerun to resume")
+
+
+def results(args) -> None:
+    r = RESULTS
+    root = Path(args.runs or "runs/results")
+    data = ["--data-dir", args.data_dir] if args.data_dir else []
+    for method in METHODS:
+        run = root / f"{r['task']}-{method}"
+        run_cli(["train.py", "--task", r["task"], "--method", method, "--max-train-examples", str(r["train_examples"]),
+                 "--epochs", str(r["epochs"]), "--lr", str(r["lr"]), "--seed", str(r["seed"]), "--out", str(run), *data], run)
+        for attack, source in RESULTS_ATTACKS:
+            run_cli(["evaluate.py", "--checkpoint", str(run), "--attack", attack, "--synonyms", source,
+                     "--num-examples", str(r["test_examples"]), "--seed", str(r["seed"]),
+                     "--out", str(run / "eval" / f"{attack}-{source}"), *data], run / "eval" / f"{attack}-{source}")
+        run_cli(["evaluate.py", "--checkpoint", str(run), "--attack", "pgd", "--eps", *map(str, r["eps"]),
+                 "--num-examples", str(r["test_examples"]), "--seed", str(r["seed"]),
+                 "--out", str(run / "eval" / "pgd"), *data], run / "eval" / "pgd")
+    write_results(root, Path(args.results_dir))
+
+
+def write_results(root: Path, folder: Path) -> None:
+    """results/<task>-minilm.{md,json,png} from the finished runs and evaluations under root."""
+    r = RESULTS
+    missing = [str(root / f"{r['task']}-{method}" / "summary.json") for method in METHODS
+               if not (root / f"{r['task']}-{method}" / "summary.json").is_file()]
+    if missing:
+        raise UsageError(f"no finished run at {', '.join(missing)}: run python bench.py results")
+    table, details, curves, eval_commits = [], [], {}, set()
+    for method in METHODS:
+        run = root / f"{r['task']}-{method}"
+        summary = json.loads(read_text(run / "summary.json"))
+        row = {"method": method, "dev_accuracy": summary["best_dev_accuracy"],
+               "train_examples_per_s": summary["train_examples_per_s"], "train_minutes": summary["train_minutes"]}
+        for attack, source in RESULTS_ATTACKS:
+            evaluation = json.loads(read_text(run / "eval" / f"{attack}-{source}" / "results.json"))
+            eval_commits.add(str(evaluation["environment"]["git_commit"]))
+            metrics = evaluation["metrics"]
+            row["clean_accuracy"] = metrics[0]["clean_accuracy"]
+            row[f"{attack}_{source}"] = metrics[1]["accuracy_under_attack"]
+            details.append({**metrics[1], "method": method, "attack": f"{attack}/{source}"})
+        evaluation = json.loads(read_text(run / "eval" / "pgd" / "results.json"))
+        eval_commits.add(str(evaluation["environment"]["git_commit"]))
+        pgd = evaluation["metrics"]
+        for metrics in pgd[1:]:
+            row[f"pgd_{metrics['eps']:g}"] = metrics["accuracy_under_attack"]
+        curves[method] = [(0.0, pgd[0]["clean_accuracy"])] + [(m["eps"], m["accuracy_under_attack"]) for m in pgd[1:]]
+        table.append(row)
+    columns = {"method": "method", "dev_accuracy": "dev acc", "clean_accuracy": "clean acc",
+               **{f"{a}_{s}": f"{a}/{s}" for a, s in RESULTS_ATTACKS},
+               **{f"pgd_{eps:g}": f"pgd {eps:g}" for eps in r["eps"]},
+               "train_examples_per_s": "train ex/s", "train_minutes": "train min"}
+    detail_columns = {"method": "method", "attack": "attack", "attack_success_rate": "success rate",
+                      "words_perturbed_pct": "% words perturbed", "avg_queries": "queries",
+                      "successful": "succ", "failed": "fail", "skipped": "skip",
+                      "seconds_per_example": "s/example", "model_time_share": "time in model"}
+    config = json.loads(read_text(root / f"{r['task']}-rift" / "config.json"))
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{r['task']}-minilm"
+    (folder / f"{name}.json").write_text(json.dumps(
+        {"settings": r, "attacks": RESULTS_ATTACKS, "table": table, "attack_details": details,
+         "environment": config["environment"], "evaluation_commits": sorted(eval_commits),
+         "train_config": config["config"]}, indent=2))
+    env = config["environment"]
+    (folder / f"{name}.md").write_text(
+        f"# SST-2, {DEFAULT_MODEL}: standard vs adv vs rift\n\n"
+        f"Produced by `python bench.py results` ({date.today().isoformat()}); each method trained on the same "
+        f"{r['train_examples']} SST-2 train examples (seed {r['seed']}), epochs {r['epochs']}, lr {r['lr']}, "
+        f"selected on the GLUE dev set, attacked on the same {r['test_examples']} test examples "
+        f"(seed {r['seed']}, at least 4 words); word attacks change at most 30% of the words, PGD takes "
+        f"10 steps on the word embeddings (L2 radius per token) aimed at a wrong label.\n\nMachine: {env['platform']}, {env['cpus']} CPUs, device "
+        f"{env['device']}; python {env['python']}, torch {env['torch']}, transformers {env['transformers']}; "
+        f"code: training {env['git_commit']}, evaluation {', '.join(sorted(eval_commits))}.\n\nAccuracy (columns after `clean acc`: accuracy under that attack):\n\n```\n"
+        f"{format_table(table, columns)}\n```\n\nAttack details:\n\n```\n{format_table(details, detail_columns)}\n```\n")
+    plot_results(curves, details, folder / f"{name}.png")
+    print(format_table(table, columns))
+    print(f"\n-> {folder / name}.md, .json, .png")
+
+
+def plot_results(curves: dict, details: list[dict], path: Path) -> None:
+    try:
+        plt = pyplot()
+    except UsageError as err:
+        print(f"no figure: {err}")
+        return
+    figure, (by_eps, by_attack) = plt.subplots(1, 2, figsize=(11, 4))
+    for method, points in curves.items():
+        by_eps.plot(*zip(*points), marker="o", label=method)
+    by_eps.set(xlabel="PGD radius per token (L2)", ylabel="accuracy", title="embedding-space PGD")
+    by_eps.legend()
+    attack_names = list(dict.fromkeys(d["attack"] for d in details))
+    for n, method in enumerate(curves):
+        values = [next(d["accuracy_under_attack"] for d in details if d["method"] == method and d["attack"] == a)
+                  for a in attack_names]
+        by_attack.bar(np.arange(len(attack_names)) + n * 0.27, values, width=0.27, label=method)
+    by_attack.set_xticks(np.arange(len(attack_names)) + 0.27, [name.replace("/", "\n") for name in attack_names])
+    by_attack.set(ylabel="accuracy under attack", title="word substitution (max 30% words)")
+    by_attack.margins(y=0.2)  # room for the legend above the bars
+    by_attack.legend(ncols=len(curves), loc="upper center")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+# ---------------------------------------------------------------------------------------------
+# The frontier: is RIFT better than adversarial training at the same clean accuracy?
+#
+# beta trades clean accuracy for robustness, so one run per method cannot tell the methods apart:
+# a method is better when its (clean accuracy, accuracy under attack) points lie above the other's
+# line. Every run below trains on the same SST-2 subset for the same steps, the robust ones against
+# ASCC (the paper's adversary); each is selected on GLUE dev, attacked on the same test sentences,
+# and measured for how much of the teacher its features keep (linear CKA, the paper's mechanism).
+# Budget: about 2.5 CPU-hours of training on 2 cores (README: the measured cost of ASCC training).
+
+PAPER_BETA = 10.0  # the paper's IMDB value: SST-2 is binary sentiment, like IMDB (SNLI's is 5)
+# One epoch of 4,800 sentences: ASCC training runs at 4.2 examples/s on this 2-core CPU, so the 8
+# robust runs take 2.5 hours. The genetic attack costs 9-20 s per sentence here, so it sees 100.
+FRONTIER = dict(task="sst2", train_examples=4800, steps=150, batch_size=32, lr=5e-5, alpha=0.1, eval_every=50, save_every=25,
+                betas=(1.0, 3.0, PAPER_BETA), seeds=(42, 43), dev_examples=872, extra_train=[], extra_eval=[],
+                attack_examples={"pwws": 500, "genetic": 100})
+# The same pipeline on a tiny random model in a minute: tests and CI keep it working.
+FRONTIER_SMOKE = dict(FRONTIER, train_examples=64, steps=2, batch_size=8, eval_every=1, betas=(PAPER_BETA,),
+                      seeds=(42,), dev_examples=16, extra_train=["--max-length", "32"],
+                      extra_eval=["--population", "4", "--generations", "2"], attack_examples={"pwws": 4, "genetic": 3})
+FRONTIER_EVALS = {"pwws": ["--attack", "pwws"],  # evaluate.py's default PWWS
+                  "genetic": ["--attack", "genetic", "--synonyms", "counterfitted"]}
+
+
+def frontier_runs(settings: dict) -> list[dict]:
+    """standard once; adv and rift at every beta with the first seed; both again with each other
+    seed at the paper's beta. Cheapest and most telling first, so a partial table already says
+    something."""
+    first, *others = settings["seeds"]
+    runs = [{"name": "standard", "method": "standard", "beta": None, "seed": first}]
+    for beta in sorted(settings["betas"], key=lambda b: b != PAPER_BETA):
+        runs += [{"name": f"{method}-beta{beta:g}", "method": method, "beta": beta, "seed": first} for method in ("adv", "rift")]
+    for seed in others:
+        runs += [{"name": f"{method}-beta{PAPER_BETA:g}-seed{seed}", "method": method, "beta": PAPER_BETA, "seed": seed}
+                 for method in ("adv", "rift")]
+    return runs
+
+
+def frontier(args) -> None:
+    """Two passes, each skipping what has finished: every run is trained, attacked with PWWS and
+    measured against the teacher first; the slow genetic attack comes after, so a session cut
+    short still leaves a whole PWWS frontier."""
+    settings = FRONTIER_SMOKE if args.smoke else FRONTIER
+    root = Path(args.runs or "runs/frontier")
+    model = args.model
+    if args.smoke:
+        model = str(root / "tiny-model")
+        if not (root / "tiny-model" / "config.json").is_file():
+            tiny_model(root / "tiny-model")
+    data = ["--data-dir", args.data_dir] if args.data_dir else []
+    s = settings
+
+    def attack(run: Path, name: str) -> None:
+        run_cli(["evaluate.py", "--checkpoint", str(run), *FRONTIER_EVALS[name],
+                 "--num-examples", str(s["attack_examples"][name]), "--seed", "42", "--out", str(run / "eval" / name),
+                 *s["extra_eval"], *data], run / "eval" / name)
+        write_frontier(root, Path(args.results_dir), settings)  # each finished run's numbers land at once
+
+    for r in frontier_runs(settings):
+        run = root / r["name"]
+        robust = [] if r["method"] == "standard" else ["--adversary", "ascc", "--beta", str(r["beta"]), "--alpha", str(s["alpha"])]
+        run_cli(["train.py", "--task", s["task"], "--model", model, "--method", r["method"], *robust,
+                 "--max-train-examples", str(s["train_examples"]), "--max-steps", str(s["steps"]),
+                 "--batch-size", str(s["batch_size"]), "--lr", str(s["lr"]), "--eval-every", str(s["eval_every"]),
+                 "--seed", str(r["seed"]), "--save-every", str(s["save_every"]), "--out", str(run),
+                 *s["extra_train"], *data], run)
+        teacher_cka(run, s["dev_examples"], args.data_dir)
+        attack(run, "pwws")
+    for r in frontier_runs(settings):
+        attack(root / r["name"], "genetic")
+
+
+def teacher_cka(run: Path, examples: int, data_dir: str | None) -> None:
+    """<run>/cka.json: linear CKA between the best checkpoint's features S and the pre-trained
+    model's T on the first `examples` dev sentences."""
+    if (run / "cka.json").is_file():
+        print(f"done already: {run / 'cka.json'}")
+        return
+    config = json.loads((run / "config.json").read_text())
+    task = TASKS[config["config"]["task"]]
+    model, tokenizer = load_classifier(str(run / "best"))
+    teacher = make_teacher(load_classifier(config["resolved"]["model_path"], num_labels=len(task.labels))[0])
+    dev = load_split(task, "dev", data_dir)[:examples]
+    cka = teacher_similarity(model, teacher, tokenizer, dev, config["resolved"]["max_length"])
+    (run / "cka.json").write_text(json.dumps({"linear_cka": cka, "examples": len(dev), "split": "dev",
+                                              "teacher": config["resolved"]["model_path"]}, indent=2))
+    print(f"{run.name}: linear CKA with the teacher {cka:.4f} -> {run / 'cka.json'}")
+
+
+def binomial_se(p: float, n: int) -> float:
+    return math.sqrt(p * (1 - p) / n)
+
+
+def frontier_rows(root: Path, settings: dict) -> list[dict]:
+    """One row per run of the list, with what has finished (missing numbers are None)."""
+    rows = []
+    for r in frontier_runs(settings):
+        run = root / r["name"]
+        row = dict(r)
+        if (run / "summary.json").is_file():
+            summary = json.loads((run / "summary.json").read_text())
+            row |= {"dev_accuracy": summary["best_dev_accuracy"], "train_minutes": summary["train_minutes"],
+                    "train_examples_per_s": summary["train_examples_per_s"]}
+        for name in FRONTIER_EVALS:  # each attack has its own sample: clean accuracy from the largest
+            results = run / "eval" / name / "results.json"
+            if results.is_file() and json.loads(results.read_text()).get("complete"):
+                metrics = json.loads(results.read_text())["metrics"]
+                n = metrics[1]["examples"]
+                row |= {f"{name}_examples": n, f"{name}_accuracy": metrics[1]["accuracy_under_attack"],
+                        f"{name}_success_rate": metrics[1]["attack_success_rate"],
+                        f"{name}_se": binomial_se(metrics[1]["accuracy_under_attack"], n)}
+                if n > row.get("examples", 0):
+                    row |= {"examples": n, "clean_accuracy": metrics[0]["clean_accuracy"],
+                            "clean_se": binomial_se(metrics[0]["clean_accuracy"], n)}
+        if (run / "cka.json").is_file():
+            row["teacher_cka"] = json.loads((run / "cka.json").read_text())["linear_cka"]
+        rows.append(row)
+    return rows
+
+
+def write_frontier(root: Path, folder: Path, settings: dict) -> list[dict]:
+    """results/sst2-frontier.{md,json,png} from what has finished under root."""
+    rows = frontier_rows(root, settings)
+
+    def with_se(row, key):
+        p = row.get(f"{key}_accuracy")
+        return None if p is None else f"{p:.3f} ± {row[f'{key}_se']:.3f}"
+
+    table = [{"run": r["name"], "beta": r["beta"], "seed": r["seed"], "dev": r.get("dev_accuracy"),
+              "clean": with_se(r, "clean"), **{name: with_se(r, name) for name in FRONTIER_EVALS},
+              "cka": r.get("teacher_cka"), "minutes": r.get("train_minutes"), "ex_s": r.get("train_examples_per_s")}
+             for r in rows]
+    columns = {"run": "run", "beta": "beta", "seed": "seed", "dev": "dev acc", "clean": "clean acc",
+               "pwws": "pwws", "genetic": "genetic/counterfitted", "cka": "CKA with teacher",
+               "minutes": "train min", "ex_s": "train ex/s"}
+    printed = format_table(table, columns)
+    s = settings
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{s['task']}-frontier"
+    finished = [r for r in rows if "teacher_cka" in r and all(f"{a}_accuracy" in r for a in FRONTIER_EVALS)]
+    (folder / f"{name}.json").write_text(json.dumps({"settings": s, "paper_beta": PAPER_BETA, "evaluations": FRONTIER_EVALS,
+                                                     "runs": rows}, indent=2))
+    (folder / f"{name}.md").write_text(
+        f"# SST-2, {DEFAULT_MODEL}: the robustness / accuracy frontier of adv and rift (ASCC)\n\n"
+        f"Produced by `python bench.py frontier` ({date.today().isoformat()}; {len(finished)} of {len(rows)} runs "
+        f"finished). Every run: the same {s['train_examples']} SST-2 training sentences, {s['steps']} steps of "
+        f"{s['batch_size']}, lr {s['lr']}, dev accuracy every {s['eval_every']} steps, the best on GLUE dev kept; "
+        f"adv and rift against ASCC (10 Adam steps, counter-fitted neighbours), rift with alpha {s['alpha']}; "
+        f"beta {PAPER_BETA:g} is the paper's (IMDB). Every model is attacked on the same test sentences "
+        f"(drawn with seed 42 among those of at least 4 words; no cap on the words changed): `pwws` is "
+        f"evaluate.py's default PWWS on {s['attack_examples']['pwws']}, `genetic` on "
+        f"{s['attack_examples']['genetic']} (the clean accuracy is that of the {s['attack_examples']['pwws']}) "
+        f"is the genetic attack with the counter-fitted table (no LM; evaluate.py's defaults"
+        f"{', and ' + ' '.join(s['extra_eval']) if s['extra_eval'] else ': population 60, 40 iterations'}). "
+        f"Accuracies ± their binomial standard error sqrt(p(1-p)/n). CKA: linear CKA between the checkpoint's "
+        f"[CLS] features and the pre-trained model's on the first {s['dev_examples']} dev sentences "
+        f"(1 = the teacher's features up to rotation and scale).\n\n```\n{printed}\n```\n")
+    plot_frontier(rows, folder / f"{name}.png")
+    print(printed)
+    print(f"\n-> {folder / name}.md, .json" + (", .png" if (folder / f"{name}.png").is_file() else ""))
+    return rows
+
+
+def plot_frontier(rows: list[dict], path: Path) -> None:
+    """Clean accuracy against accuracy under each attack, one line per method through its betas
+    (hollow: the other seeds), and the features' CKA with the teacher against beta."""
+    try:
+        plt = pyplot()
+    except UsageError as err:
+        print(f"no figure: {err}")
+        return
+    figure, axes = plt.subplots(1, len(FRONTIER_EVALS) + 1, figsize=(5 * (len(FRONTIER_EVALS) + 1), 4.2))
+    colours = {"standard": "black", "adv": "tab:blue", "rift": "tab:red"}
+    first_seed = rows[0]["seed"]
+    for ax, attack in zip(axes, FRONTIER_EVALS):
+        for method, colour in colours.items():
+            done = [r for r in rows if r["method"] == method and f"{attack}_accuracy" in r]
+            for seeds, style in (([r for r in done if r["seed"] == first_seed], "-o"),
+                                 ([r for r in done if r["seed"] != first_seed], "o")):
+                seeds.sort(key=lambda r: r["beta"] or 0)
+                if not seeds:
+                    continue
+                ax.errorbar([r["clean_accuracy"] for r in seeds], [r[f"{attack}_accuracy"] for r in seeds],
+                            xerr=[r["clean_se"] for r in seeds], yerr=[r[f"{attack}_se"] for r in seeds], fmt=style,
+                            color=colour, capsize=2, mfc=colour if style == "-o" else "white",
+                            label=method if style == "-o" else f"{method}, other seed")
+                for r in seeds:
+                    if r["beta"] is not None and style == "-o":
+                        ax.annotate(f"{r['beta']:g}", (r["clean_accuracy"], r[f"{attack}_accuracy"]),
+                                    textcoords="offset points", xytext=(4, 4), fontsize=7, color=colour)
+        ax.set(xlabel="clean accuracy", ylabel=f"accuracy under {attack}", title=f"{attack} (labels: beta)")
+        ax.legend(fontsize=8)
+    cka = axes[-1]
+    for method, colour in colours.items():
+        done = sorted([r for r in rows if r["method"] == method and "teacher_cka" in r and r["seed"] == first_seed],
+                      key=lambda r: r["beta"] or 0)
+        if method == "standard" and done:
+            cka.axhline(done[0]["teacher_cka"], color=colour, linestyle="--", label=method)
+        elif done:
+            cka.plot([r["beta"] for r in done], [r["teacher_cka"] for r in done], "-o", color=colour, label=method)
+    cka.set(xscale="log", xlabel="beta", ylabel="linear CKA of S with the teacher's T", title="what the features keep")
+    cka.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training curves
+
+def plot_run(run: Path) -> None:
+    plt = pyplot()
+    if not (run / "metrics.jsonl").is_file():
+        raise UsageError(f"{run} has no metrics.jsonl: is it a train.py run folder?")
+    records = [json.loads(line) for line in read_text(run / "metrics.jsonl").splitlines()]
+    steps = [r for r in records if "loss" in r]
+    evals = [r for r in records if "dev_accuracy" in r]
+    if not steps:
+        raise UsageError(f"{run}/metrics.jsonl has no logged steps")
+    figure, (losses, mutual_information, accuracy) = plt.subplots(1, 3, figsize=(14, 4))
+    for term in ("loss", "ce", "kl", "mi_nce"):
+        if term in steps[0]:
+            losses.plot([r["step"] for r in steps], [r[term] for r in steps], label=term)
+    losses.set(xlabel="step", title="loss terms")
+    losses.legend()
+    if "mi_bound" in steps[0]:
+        mutual_information.plot([r["step"] for r in steps], [r["mi_bound"] for r in steps])
+    mutual_information.set(xlabel="step", title="InfoNCE bound on I(S;T|Y), nats")
+    accuracy.plot([r["step"] for r in evals], [r["dev_accuracy"] for r in evals], marker="o")
+    accuracy.set(xlabel="step", title="dev accuracy")
+    figure.tight_layout()
+    figure.savefig(run / "training.png", dpi=120)
+    print(f"-> {run / 'training.png'}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Parity with TextAttack's PWWS
+
+PARITY_SYNONYMS = ("wordnet", "counterfitted")
+
+
+def parity(args) -> None:
+    """TextAttack 0.3.11's PWWS (the peer harness, a check run beside rift, never a dependency) and
+    rift's default PWWS on the same models and sentences, one after the other in this process, so
+    that the speed ratio holds on one machine at one time. Finished runs are not repeated."""
+    peer = Path(args.peer) / "run.sh"
+    if not peer.is_file():
+        raise UsageError(f"no TextAttack harness at {peer}: pass --peer (the folder of run.sh; run its setup.sh once)")
+    if not args.checkpoints:
+        raise UsageError("parity needs --checkpoints: two or more train.py runs on SST-2")
+    for run in map(Path, args.checkpoints):
+        if not (run / "config.json").is_file() or not (run / "best").is_dir():
+            raise UsageError(f"{run} is not a train.py run folder (config.json and best/)")
+    root = Path(args.runs or "runs/parity")
+    root.mkdir(parents=True, exist_ok=True)
+    sentences = root / "sentences.tsv"  # drawn as evaluate.py draws: seed 42, at least 4 words
+    test = load_split(TASKS["sst2"], "test", args.data_dir)
+    eligible = [i for i, ex in enumerate(test) if attacks.word_count(ex.words) >= 4]
+    drawn = [test[i] for i in random.Random(42).sample(eligible, args.parity_examples)]
+    sentences.write_text("sentence\tlabel\n" + "".join(f"{ex.text}\t{ex.label}\n" for ex in drawn))
+    neighbours = synonyms.counterfitted_synonyms(None, args.data_dir)[1]["path"]
+    data = ["--data-dir", args.data_dir] if args.data_dir else []
+    rows = []
+    for checkpoint in args.checkpoints:
+        run = Path(checkpoint)
+        config = json.loads(read_text(run / "config.json"))
+        max_length = config["resolved"]["max_length"]
+        for source in PARITY_SYNONYMS:
+            folder = root / f"{run.name}-{source}"
+            if not (folder / "textattack" / "results.json").is_file():
+                command = ["bash", str(peer), "--model", str(run / "best"), "--file", str(sentences), "--n",
+                           str(len(drawn)), "--max-length", str(max_length), "--synonyms", source,
+                           "--out", str(folder / "textattack")]
+                command += ["--neighbours-json", neighbours] if source == "counterfitted" else []
+                print("+ " + " ".join(command), flush=True)
+                if subprocess.run(command).returncode != 0:
+                    raise UsageError(f"the TextAttack harness failed on {run} ({source}); its error is above")
+            run_cli(["evaluate.py", "--checkpoint", str(run), "--file", str(sentences), "--num-examples",
+                     str(len(drawn)), "--min-words", "0", "--attack", "pwws", "--synonyms", source,
+                     "--out", str(folder / "rift"), *data], folder / "rift")
+            rows += parity_rows(run.name, source, folder)
+    report = {"sentences": str(sentences), "examples": len(drawn), "rows": rows, "environment": environment(pick_device("cpu"))}
+    Path(args.results_dir, "parity-sst2.json").write_text(json.dumps(report, indent=2))
+    table = format_table(rows, PARITY_COLUMNS)
+    Path(args.results_dir, "parity-sst2.md").write_text(f"```\n{table}\n```\n")
+    print(table)
+
+
+def parity_rows(model: str, source: str, folder: Path) -> list[dict]:
+    """Both tools' rows for one model and synonym source, and how often their outcomes agree."""
+    peer = json.loads(read_text(folder / "textattack" / "results.json"))
+    ours = json.loads(read_text(folder / "rift" / "results.json"))
+    pwws = next(row for row in ours["metrics"] if row["attack"] == "pwws")
+    theirs = {line["row"]: line["result"]
+              for line in map(json.loads, read_text(folder / "textattack" / "adversarial.jsonl").splitlines())}
+    mine = {line["index"]: line["status"]
+            for line in map(json.loads, read_text(folder / "rift" / "adversarial.jsonl").splitlines())}
+    agree = sum(theirs[n] == mine[n] for n in mine) / len(mine)
+    common = {"model": model, "synonyms": source}
+    return [common | {"tool": "TextAttack 0.3.11", "clean_accuracy": peer["clean_accuracy"],
+                      "accuracy_under_attack": peer["accuracy_under_attack"],
+                      "attack_success_rate": peer["attack_success_rate"],
+                      "words_perturbed_pct": peer["words_perturbed_pct"], "avg_queries": peer["avg_queries"],
+                      "model_texts": peer["real_model_texts_per_attacked_example"],
+                      "seconds_per_example": peer["seconds_per_example"]},
+            common | {"tool": "rift", "clean_accuracy": pwws["clean_accuracy"],
+                      "accuracy_under_attack": pwws["accuracy_under_attack"],
+                      "attack_success_rate": pwws["attack_success_rate"],
+                      "words_perturbed_pct": pwws["words_perturbed_pct"], "avg_queries": pwws["avg_queries"],
+                      "model_texts": pwws["avg_queries"], "seconds_per_example": pwws["seconds_per_example"],
+                      "same_outcome": agree, "speedup": peer["seconds_per_example"] / pwws["seconds_per_example"]}]
+
+
+PARITY_COLUMNS = {"model": "model", "synonyms": "synonyms", "tool": "tool", "clean_accuracy": "clean acc",
+                  "accuracy_under_attack": "acc under attack", "attack_success_rate": "success rate",
+                  "words_perturbed_pct": "% words", "avg_queries": "queries", "model_texts": "texts scored",
+                  "seconds_per_example": "s/example", "same_outcome": "same outcome", "speedup": "x faster"}
