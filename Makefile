@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup wordnet demo test results bench clean
+.PHONY: setup wordnet demo test results frontier bench clean
 
 setup: $(VENV)/.installed wordnet
 
@@ -37,6 +37,9 @@ test: setup
 
 results: setup
 	$(PY) bench.py results
+
+frontier: setup
+	$(PY) bench.py frontier
 
 bench: setup
 	$(PY) bench.py

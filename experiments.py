@@ -291,6 +291,22 @@ def frontier_rows(root: Path, settings: dict) -> list[dict]:
     return rows
 
 
+def frontier_gaps(rows: list[dict]) -> list[dict]:
+    """rift minus adv at each beta and seed where both have finished, for clean accuracy and each
+    attack, with the standard error of a difference of two independent estimates."""
+    gaps = []
+    for adv in (r for r in rows if r["method"] == "adv"):
+        rift = next((r for r in rows if r["method"] == "rift" and (r["beta"], r["seed"]) == (adv["beta"], adv["seed"])), {})
+        gap = {"beta": adv["beta"], "seed": adv["seed"]}
+        for key in ("clean", *FRONTIER_EVALS):
+            if f"{key}_accuracy" in adv and f"{key}_accuracy" in rift:
+                gap[key] = rift[f"{key}_accuracy"] - adv[f"{key}_accuracy"]
+                gap[f"{key}_se"] = math.hypot(rift[f"{key}_se"], adv[f"{key}_se"])
+        if len(gap) > 2:
+            gaps.append(gap)
+    return gaps
+
+
 def write_frontier(root: Path, folder: Path, settings: dict) -> list[dict]:
     """results/sst2-frontier.{md,json,png} from what has finished under root."""
     rows = frontier_rows(root, settings)
@@ -307,27 +323,36 @@ def write_frontier(root: Path, folder: Path, settings: dict) -> list[dict]:
                "pwws": "pwws", "genetic": "genetic/counterfitted", "cka": "CKA with teacher",
                "minutes": "train min", "ex_s": "train ex/s"}
     printed = format_table(table, columns)
+    gaps = frontier_gaps(rows)
+    if gaps:
+        printed += "\n\nrift minus adv, same beta and seed (± the standard error of the difference)\n" + format_table(
+            [{"beta": g["beta"], "seed": g["seed"],
+              **{key: f"{g[key]:+.3f} ± {g[f'{key}_se']:.3f}" if key in g else None for key in ("clean", *FRONTIER_EVALS)}}
+             for g in gaps], {"beta": "beta", "seed": "seed", "clean": "clean acc", "pwws": "pwws",
+                              "genetic": "genetic/counterfitted"})
     s = settings
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{s['task']}-frontier"
     finished = [r for r in rows if "teacher_cka" in r and all(f"{a}_accuracy" in r for a in FRONTIER_EVALS)]
     (folder / f"{name}.json").write_text(json.dumps({"settings": s, "paper_beta": PAPER_BETA, "evaluations": FRONTIER_EVALS,
-                                                     "runs": rows}, indent=2))
+                                                     "runs": rows, "rift_minus_adv": gaps}, indent=2))
     (folder / f"{name}.md").write_text(
         f"# SST-2, {DEFAULT_MODEL}: the robustness / accuracy frontier of adv and rift (ASCC)\n\n"
         f"Produced by `python bench.py frontier` ({date.today().isoformat()}; {len(finished)} of {len(rows)} runs "
         f"finished). Every run: the same {s['train_examples']} SST-2 training sentences, {s['steps']} steps of "
         f"{s['batch_size']}, lr {s['lr']}, dev accuracy every {s['eval_every']} steps, the best on GLUE dev kept; "
         f"adv and rift against ASCC (10 Adam steps, counter-fitted neighbours), rift with alpha {s['alpha']}; "
-        f"beta {PAPER_BETA:g} is the paper's (IMDB). Every model is attacked on the same test sentences "
-        f"(drawn with seed 42 among those of at least 4 words; no cap on the words changed): `pwws` is "
-        f"evaluate.py's default PWWS on {s['attack_examples']['pwws']}, `genetic` on "
-        f"{s['attack_examples']['genetic']} (the clean accuracy is that of the {s['attack_examples']['pwws']}) "
-        f"is the genetic attack with the counter-fitted table (no LM; evaluate.py's defaults"
-        f"{', and ' + ' '.join(s['extra_eval']) if s['extra_eval'] else ': population 60, 40 iterations'}). "
+        f"beta {PAPER_BETA:g} is the paper's (IMDB). Every model is attacked on the same test sentences, drawn "
+        f"with seed 42 among those of at least 4 words, no cap on the words changed: `pwws` (evaluate.py's default "
+        f"PWWS) on {s['attack_examples']['pwws']}, where the clean accuracy is measured too, and `genetic` (the "
+        f"genetic attack with the counter-fitted table, no LM; evaluate.py's defaults"
+        f"{', and ' + ' '.join(s['extra_eval']) if s['extra_eval'] else ': population 60, 40 iterations'}) on "
+        f"{s['attack_examples']['genetic']}, drawn the same way. "
         f"Accuracies ± their binomial standard error sqrt(p(1-p)/n). CKA: linear CKA between the checkpoint's "
         f"[CLS] features and the pre-trained model's on the first {s['dev_examples']} dev sentences "
-        f"(1 = the teacher's features up to rotation and scale).\n\n```\n{printed}\n```\n")
+        f"(1 = the teacher's features up to rotation and scale). Train minutes and examples/s are wall time on "
+        f"whatever machine ran each run, at times shared with other work: `python bench.py` measures cost.\n\n"
+        f"```\n{printed}\n```\n")
     plot_frontier(rows, folder / f"{name}.png")
     print(printed)
     print(f"\n-> {folder / name}.md, .json" + (", .png" if (folder / f"{name}.png").is_file() else ""))

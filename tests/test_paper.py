@@ -135,6 +135,8 @@ def test_frontier_trains_attacks_and_measures_every_run_and_writes_the_table(fro
             assert row[f"{key}_se"] == pytest.approx(math.sqrt(p * (1 - p) / n))
     markdown = (workspace / "results" / "sst2-frontier.md").read_text()
     assert "3 of 3 runs finished" in markdown and "rift-beta10" in markdown and "±" in markdown
+    [gap] = report["rift_minus_adv"]
+    assert gap["beta"] == 10.0 and set(gap) >= {"clean", "pwws", "genetic"} and "rift minus adv" in markdown
     assert "CKA with teacher" in frontier_done.stdout
     if importlib.util.find_spec("matplotlib"):
         assert (workspace / "results" / "sst2-frontier.png").stat().st_size > 0
@@ -169,3 +171,15 @@ def test_frontier_table_shows_unfinished_runs_as_missing(frontier_done, workspac
     assert [r["name"] for r in rows] == [r["name"] for r in experiments.frontier_runs(experiments.FRONTIER)]
     assert "teacher_cka" in rows[0] and all("teacher_cka" not in r and "clean_accuracy" not in r for r in rows[1:])
     assert f"1 of {len(rows)} runs finished" in (tmp_path / "results" / "sst2-frontier.md").read_text()
+
+
+def test_frontier_gaps_are_rift_minus_adv_with_the_standard_error_of_a_difference():
+    import experiments
+    rows = [dict(method="adv", beta=1.0, seed=42, clean_accuracy=0.80, clean_se=0.020, pwws_accuracy=0.30, pwws_se=0.020),
+            dict(method="rift", beta=1.0, seed=42, clean_accuracy=0.82, clean_se=0.015, pwws_accuracy=0.33, pwws_se=0.021),
+            dict(method="rift", beta=1.0, seed=43, clean_accuracy=0.50, clean_se=0.02),  # no adv of its seed
+            dict(method="adv", beta=3.0, seed=42, clean_accuracy=0.70, clean_se=0.02)]  # no rift at its beta
+    [gap] = experiments.frontier_gaps(rows)
+    assert (gap["beta"], gap["seed"]) == (1.0, 42) and "genetic" not in gap
+    assert gap["clean"] == pytest.approx(0.02) and gap["clean_se"] == pytest.approx(0.025)  # sqrt(.02^2 + .015^2)
+    assert gap["pwws"] == pytest.approx(0.03) and gap["pwws_se"] == pytest.approx(0.029)  # sqrt(.02^2 + .021^2)
