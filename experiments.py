@@ -186,13 +186,17 @@ PAPER_BETA = 10.0  # the paper's IMDB value: SST-2 is binary sentiment, like IMD
 # robust runs take 2.5 hours. The genetic attack costs 9-20 s per sentence here, so it sees 100.
 FRONTIER = dict(task="sst2", train_examples=4800, steps=150, batch_size=32, lr=5e-5, alpha=0.1, eval_every=50, save_every=25,
                 betas=(1.0, 3.0, PAPER_BETA), seeds=(42, 43), dev_examples=872, extra_train=[], extra_eval=[],
-                attack_examples={"pwws": 500, "genetic": 100})
+                attack_examples={"pwws": 500, "pwws_counterfitted": 500, "genetic": 100})
 # The same pipeline on a tiny random model in a minute: tests and CI keep it working.
 FRONTIER_SMOKE = dict(FRONTIER, train_examples=64, steps=2, batch_size=8, eval_every=1, betas=(PAPER_BETA,),
                       seeds=(42,), dev_examples=16, extra_train=["--max-length", "32"],
-                      extra_eval=["--population", "4", "--generations", "2"], attack_examples={"pwws": 4, "genetic": 3})
-FRONTIER_EVALS = {"pwws": ["--attack", "pwws"],  # evaluate.py's default PWWS
+                      extra_eval=["--population", "4", "--generations", "2"], attack_examples={"pwws": 4, "pwws_counterfitted": 4, "genetic": 3})
+# name (its folder eval/<name>): evaluate.py's flags. ASCC trains against the counter-fitted
+# neighbours; WordNet's synonyms are other words, a threat the adversary never showed the model.
+FRONTIER_EVALS = {"pwws": ["--attack", "pwws"],  # evaluate.py's default PWWS (WordNet)
+                  "pwws_counterfitted": ["--attack", "pwws", "--synonyms", "counterfitted"],  # the paper's PWWS
                   "genetic": ["--attack", "genetic", "--synonyms", "counterfitted"]}
+FRONTIER_COLUMNS = {"pwws": "pwws/wordnet", "pwws_counterfitted": "pwws/counterfitted", "genetic": "genetic/counterfitted"}
 
 
 def frontier_runs(settings: dict) -> list[dict]:
@@ -238,7 +242,9 @@ def frontier(args) -> None:
                  "--seed", str(r["seed"]), "--save-every", str(s["save_every"]), "--out", str(run),
                  *s["extra_train"], *data], run)
         teacher_cka(run, s["dev_examples"], args.data_dir)
-        attack(run, "pwws")
+        for name in FRONTIER_EVALS:
+            if name != "genetic":
+                attack(run, name)
     for r in frontier_runs(settings):
         attack(root / r["name"], "genetic")
 
@@ -320,7 +326,7 @@ def write_frontier(root: Path, folder: Path, settings: dict) -> list[dict]:
               "cka": r.get("teacher_cka"), "minutes": r.get("train_minutes"), "ex_s": r.get("train_examples_per_s")}
              for r in rows]
     columns = {"run": "run", "beta": "beta", "seed": "seed", "dev": "dev acc", "clean": "clean acc",
-               "pwws": "pwws", "genetic": "genetic/counterfitted", "cka": "CKA with teacher",
+               **FRONTIER_COLUMNS, "cka": "CKA with teacher",
                "minutes": "train min", "ex_s": "train ex/s"}
     printed = format_table(table, columns)
     gaps = frontier_gaps(rows)
@@ -328,8 +334,7 @@ def write_frontier(root: Path, folder: Path, settings: dict) -> list[dict]:
         printed += "\n\nrift minus adv, same beta and seed (± the standard error of the difference)\n" + format_table(
             [{"beta": g["beta"], "seed": g["seed"],
               **{key: f"{g[key]:+.3f} ± {g[f'{key}_se']:.3f}" if key in g else None for key in ("clean", *FRONTIER_EVALS)}}
-             for g in gaps], {"beta": "beta", "seed": "seed", "clean": "clean acc", "pwws": "pwws",
-                              "genetic": "genetic/counterfitted"})
+             for g in gaps], {"beta": "beta", "seed": "seed", "clean": "clean acc", **FRONTIER_COLUMNS})
     s = settings
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{s['task']}-frontier"
@@ -343,8 +348,10 @@ def write_frontier(root: Path, folder: Path, settings: dict) -> list[dict]:
         f"{s['batch_size']}, lr {s['lr']}, dev accuracy every {s['eval_every']} steps, the best on GLUE dev kept; "
         f"adv and rift against ASCC (10 Adam steps, counter-fitted neighbours), rift with alpha {s['alpha']}; "
         f"beta {PAPER_BETA:g} is the paper's (IMDB). Every model is attacked on the same test sentences, drawn "
-        f"with seed 42 among those of at least 4 words, no cap on the words changed: `pwws` (evaluate.py's default "
-        f"PWWS) on {s['attack_examples']['pwws']}, where the clean accuracy is measured too, and `genetic` (the "
+        f"with seed 42 among those of at least 4 words, no cap on the words changed: `pwws/wordnet` (evaluate.py's "
+        f"default PWWS) on {s['attack_examples']['pwws']}, where the clean accuracy is measured too, "
+        f"`pwws/counterfitted` (the same search with the table ASCC trains on) on "
+        f"{s['attack_examples']['pwws_counterfitted']}, and `genetic` (the "
         f"genetic attack with the counter-fitted table, no LM; evaluate.py's defaults"
         f"{', and ' + ' '.join(s['extra_eval']) if s['extra_eval'] else ': population 60, 40 iterations'}) on "
         f"{s['attack_examples']['genetic']}, drawn the same way. "
@@ -386,7 +393,8 @@ def plot_frontier(rows: list[dict], path: Path) -> None:
                     if r["beta"] is not None and style == "-o":
                         ax.annotate(f"{r['beta']:g}", (r["clean_accuracy"], r[f"{attack}_accuracy"]),
                                     textcoords="offset points", xytext=(4, 4), fontsize=7, color=colour)
-        ax.set(xlabel="clean accuracy", ylabel=f"accuracy under {attack}", title=f"{attack} (labels: beta)")
+        ax.set(xlabel="clean accuracy", ylabel=f"accuracy under {FRONTIER_COLUMNS[attack]}",
+               title=f"{FRONTIER_COLUMNS[attack]} (labels: beta)")
         ax.legend(fontsize=8)
     cka = axes[-1]
     for method, colour in colours.items():

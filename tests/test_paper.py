@@ -130,13 +130,13 @@ def test_frontier_trains_attacks_and_measures_every_run_and_writes_the_table(fro
         assert json.loads((run / "eval" / "pwws" / "results.json").read_text())["settings"]["attack"] == "pwws"
         assert row["examples"] == row["pwws_examples"] == 4 and row["genetic_examples"] == 3
         assert 0 <= row["teacher_cka"] <= 1 + 1e-9
-        for key, n in (("clean", 4), ("pwws", 4), ("genetic", 3)):  # clean accuracy: that of the larger sample
+        for key, n in (("clean", 4), ("pwws", 4), ("pwws_counterfitted", 4), ("genetic", 3)):  # clean accuracy: that of the larger sample
             p = row[f"{key}_accuracy"]
             assert row[f"{key}_se"] == pytest.approx(math.sqrt(p * (1 - p) / n))
     markdown = (workspace / "results" / "sst2-frontier.md").read_text()
     assert "3 of 3 runs finished" in markdown and "rift-beta10" in markdown and "±" in markdown
     [gap] = report["rift_minus_adv"]
-    assert gap["beta"] == 10.0 and set(gap) >= {"clean", "pwws", "genetic"} and "rift minus adv" in markdown
+    assert gap["beta"] == 10.0 and set(gap) >= {"clean", "pwws", "pwws_counterfitted", "genetic"} and "rift minus adv" in markdown
     assert "CKA with teacher" in frontier_done.stdout
     if importlib.util.find_spec("matplotlib"):
         assert (workspace / "results" / "sst2-frontier.png").stat().st_size > 0
@@ -149,7 +149,7 @@ def test_frontier_skips_what_has_finished_and_redoes_only_what_is_missing(fronti
     stamps = {p: p.stat().st_mtime_ns for p in root.rglob("*.json")}
     again = frontier(workspace, shared_data)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "+ python" not in again.stdout and again.stdout.count("done already") == 3 * 4
+    assert "+ python" not in again.stdout and again.stdout.count("done already") == 3 * 5
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*.json")} == stamps
     shutil.rmtree(root / "rift-beta10" / "eval" / "genetic")
     (root / "adv-beta10" / "cka.json").unlink()
