@@ -251,6 +251,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", nargs="?", default="cost", choices=["cost", "results", "frontier", "parity", "plot"])
     p.add_argument("run", nargs="?", help="plot: the run folder")
+    p.add_argument("--table-only", action="store_true",
+                   help="results, frontier: write the tables and figure from the runs that have finished; run nothing")
     p.add_argument("--smoke", action="store_true",
                    help="cost, frontier: a tiny random model, a few batches and examples (seconds, a minute)")
     p.add_argument("--model", default=DEFAULT_MODEL,

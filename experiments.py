@@ -74,6 +74,9 @@ def run_cli(command: list[str], folder: Path) -> None:
 def results(args) -> None:
     r = RESULTS
     root = Path(args.runs or "runs/results")
+    if args.table_only:
+        write_results(root, Path(args.results_dir))
+        return
     data = ["--data-dir", args.data_dir] if args.data_dir else []
     for method in METHODS:
         run = root / f"{r['task']}-{method}"
@@ -219,6 +222,9 @@ def frontier(args) -> None:
     short still leaves a whole PWWS frontier."""
     settings = FRONTIER_SMOKE if args.smoke else FRONTIER
     root = Path(args.runs or "runs/frontier")
+    if args.table_only:
+        write_frontier(root, Path(args.results_dir), settings)
+        return
     model = args.model
     if args.smoke:
         model = str(root / "tiny-model")
@@ -374,7 +380,9 @@ def plot_frontier(rows: list[dict], path: Path) -> None:
     except UsageError as err:
         print(f"no figure: {err}")
         return
-    figure, axes = plt.subplots(1, len(FRONTIER_EVALS) + 1, figsize=(5 * (len(FRONTIER_EVALS) + 1), 4.2))
+    panels = len(FRONTIER_EVALS) + 1
+    figure, axes = plt.subplots(math.ceil(panels / 2), 2, figsize=(10, 4.2 * math.ceil(panels / 2)), squeeze=False)
+    axes = axes.ravel()
     colours = {"standard": "black", "adv": "tab:blue", "rift": "tab:red"}
     first_seed = rows[0]["seed"]
     for ax, attack in zip(axes, FRONTIER_EVALS):
@@ -395,8 +403,11 @@ def plot_frontier(rows: list[dict], path: Path) -> None:
                                     textcoords="offset points", xytext=(4, 4), fontsize=7, color=colour)
         ax.set(xlabel="clean accuracy", ylabel=f"accuracy under {FRONTIER_COLUMNS[attack]}",
                title=f"{FRONTIER_COLUMNS[attack]} (labels: beta)")
-        ax.legend(fontsize=8)
-    cka = axes[-1]
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    cka = axes[len(FRONTIER_EVALS)]
+    for unused in axes[panels:]:
+        unused.remove()
     for method, colour in colours.items():
         done = sorted([r for r in rows if r["method"] == method and "teacher_cka" in r and r["seed"] == first_seed],
                       key=lambda r: r["beta"] or 0)

@@ -164,6 +164,14 @@ def test_frontier_skips_what_has_finished_and_redoes_only_what_is_missing(fronti
     assert (root / "rift-beta10" / "summary.json").stat().st_mtime_ns == stamps[root / "rift-beta10" / "summary.json"]
 
 
+def test_frontier_table_only_writes_the_table_and_runs_nothing(frontier_done, workspace, shared_data, tmp_path):
+    result = run_cli("frontier", "--smoke", "--table-only", "--runs", workspace / "frontier", "--results-dir", tmp_path,
+                     "--data-dir", shared_data, script="bench.py", cache=workspace / "cache")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "+ python" not in result.stdout and "done already" not in result.stdout
+    assert "3 of 3 runs finished" in (tmp_path / "sst2-frontier.md").read_text()
+
+
 def test_frontier_table_shows_unfinished_runs_as_missing(frontier_done, workspace, tmp_path):
     import experiments
     shutil.copytree(workspace / "frontier" / "standard", tmp_path / "runs" / "standard")
