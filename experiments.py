@@ -217,9 +217,9 @@ def frontier_runs(settings: dict) -> list[dict]:
 
 
 def frontier(args) -> None:
-    """Two passes, each skipping what has finished: every run is trained, attacked with PWWS and
-    measured against the teacher first; the slow genetic attack comes after, so a session cut
-    short still leaves a whole PWWS frontier."""
+    """Two passes, each skipping what has finished: every run is trained, measured against the
+    teacher and attacked with both PWWS first; the slow genetic attack comes after, so a session
+    cut short still leaves a whole PWWS frontier."""
     settings = FRONTIER_SMOKE if args.smoke else FRONTIER
     root = Path(args.runs or "runs/frontier")
     if args.table_only:
