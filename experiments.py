@@ -15,6 +15,7 @@ import json
 import math
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 from datetime import date
@@ -303,17 +304,26 @@ def frontier_rows(root: Path, settings: dict) -> list[dict]:
     return rows
 
 
-def frontier_gaps(rows: list[dict]) -> list[dict]:
-    """rift minus adv at each beta and seed where both have finished, for clean accuracy and each
-    attack, with the standard error of a difference of two independent estimates."""
+def example_outcomes(folder: Path) -> dict[int, tuple[int, int]]:
+    """Test index -> (right before the attack, right after it), from an evaluation's adversarial.jsonl."""
+    lines = map(json.loads, read_text(folder / "adversarial.jsonl").splitlines())
+    return {line["index"]: (int(line["status"] != "skipped"), int(line["status"] == "failed")) for line in lines}
+
+
+def frontier_gaps(root: Path, rows: list[dict]) -> list[dict]:
+    """rift minus adv at each beta and seed where both have finished, for clean accuracy (on the
+    PWWS sentences) and under each attack. Both models met the same sentences, so the difference is
+    paired: the mean of the per-sentence differences, with their standard error sd / sqrt(n)."""
     gaps = []
     for adv in (r for r in rows if r["method"] == "adv"):
         rift = next((r for r in rows if r["method"] == "rift" and (r["beta"], r["seed"]) == (adv["beta"], adv["seed"])), {})
         gap = {"beta": adv["beta"], "seed": adv["seed"]}
-        for key in ("clean", *FRONTIER_EVALS):
+        for key, (folder, after) in {"clean": ("pwws", 0), **{name: (name, 1) for name in FRONTIER_EVALS}}.items():
             if f"{key}_accuracy" in adv and f"{key}_accuracy" in rift:
-                gap[key] = rift[f"{key}_accuracy"] - adv[f"{key}_accuracy"]
-                gap[f"{key}_se"] = math.hypot(rift[f"{key}_se"], adv[f"{key}_se"])
+                ours, theirs = (example_outcomes(root / r["name"] / "eval" / folder) for r in (rift, adv))
+                differences = [ours[i][after] - theirs[i][after] for i in ours]
+                gap[key] = statistics.fmean(differences)
+                gap[f"{key}_se"] = statistics.stdev(differences) / math.sqrt(len(differences))
         if len(gap) > 2:
             gaps.append(gap)
     return gaps
@@ -335,9 +345,9 @@ def write_frontier(root: Path, folder: Path, settings: dict) -> list[dict]:
                **FRONTIER_COLUMNS, "cka": "CKA with teacher",
                "minutes": "train min", "ex_s": "train ex/s"}
     printed = format_table(table, columns)
-    gaps = frontier_gaps(rows)
+    gaps = frontier_gaps(root, rows)
     if gaps:
-        printed += "\n\nrift minus adv, same beta and seed (± the standard error of the difference)\n" + format_table(
+        printed += "\n\nrift minus adv, same beta and seed, paired on the same sentences (± standard error)\n" + format_table(
             [{"beta": g["beta"], "seed": g["seed"],
               **{key: f"{g[key]:+.3f} ± {g[f'{key}_se']:.3f}" if key in g else None for key in ("clean", *FRONTIER_EVALS)}}
              for g in gaps], {"beta": "beta", "seed": "seed", "clean": "clean acc", **FRONTIER_COLUMNS})

@@ -181,13 +181,20 @@ def test_frontier_table_shows_unfinished_runs_as_missing(frontier_done, workspac
     assert f"1 of {len(rows)} runs finished" in (tmp_path / "results" / "sst2-frontier.md").read_text()
 
 
-def test_frontier_gaps_are_rift_minus_adv_with_the_standard_error_of_a_difference():
+def test_frontier_gaps_are_paired_differences_of_rift_and_adv_on_the_same_sentences(tmp_path):
     import experiments
-    rows = [dict(method="adv", beta=1.0, seed=42, clean_accuracy=0.80, clean_se=0.020, pwws_accuracy=0.30, pwws_se=0.020),
-            dict(method="rift", beta=1.0, seed=42, clean_accuracy=0.82, clean_se=0.015, pwws_accuracy=0.33, pwws_se=0.021),
-            dict(method="rift", beta=1.0, seed=43, clean_accuracy=0.50, clean_se=0.02),  # no adv of its seed
-            dict(method="adv", beta=3.0, seed=42, clean_accuracy=0.70, clean_se=0.02)]  # no rift at its beta
-    [gap] = experiments.frontier_gaps(rows)
+    statuses = {"adv-beta1": ["failed", "successful", "skipped", "failed", "successful"],  # right after: 1 0 0 1 0
+                "rift-beta1": ["failed", "failed", "successful", "failed", "failed"]}   # right after: 1 1 0 1 1
+    for name, column in statuses.items():
+        (tmp_path / name / "eval" / "pwws").mkdir(parents=True)
+        (tmp_path / name / "eval" / "pwws" / "adversarial.jsonl").write_text(
+            "".join(json.dumps({"index": 10 + i, "status": status}) + "\n" for i, status in enumerate(column)))
+    rows = [dict(name="adv-beta1", method="adv", beta=1.0, seed=42, clean_accuracy=0.8, pwws_accuracy=0.4),
+            dict(name="rift-beta1", method="rift", beta=1.0, seed=42, clean_accuracy=1.0, pwws_accuracy=0.8),
+            dict(name="rift-beta1-seed43", method="rift", beta=1.0, seed=43, clean_accuracy=0.5),  # no adv of its seed
+            dict(name="adv-beta3", method="adv", beta=3.0, seed=42, clean_accuracy=0.7)]  # no rift at its beta
+    [gap] = experiments.frontier_gaps(tmp_path, rows)
     assert (gap["beta"], gap["seed"]) == (1.0, 42) and "genetic" not in gap
-    assert gap["clean"] == pytest.approx(0.02) and gap["clean_se"] == pytest.approx(0.025)  # sqrt(.02^2 + .015^2)
-    assert gap["pwws"] == pytest.approx(0.03) and gap["pwws_se"] == pytest.approx(0.029)  # sqrt(.02^2 + .021^2)
+    # clean: differences 0 0 1 0 0, mean 0.2, sd sqrt(0.8 / 4); under attack: 0 1 0 0 1, mean 0.4, sd sqrt(1.2 / 4)
+    assert gap["clean"] == pytest.approx(0.2) and gap["clean_se"] == pytest.approx(math.sqrt(0.2 / 5))
+    assert gap["pwws"] == pytest.approx(0.4) and gap["pwws_se"] == pytest.approx(math.sqrt(0.3 / 5))
