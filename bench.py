@@ -23,6 +23,7 @@ Cost is measured as ratios inside one process on the same batches, so the machin
             % words, queries, s/example, and the share of examples with the same outcome. Goal:
             success rates within 2 points, >= 90% same outcome, rift's s/example <= 1/3 of TextAttack's.
 """
+
 import argparse
 import json
 import resource
