@@ -289,8 +289,9 @@ def frontier_rows(root: Path, settings: dict) -> list[dict]:
                     "train_examples_per_s": summary["train_examples_per_s"]}
         for name in FRONTIER_EVALS:  # each attack has its own sample: clean accuracy from the largest
             results = run / "eval" / name / "results.json"
-            if results.is_file() and json.loads(results.read_text()).get("complete"):
-                metrics = json.loads(results.read_text())["metrics"]
+            report = json.loads(read_text(results)) if results.is_file() else {}
+            if report.get("complete"):
+                metrics = report["metrics"]
                 n = metrics[1]["examples"]
                 row |= {f"{name}_examples": n, f"{name}_accuracy": metrics[1]["accuracy_under_attack"],
                         f"{name}_success_rate": metrics[1]["attack_success_rate"],
