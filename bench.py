@@ -1,5 +1,5 @@
-"""What rift costs, measured on this machine; and the command line of experiments.py's result
-tables (what rift achieves).
+"""What rift costs, measured on this machine; and the command line of the result tables of
+experiments.py and parity.py (what rift achieves).
 
     python bench.py                 # cost: training-step ratios and attack time shares -> bench.json
     python bench.py --smoke         # the same on a tiny random model in seconds (CI keeps it working)
@@ -18,7 +18,7 @@ Cost is measured as ratios inside one process on the same batches, so the machin
             turns: examples/s, queries/s, the share of wall time inside the model's forward passes
             (goal >= 85%: batching and caching work), outcomes that differ from fp32 one at a time;
             and PWWS's ranking queries on 50 IMDB reviews with and without the truncation window.
-  parity    (experiments.py) TextAttack 0.3.11's PWWS (../shared/peers/textattack) and rift's on
+  parity    (parity.py) TextAttack 0.3.11's PWWS (../shared/peers/textattack) and rift's on
             the same models and sentences, one after the other: success, accuracy under attack,
             % words, queries, s/example, and the share of examples with the same outcome. Goal:
             success rates within 2 points, >= 90% same outcome, rift's s/example <= 1/3 of TextAttack's.
@@ -39,7 +39,8 @@ import attacks
 import synonyms
 from cli import at_least, environment, format_table, newest_run, pick_device, run_command
 from data import TASKS, UsageError, load_split, tokenize
-from experiments import frontier, parity, plot_run, results, tiny_model
+from experiments import frontier, plot_run, results, tiny_model
+from parity import parity
 from rift import (ADVERSARIES, DEFAULT_MODEL, METHODS, Critics, ascc_weights, batch_candidates, classify,
                   kl_objective, load_classifier, make_teacher, neighbour_table, pgd_perturbation, predict_proba,
                   teacher_features, training_loss)

@@ -1,10 +1,10 @@
 """What rift achieves, measured by running it: each table is a list of train.py and evaluate.py
 runs (subprocesses, so each is exactly what a user would run), their numbers gathered into
-results/*.md, .json and .png. bench.py is the command line:
+results/*.md, .json and .png (parity.py holds the one beside TextAttack). bench.py is the
+command line:
 
     python bench.py results     # standard / adv / rift (PGD) on SST-2, attacked      -> results/sst2-minilm.*
     python bench.py frontier    # adv and rift (ASCC) at several beta, attacked, CKA  -> results/sst2-frontier.*
-    python bench.py parity --checkpoints RUN RUN   # rift's PWWS beside TextAttack's  -> results/parity-sst2.*
     python bench.py plot RUN    # a train.py run's loss terms, MI bound, dev accuracy -> RUN/training.png
 
 Every runner resumes: a run, evaluation or CKA that has finished is not repeated, and one cut short
@@ -13,7 +13,6 @@ goes on from its last save, so a table can be filled over several sessions.
 
 import json
 import math
-import random
 import shutil
 import statistics
 import subprocess
@@ -24,9 +23,7 @@ from pathlib import Path
 import numpy as np
 import transformers
 
-import attacks
-import synonyms
-from cli import environment, format_table, pick_device, pyplot
+from cli import format_table, pyplot
 from data import TASKS, UsageError, load_split, read_text
 from rift import DEFAULT_MODEL, METHODS, load_classifier, make_teacher, model_path, teacher_similarity
 
@@ -458,87 +455,3 @@ def plot_run(run: Path) -> None:
     figure.tight_layout()
     figure.savefig(run / "training.png", dpi=120)
     print(f"-> {run / 'training.png'}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Parity with TextAttack's PWWS
-
-PARITY_SYNONYMS = ("wordnet", "counterfitted")
-
-
-def parity(args) -> None:
-    """TextAttack 0.3.11's PWWS (the peer harness, a check run beside rift, never a dependency) and
-    rift's default PWWS on the same models and sentences, one after the other in this process, so
-    that the speed ratio holds on one machine at one time. Finished runs are not repeated."""
-    peer = Path(args.peer) / "run.sh"
-    if not peer.is_file():
-        raise UsageError(f"no TextAttack harness at {peer}: pass --peer (the folder of run.sh; run its setup.sh once)")
-    if not args.checkpoints:
-        raise UsageError("parity needs --checkpoints: two or more train.py runs on SST-2")
-    for run in map(Path, args.checkpoints):
-        if not (run / "config.json").is_file() or not (run / "best").is_dir():
-            raise UsageError(f"{run} is not a train.py run folder (config.json and best/)")
-    root = Path(args.runs or "runs/parity")
-    root.mkdir(parents=True, exist_ok=True)
-    sentences = root / "sentences.tsv"  # drawn as evaluate.py draws: seed 42, at least 4 words
-    test = load_split(TASKS["sst2"], "test", args.data_dir)
-    eligible = [i for i, ex in enumerate(test) if attacks.word_count(ex.words) >= 4]
-    drawn = [test[i] for i in random.Random(42).sample(eligible, args.parity_examples)]
-    sentences.write_text("sentence\tlabel\n" + "".join(f"{ex.text}\t{ex.label}\n" for ex in drawn))
-    neighbours = synonyms.counterfitted_synonyms(None, args.data_dir)[1]["path"]
-    data = ["--data-dir", args.data_dir] if args.data_dir else []
-    rows = []
-    for checkpoint in args.checkpoints:
-        run = Path(checkpoint)
-        config = json.loads(read_text(run / "config.json"))
-        max_length = config["resolved"]["max_length"]
-        for source in PARITY_SYNONYMS:
-            folder = root / f"{run.name}-{source}"
-            if not (folder / "textattack" / "results.json").is_file():
-                command = ["bash", str(peer), "--model", str(run / "best"), "--file", str(sentences), "--n",
-                           str(len(drawn)), "--max-length", str(max_length), "--synonyms", source,
-                           "--out", str(folder / "textattack")]
-                command += ["--neighbours-json", neighbours] if source == "counterfitted" else []
-                print("+ " + " ".join(command), flush=True)
-                if subprocess.run(command).returncode != 0:
-                    raise UsageError(f"the TextAttack harness failed on {run} ({source}); its error is above")
-            run_cli(["evaluate.py", "--checkpoint", str(run), "--file", str(sentences), "--num-examples",
-                     str(len(drawn)), "--min-words", "0", "--attack", "pwws", "--synonyms", source,
-                     "--out", str(folder / "rift"), *data], folder / "rift")
-            rows += parity_rows(run.name, source, folder)
-    report = {"sentences": str(sentences), "examples": len(drawn), "rows": rows, "environment": environment(pick_device("cpu"))}
-    Path(args.results_dir, "parity-sst2.json").write_text(json.dumps(report, indent=2))
-    table = format_table(rows, PARITY_COLUMNS)
-    Path(args.results_dir, "parity-sst2.md").write_text(f"```\n{table}\n```\n")
-    print(table)
-
-
-def parity_rows(model: str, source: str, folder: Path) -> list[dict]:
-    """Both tools' rows for one model and synonym source, and how often their outcomes agree."""
-    peer = json.loads(read_text(folder / "textattack" / "results.json"))
-    ours = json.loads(read_text(folder / "rift" / "results.json"))
-    pwws = next(row for row in ours["metrics"] if row["attack"] == "pwws")
-    theirs = {line["row"]: line["result"]
-              for line in map(json.loads, read_text(folder / "textattack" / "adversarial.jsonl").splitlines())}
-    mine = {line["index"]: line["status"]
-            for line in map(json.loads, read_text(folder / "rift" / "adversarial.jsonl").splitlines())}
-    agree = sum(theirs[n] == mine[n] for n in mine) / len(mine)
-    common = {"model": model, "synonyms": source}
-    return [common | {"tool": "TextAttack 0.3.11", "clean_accuracy": peer["clean_accuracy"],
-                      "accuracy_under_attack": peer["accuracy_under_attack"],
-                      "attack_success_rate": peer["attack_success_rate"],
-                      "words_perturbed_pct": peer["words_perturbed_pct"], "avg_queries": peer["avg_queries"],
-                      "model_texts": peer["real_model_texts_per_attacked_example"],
-                      "seconds_per_example": peer["seconds_per_example"]},
-            common | {"tool": "rift", "clean_accuracy": pwws["clean_accuracy"],
-                      "accuracy_under_attack": pwws["accuracy_under_attack"],
-                      "attack_success_rate": pwws["attack_success_rate"],
-                      "words_perturbed_pct": pwws["words_perturbed_pct"], "avg_queries": pwws["avg_queries"],
-                      "model_texts": pwws["avg_queries"], "seconds_per_example": pwws["seconds_per_example"],
-                      "same_outcome": agree, "speedup": peer["seconds_per_example"] / pwws["seconds_per_example"]}]
-
-
-PARITY_COLUMNS = {"model": "model", "synonyms": "synonyms", "tool": "tool", "clean_accuracy": "clean acc",
-                  "accuracy_under_attack": "acc under attack", "attack_success_rate": "success rate",
-                  "words_perturbed_pct": "% words", "avg_queries": "queries", "model_texts": "texts scored",
-                  "seconds_per_example": "s/example", "same_outcome": "same outcome", "speedup": "x faster"}

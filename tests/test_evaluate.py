@@ -527,7 +527,7 @@ def test_an_existing_out_points_to_resume(tiny_run, shared_data, tmp_path, cache
 
 
 def test_parity_rows_join_both_tools_example_by_example(tmp_path):
-    import experiments
+    import parity
     folder = tmp_path / "m-wordnet"
     (folder / "textattack").mkdir(parents=True)
     (folder / "rift").mkdir()
@@ -545,7 +545,7 @@ def test_parity_rows_join_both_tools_example_by_example(tmp_path):
         {"attack": "none"}, {"attack": "pwws", "clean_accuracy": 0.75, "accuracy_under_attack": 0.0,
                              "attack_success_rate": 1.0, "words_perturbed_pct": 12.0, "avg_queries": 41.0,
                              "seconds_per_example": 1.0}]}))
-    peer, ours = experiments.parity_rows("m", "wordnet", folder)
+    peer, ours = parity.parity_rows("m", "wordnet", folder)
     assert peer["tool"].startswith("TextAttack") and peer["model_texts"] == 40.0 and "same_outcome" not in peer
     assert ours["same_outcome"] == pytest.approx(3 / 4) and ours["speedup"] == pytest.approx(3.0)
     assert ours["attack_success_rate"] == 1.0 and ours["model_texts"] == 41.0

@@ -122,11 +122,11 @@ def test_custom_task_from_generated_tsv_trains_and_labels_the_checkpoint(tiny_mo
 KILL_HOOK = dedent("""
     import os, pathlib, signal, sys
     sys.path.insert(0, os.getcwd())  # run_cli starts scripts in the repository root
-    import train
+    import checkpoints, train
     from cli import run_command
 
     function, match, nth, signame, *rank = sys.argv.pop(1).split(":")
-    owner = pathlib.Path if function == "rename" else train
+    owner = {"rename": pathlib.Path, "save_file": checkpoints}.get(function, train)
     real, calls = getattr(owner, function), []
 
     def hooked(*args, **kwargs):
