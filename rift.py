@@ -64,8 +64,11 @@ def load_classifier(name: str, num_labels: int | None = None):
         raise UsageError(f"model folder {path} does not exist")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
+        # transformers 5 loads weights in the dtype they were saved in. A bf16 checkpoint would
+        # then train in bf16, where AdamW's small updates round away, and the attacks' fp32
+        # re-check would not be fp32: weights are always fp32 here, bf16 comes only from autocast.
         model = AutoModelForSequenceClassification.from_pretrained(
-            path, **({"num_labels": num_labels} if num_labels else {}))
+            path, dtype=torch.float32, **({"num_labels": num_labels} if num_labels else {}))
     except Exception as err:  # a missing or corrupt checkpoint raises one of many types
         reason = (str(err).strip() or type(err).__name__).splitlines()[0]
         raise UsageError(f"could not load a model from {name}: {reason}") from None

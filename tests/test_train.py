@@ -91,6 +91,15 @@ def test_best_checkpoint_reloads_with_plain_transformers_and_gives_identical_log
     assert plain.config.id2label == {0: "0", 1: "1"} and plain.config.num_labels == 2
 
 
+def test_a_checkpoint_saved_in_bf16_loads_with_fp32_weights(tiny_model, tmp_path):
+    """bf16 comes from autocast only: AdamW on bf16 weights would round small updates away."""
+    from transformers import AutoTokenizer, BertModel
+    BertModel.from_pretrained(tiny_model).to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(tmp_path / "bf16")
+    model, _ = rift.load_classifier(str(tmp_path / "bf16"), num_labels=2)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
 def test_same_seed_twice_gives_identical_losses_and_weights(sst2_runs, tiny_model, shared_data, tmp_path):
     again = train_ok(*tiny_args(tiny_model, shared_data, tmp_path / "again", "rift"), cache=tmp_path / "cache")
     first = sst2_runs["rift"]
