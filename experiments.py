@@ -413,6 +413,8 @@ def plot_frontier(rows: list[dict], path: Path) -> None:
                title=f"{FRONTIER_COLUMNS[attack]} (labels: beta)")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no model attacked yet", ha="center", va="center", transform=ax.transAxes)
     cka = axes[len(FRONTIER_EVALS)]
     for unused in axes[panels:]:
         unused.remove()
