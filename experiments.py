@@ -1,7 +1,7 @@
 """What rift achieves, measured by running it: each table is a list of train.py and evaluate.py
 runs (subprocesses, so each is exactly what a user would run), their numbers gathered into
-results/*.md, .json and .png (parity.py holds the one beside TextAttack). bench.py is the
-command line:
+results/*.md, .json and .png (the parity table, rift beside TextAttack, is parity.py's).
+bench.py is the command line:
 
     python bench.py results     # standard / adv / rift (PGD) on SST-2, attacked      -> results/sst2-minilm.*
     python bench.py frontier    # adv and rift (ASCC) at several beta, attacked, CKA  -> results/sst2-frontier.*
