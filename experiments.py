@@ -327,6 +327,24 @@ def frontier_gaps(root: Path, rows: list[dict]) -> list[dict]:
     return gaps
 
 
+def search_overlap(root: Path, rows: list[dict]) -> list[dict]:
+    """Genetic against PWWS/counter-fitted on the sentences both attacked. Their samples differ in
+    size (and so in difficulty), so the table's columns compare sentences as much as searches;
+    here the two searches meet the same sentences and the same neighbours."""
+    overlaps = []
+    for row in rows:
+        if "genetic_accuracy" in row and "pwws_counterfitted_accuracy" in row:
+            genetic, pwws = (example_outcomes(root / row["name"] / "eval" / name) for name in ("genetic", "pwws_counterfitted"))
+            common = sorted(genetic.keys() & pwws.keys())
+            if common:
+                overlaps.append({"run": row["name"], "sentences": len(common),
+                                 "pwws_counterfitted": statistics.fmean(pwws[i][1] for i in common),
+                                 "genetic": statistics.fmean(genetic[i][1] for i in common),
+                                 "only_pwws_flips": sum(genetic[i][1] > pwws[i][1] for i in common),
+                                 "only_genetic_flips": sum(pwws[i][1] > genetic[i][1] for i in common)})
+    return overlaps
+
+
 def write_frontier(root: Path, folder: Path, settings: dict) -> list[dict]:
     """results/sst2-frontier.{md,json,png} from what has finished under root."""
     rows = frontier_rows(root, settings)
@@ -349,12 +367,21 @@ def write_frontier(root: Path, folder: Path, settings: dict) -> list[dict]:
             [{"beta": g["beta"], "seed": g["seed"],
               **{key: f"{g[key]:+.3f} ± {g[f'{key}_se']:.3f}" if key in g else None for key in ("clean", *FRONTIER_EVALS)}}
              for g in gaps], {"beta": "beta", "seed": "seed", "clean": "clean acc", **FRONTIER_COLUMNS})
+    overlaps = search_overlap(root, rows)
+    if overlaps:
+        printed += ("\n\ngenetic against pwws/counterfitted on the sentences both attacked (accuracy under attack; "
+                    "sentences only one of them flips)\n" + format_table(
+                        [o | {key: f"{o[key]:.3f}" for key in ("pwws_counterfitted", "genetic")} for o in overlaps],
+                        {"run": "run", "sentences": "sentences", "pwws_counterfitted": "pwws/counterfitted",
+                         "genetic": "genetic/counterfitted", "only_pwws_flips": "only pwws flips",
+                         "only_genetic_flips": "only genetic flips"}))
     s = settings
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{s['task']}-frontier"
     finished = [r for r in rows if "teacher_cka" in r and all(f"{a}_accuracy" in r for a in FRONTIER_EVALS)]
     (folder / f"{name}.json").write_text(json.dumps({"settings": s, "paper_beta": PAPER_BETA, "evaluations": FRONTIER_EVALS,
-                                                     "runs": rows, "rift_minus_adv": gaps}, indent=2))
+                                                     "runs": rows, "rift_minus_adv": gaps,
+                                                     "genetic_against_pwws": overlaps}, indent=2))
     (folder / f"{name}.md").write_text(
         f"# SST-2, {DEFAULT_MODEL}: the robustness / accuracy frontier of adv and rift (ASCC)\n\n"
         f"Produced by `python bench.py frontier` ({date.today().isoformat()}; {len(finished)} of {len(rows)} runs "

@@ -137,6 +137,8 @@ def test_frontier_trains_attacks_and_measures_every_run_and_writes_the_table(fro
     assert "3 of 3 runs finished" in markdown and "rift-beta10" in markdown and "±" in markdown
     [gap] = report["rift_minus_adv"]
     assert gap["beta"] == 10.0 and set(gap) >= {"clean", "pwws", "pwws_counterfitted", "genetic"} and "rift minus adv" in markdown
+    assert [o["run"] for o in report["genetic_against_pwws"]] == [r["name"] for r in runs]
+    assert "genetic against pwws/counterfitted on the sentences both attacked" in markdown
     assert "CKA with teacher" in frontier_done.stdout
     if importlib.util.find_spec("matplotlib"):
         assert (workspace / "results" / "sst2-frontier.png").stat().st_size > 0
@@ -198,3 +200,19 @@ def test_frontier_gaps_are_paired_differences_of_rift_and_adv_on_the_same_senten
     # clean: differences 0 0 1 0 0, mean 0.2, sd sqrt(0.8 / 4); under attack: 0 1 0 0 1, mean 0.4, sd sqrt(1.2 / 4)
     assert gap["clean"] == pytest.approx(0.2) and gap["clean_se"] == pytest.approx(math.sqrt(0.2 / 5))
     assert gap["pwws"] == pytest.approx(0.4) and gap["pwws_se"] == pytest.approx(math.sqrt(0.3 / 5))
+
+
+def test_search_overlap_compares_the_two_searches_on_the_sentences_both_attacked(tmp_path):
+    import experiments
+    statuses = {"pwws_counterfitted": {3: "failed", 4: "successful", 5: "failed", 6: "skipped", 7: "failed"},
+                "genetic": {4: "failed", 5: "successful", 6: "skipped", 7: "failed", 8: "failed"}}  # 4..7 shared
+    for name, outcomes in statuses.items():
+        (tmp_path / "adv-beta1" / "eval" / name).mkdir(parents=True)
+        (tmp_path / "adv-beta1" / "eval" / name / "adversarial.jsonl").write_text(
+            "".join(json.dumps({"index": i, "status": status}) + "\n" for i, status in outcomes.items()))
+    rows = [dict(name="adv-beta1", pwws_counterfitted_accuracy=0.6, genetic_accuracy=0.6),
+            dict(name="rift-beta1", pwws_counterfitted_accuracy=0.5)]  # no genetic yet: no row
+    [overlap] = experiments.search_overlap(tmp_path, rows)
+    # on 4..7 PWWS holds 5 and 7, genetic holds 4 and 7: each flips one sentence the other does not
+    assert overlap == {"run": "adv-beta1", "sentences": 4, "pwws_counterfitted": 0.5, "genetic": 0.5,
+                       "only_pwws_flips": 1, "only_genetic_flips": 1}
