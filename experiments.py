@@ -408,8 +408,8 @@ def write_frontier(root: Path, folder: Path, settings: dict) -> list[dict]:
 
 
 def plot_frontier(rows: list[dict], path: Path) -> None:
-    """Clean accuracy against accuracy under each attack, one line per method through its betas
-    (hollow: the other seeds), and the features' CKA with the teacher against beta."""
+    """Clean accuracy against accuracy under each attack, one line per method through its betas,
+    and the features' CKA with the teacher against beta; hollow markers are the other seeds."""
     try:
         plt = pyplot()
     except UsageError as err:
@@ -452,6 +452,10 @@ def plot_frontier(rows: list[dict], path: Path) -> None:
             cka.axhline(done[0]["teacher_cka"], color=colour, linestyle="--", label=method)
         elif done:
             cka.plot([r["beta"] for r in done], [r["teacher_cka"] for r in done], "-o", color=colour, label=method)
+        others = [r for r in rows if r["method"] == method and "teacher_cka" in r and r["seed"] != first_seed]
+        if others:
+            cka.plot([r["beta"] for r in others], [r["teacher_cka"] for r in others], "o", color=colour, mfc="white",
+                     label=f"{method}, other seed")
     cka.set(xscale="log", xlabel="beta", ylabel="linear CKA of S with the teacher's T", title="what the features keep")
     cka.legend()
     figure.tight_layout()
