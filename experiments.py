@@ -328,8 +328,8 @@ def frontier_gaps(root: Path, rows: list[dict]) -> list[dict]:
 
 
 def search_overlap(root: Path, rows: list[dict]) -> list[dict]:
-    """Genetic against PWWS/counter-fitted on the sentences both attacked. Their samples differ in
-    size (and so in difficulty), so the table's columns compare sentences as much as searches;
+    """Genetic against PWWS/counter-fitted on the sentences both attacked. Their samples differ
+    (100 sentences against 500), so the table's columns compare sentences as much as searches;
     here the two searches meet the same sentences and the same neighbours."""
     overlaps = []
     for row in rows:
