@@ -335,7 +335,7 @@ def search_overlap(root: Path, rows: list[dict]) -> list[dict]:
     for row in rows:
         if "genetic_accuracy" in row and "pwws_counterfitted_accuracy" in row:
             genetic, pwws = (example_outcomes(root / row["name"] / "eval" / name) for name in ("genetic", "pwws_counterfitted"))
-            common = sorted(genetic.keys() & pwws.keys())
+            common = genetic.keys() & pwws.keys()
             if common:
                 overlaps.append({"run": row["name"], "sentences": len(common),
                                  "pwws_counterfitted": statistics.fmean(pwws[i][1] for i in common),

@@ -183,14 +183,18 @@ def test_frontier_table_shows_unfinished_runs_as_missing(frontier_done, workspac
     assert f"1 of {len(rows)} runs finished" in (tmp_path / "results" / "sst2-frontier.md").read_text()
 
 
+def write_outcomes(folder: Path, statuses: dict[int, str]) -> None:
+    """An evaluation's adversarial.jsonl with only what the frontier tables read: test index -> status."""
+    folder.mkdir(parents=True)
+    (folder / "adversarial.jsonl").write_text("".join(json.dumps({"index": i, "status": s}) + "\n" for i, s in statuses.items()))
+
+
 def test_frontier_gaps_are_paired_differences_of_rift_and_adv_on_the_same_sentences(tmp_path):
     import experiments
     statuses = {"adv-beta1": ["failed", "successful", "skipped", "failed", "successful"],  # right after: 1 0 0 1 0
                 "rift-beta1": ["failed", "failed", "successful", "failed", "failed"]}   # right after: 1 1 0 1 1
     for name, column in statuses.items():
-        (tmp_path / name / "eval" / "pwws").mkdir(parents=True)
-        (tmp_path / name / "eval" / "pwws" / "adversarial.jsonl").write_text(
-            "".join(json.dumps({"index": 10 + i, "status": status}) + "\n" for i, status in enumerate(column)))
+        write_outcomes(tmp_path / name / "eval" / "pwws", dict(enumerate(column, start=10)))
     rows = [dict(name="adv-beta1", method="adv", beta=1.0, seed=42, clean_accuracy=0.8, pwws_accuracy=0.4),
             dict(name="rift-beta1", method="rift", beta=1.0, seed=42, clean_accuracy=1.0, pwws_accuracy=0.8),
             dict(name="rift-beta1-seed43", method="rift", beta=1.0, seed=43, clean_accuracy=0.5),  # no adv of its seed
@@ -207,9 +211,7 @@ def test_search_overlap_compares_the_two_searches_on_the_sentences_both_attacked
     statuses = {"pwws_counterfitted": {3: "failed", 4: "successful", 5: "failed", 6: "skipped", 7: "failed"},
                 "genetic": {4: "failed", 5: "successful", 6: "skipped", 7: "failed", 8: "failed"}}  # 4..7 shared
     for name, outcomes in statuses.items():
-        (tmp_path / "adv-beta1" / "eval" / name).mkdir(parents=True)
-        (tmp_path / "adv-beta1" / "eval" / name / "adversarial.jsonl").write_text(
-            "".join(json.dumps({"index": i, "status": status}) + "\n" for i, status in outcomes.items()))
+        write_outcomes(tmp_path / "adv-beta1" / "eval" / name, outcomes)
     rows = [dict(name="adv-beta1", pwws_counterfitted_accuracy=0.6, genetic_accuracy=0.6),
             dict(name="rift-beta1", pwws_counterfitted_accuracy=0.5)]  # no genetic yet: no row
     [overlap] = experiments.search_overlap(tmp_path, rows)
