@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from data import Example, tokenize
-from rift import classify, misclassification_objective, pgd_perturbation, predict_proba
+from rift import (ASCC_ENTROPY, ascc_substitution, batch_candidates, classify, misclassification_objective,
+                  pgd_perturbation, predict_proba)
 
 # ---------------------------------------------------------------------------------------------
 # Where a text may change
@@ -501,3 +502,52 @@ def pgd_accuracy(model, tokenizer, examples: list[Example], max_length: int, eps
                 logits, _ = classify(model, embeds + delta, batch)
         robust += (logits.argmax(-1) == batch["labels"]).tolist()
     return robust
+
+
+def ascc_attack(model, tokenizer, examples: list[Example], neighbours, max_length: int, seed: int = 0, *,
+                steps: int = 10, lr: float = 1.0, entropy_weight: float = ASCC_ENTROPY, batch_size: int = 32,
+                amp: bool = False, done: set[int] = frozenset()) -> Iterator[tuple[int, AttackResult]]:
+    """ASCC, the paper's third attack (rift.ascc_substitution: 10 Adam steps on the cross-entropy of
+    the true label over the convex hull of each word's counter-fitted neighbours, then each word
+    becomes its highest-weight candidate), as AttackResults in example order. The discrete text is
+    written back as words and scored in fp32 as any other attack's: the verdict is the text's, not
+    the mixture's. Examples go in fixed chunks of batch_size, each chunk's random start drawn from
+    (seed, chunk), so a chunk gives the same texts however many chunks ran before; chunks whose
+    positions are all in `done` are skipped (a resumed evaluation). queries: the model's passes
+    for the example (the clean one, the attack's steps, the final text's)."""
+    device = next(model.parameters()).device
+    for start in range(0, len(examples), batch_size):
+        positions = range(start, min(start + batch_size, len(examples)))
+        if all(n in done for n in positions):
+            continue
+        began = time.perf_counter()
+        chunk = [examples[n] for n in positions]
+        batch = tokenize(tokenizer, chunk, max_length).to(device)
+        generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, start]).generate_state(1)[0]))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            ids = ascc_substitution(model, batch, batch_candidates(neighbours, batch), steps, lr, entropy_weight,
+                                    generator)
+        texts = [substituted_words(tokenizer, ex, batch, row, ids[row]) for row, ex in enumerate(chunk)]
+        before = predict_proba(model, tokenizer, chunk, max_length, batch_size)  # fp32
+        after = predict_proba(model, tokenizer, chunk, max_length, batch_size, words=texts)
+        seconds = (time.perf_counter() - began) / len(chunk)
+        for n, ex, text, p, q in zip(positions, chunk, texts, before, after):
+            right = int(p.argmax()) == ex.label
+            status = "skipped" if not right else "failed" if int(q.argmax()) == ex.label else "successful"
+            perturbed = text if right else ex.words
+            yield n, AttackResult(status, ex.label, ex.words, perturbed, changed_words(ex.words, perturbed),
+                                  word_count(ex.words), p.tolist(), (q if right else p).tolist(),
+                                  2 + steps if right else 1, seconds, ex.context)
+
+
+def substituted_words(tokenizer, example: Example, batch, row: int, ids: torch.Tensor) -> tuple[str, ...]:
+    """The example's words with each token that ASCC changed replaced, in the text, by its
+    substitute (a whole word: ASCC changes only single-token words into single-token neighbours),
+    found through the fast tokenizer's character offsets; the punctuation around it stays."""
+    text = " ".join(example.words)
+    changed = (ids != batch["input_ids"][row]).nonzero().flatten().tolist()
+    offsets = batch.encodings[row].offsets
+    for t in sorted(changed, key=lambda t: -offsets[t][0]):  # right to left: earlier offsets stay valid
+        start, end = offsets[t]
+        text = text[:start] + tokenizer.convert_ids_to_tokens(int(ids[t])) + text[end:]
+    return tuple(text.split(" "))

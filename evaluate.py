@@ -6,6 +6,7 @@
     python evaluate.py --checkpoint path/to/any/hf/classifier --task sst2 --attack textfooler
     python evaluate.py --attack pgd --eps 0.01 0.02 0.05 0.1   # a robustness curve in one run
     python evaluate.py --protocol paper                        # the paper's: PWWS and genetic, counter-fitted
+    python evaluate.py --attack ascc                           # the paper's third: ASCC, then the discrete text
 
 The word attacks follow TextAttack 0.3.11 by default (PWWS: no cap on the words changed, no query
 budget, NLTK's stopwords, every WordNet sense); README's parity table measures how closely. The
@@ -36,10 +37,10 @@ import synonyms
 from cli import (at_least, default_amp, environment, format_table, fraction, newest_run, pick_device, pyplot,
                  run_command)
 from data import TASKS, UsageError, custom_task, infer_labels, load_split, read_text
-from rift import load_classifier, predict_proba
+from rift import load_classifier, neighbour_table, predict_proba
 
 ATTACKS = {"synonym": ["pwws"], "pwws": ["pwws"], "textfooler": ["textfooler"], "genetic": ["genetic"],
-           "pgd": ["pgd"], "none": [], "all": ["pwws", "textfooler", "genetic", "pgd"], "paper": ["pwws", "genetic"]}
+           "ascc": ["ascc"], "pgd": ["pgd"], "none": [], "all": ["pwws", "textfooler", "genetic", "pgd"], "paper": ["pwws", "genetic"]}
 # The paper's evaluation (REFERENCE.md section 4): PWWS and the genetic attack (population 60, 40
 # iterations), both with the counter-fitted table, on 1,000 test examples. Only defaults: flags
 # given explicitly win. The genetic attack's language-model constraint is not applied (no LM offline).
@@ -52,8 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoint", help="a train.py run folder (or its best/) or a Hugging Face classifier folder "
                                         "(default: the newest run under runs/)")
     p.add_argument("--attack", default="synonym", choices=ATTACKS,
-                   help="synonym (= pwws), pwws, textfooler, genetic, pgd, none (clean accuracy only), all, "
-                        "or paper (pwws and genetic)")
+                   help="synonym (= pwws), pwws, textfooler, genetic, ascc (the paper's gradient attack over the "
+                        "counter-fitted neighbours, whatever --synonyms), pgd, none (clean accuracy only), all (the "
+                        "word searches and pgd), or paper (pwws and genetic)")
     p.add_argument("--protocol", choices=PROTOCOLS,
                    help="paper: the paper's evaluation, --attack paper --synonyms counterfitted --num-examples 1000 "
                         "--population 60 --generations 40 on the test split (flags given explicitly win)")
@@ -94,6 +96,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                        help="most texts scored per example (default: no limit, as TextAttack's PWWS)")
     words.add_argument("--population", type=at_least(2), default=60, help="genetic: population size (default: %(default)s)")
     words.add_argument("--generations", type=at_least(1), default=40, help="genetic: iterations (default: %(default)s)")
+    ascc = p.add_argument_group("ASCC (defaults: the release's test attack)")
+    ascc.add_argument("--ascc-steps", type=at_least(1), default=10, help="Adam steps on the weights (default: %(default)s)")
     pgd = p.add_argument_group("embedding-space PGD")
     pgd.add_argument("--eps", type=at_least(0.0, float), nargs="+", default=[0.02, 0.05, 0.1],
                      help="radii, per token (default: %(default)s)")
@@ -161,8 +165,8 @@ def resolve_task(args, run: dict | None):
 
 
 def load_synonyms(args):
-    """(synonyms, source) for --synonyms, or (None, None) when only PGD runs."""
-    if not [a for a in ATTACKS[args.attack] if a != "pgd"]:
+    """(synonyms, source) for --synonyms, or (None, None) when only PGD or ASCC run."""
+    if not [a for a in ATTACKS[args.attack] if a not in ("pgd", "ascc")]:
         return None, None
     if args.synonyms == "wordnet":
         if args.synonyms_path:
@@ -225,11 +229,18 @@ def main(args: argparse.Namespace) -> dict:
         out = Path(args.out)
     else:
         where = Path(model_dir).parent / "eval" if run else Path("runs") / "eval" / Path(model_dir).name
-        out = where / f"{args.attack}-{args.synonyms}-{datetime.now():%Y%m%d-%H%M%S}"
+        source_name = "counterfitted" if args.attack == "ascc" else args.synonyms
+        out = where / f"{args.attack}-{source_name}-{datetime.now():%Y%m%d-%H%M%S}"
     if not args.resume and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"results folder {out} already exists; pass a new --out, or --resume {out}")
     word_attacks = [a for a in ATTACKS[args.attack] if a != "pgd"]
     synonym_source, source = load_synonyms(args)
+    neighbours = None
+    if "ascc" in word_attacks:  # ASCC is defined on the counter-fitted table, whatever --synonyms says
+        table, table_source = synonyms.counterfitted_synonyms(args.synonyms_path if args.synonyms == "counterfitted"
+                                                              else None, args.data_dir)
+        neighbours = neighbour_table(tokenizer, table).to(device)
+        source = source or table_source
     results = {
         "settings": {k: v for k, v in vars(args).items() if k != "resume"},
         "resolved": {"model": model_dir, "task": task.name, "labels": task.labels, "max_length": max_length,
@@ -256,14 +267,22 @@ def main(args: argparse.Namespace) -> dict:
             finished = {line["index"] for line in lines if line["attack"] == search}
             todo = [(index, ex) for index, ex in zip(indices, examples) if index not in finished]
             started, model_seconds = time.perf_counter(), victim.model_seconds
-            bar = tqdm(total=len(examples), initial=len(examples) - len(todo), desc=f"{search} ({args.synonyms})",
+            source_name = "counterfitted" if search == "ascc" else args.synonyms
+            bar = tqdm(total=len(examples), initial=len(examples) - len(todo), desc=f"{search} ({source_name})",
                        dynamic_ncols=True)
-            seeds = [[args.seed, index] for index, _ in todo]  # per example: results do not depend on order
-            for n, result in attacks.attack_examples(
+            if search == "ascc":
+                outcomes = ((indices[n], result) for n, result in attacks.ascc_attack(
+                    model, tokenizer, examples, neighbours, max_length, args.seed, steps=args.ascc_steps,
+                    batch_size=args.batch_size, amp=amp, done={position[i] for i in finished})
+                    if indices[n] not in finished)
+            else:
+                seeds = [[args.seed, index] for index, _ in todo]  # per example: results do not depend on order
+                outcomes = ((todo[n][0], result) for n, result in attacks.attack_examples(
                     victim, [ex for _, ex in todo], search, synonym_source, seeds, stopwords=args.stopwords,
                     max_modify_rate=args.max_modify_rate, query_budget=args.query_budget,
-                    at_once=args.examples_at_once, **options):
-                lines.append({"attack": search, "index": todo[n][0], **result.record()})
+                    at_once=args.examples_at_once, **options))
+            for index, result in outcomes:
+                lines.append({"attack": search, "index": index, **result.record()})
                 jsonl.write(json.dumps(lines[-1]) + "\n")
                 jsonl.flush()  # a line written is a line kept, whatever stops the process
                 so_far = attacks.summarize([line for line in lines if line["attack"] == search])
@@ -273,7 +292,7 @@ def main(args: argparse.Namespace) -> dict:
             bar.close()
             seconds = time.perf_counter() - started
             records = sorted((line for line in lines if line["attack"] == search), key=lambda l: position[l["index"]])
-            rows.append({"attack": search, "synonyms": args.synonyms, **attacks.summarize(records),
+            rows.append({"attack": search, "synonyms": source_name, **attacks.summarize(records),
                          "seconds_per_example": seconds / max(len(todo), 1),  # this process's examples only
                          "model_time_share": (victim.model_seconds - model_seconds) / max(seconds, 1e-9)})
     if "pgd" in ATTACKS[args.attack]:

@@ -32,6 +32,13 @@ RESULTS = dict(task="sst2", train_examples=8000, epochs=1, seed=42, lr=5e-5, tes
 RESULTS_ATTACKS = [("pwws", "wordnet"), ("pwws", "counterfitted"), ("textfooler", "counterfitted")]
 
 
+def recipe_before_issue_15(lr: float) -> list[str]:
+    """The tables below were made before train.py's defaults changed (studies.py): the checkpoint
+    with the best clean dev accuracy, S and T at [CLS], the critics at the encoder's learning rate.
+    They keep those settings, so a rerun reproduces them."""
+    return ["--select-on", "clean", "--feature", "cls", "--critic-lr", str(lr)]
+
+
 def tiny_model(folder: Path) -> str:
     """A 2-layer random BERT with the default model's tokenizer: the smoke test's model."""
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_path(DEFAULT_MODEL))
@@ -79,7 +86,8 @@ def results(args) -> None:
     for method in METHODS:
         run = root / f"{r['task']}-{method}"
         run_cli(["train.py", "--task", r["task"], "--method", method, "--max-train-examples", str(r["train_examples"]),
-                 "--epochs", str(r["epochs"]), "--lr", str(r["lr"]), "--seed", str(r["seed"]), "--out", str(run), *data], run)
+                 "--epochs", str(r["epochs"]), "--lr", str(r["lr"]), "--seed", str(r["seed"]), "--out", str(run),
+                 *recipe_before_issue_15(r["lr"]), *data], run)
         for attack, source in RESULTS_ATTACKS:
             run_cli(["evaluate.py", "--checkpoint", str(run), "--attack", attack, "--synonyms", source,
                      "--num-examples", str(r["test_examples"]), "--seed", str(r["seed"]),
@@ -244,7 +252,7 @@ def frontier(args) -> None:
                  "--max-train-examples", str(s["train_examples"]), "--max-steps", str(s["steps"]),
                  "--batch-size", str(s["batch_size"]), "--lr", str(s["lr"]), "--eval-every", str(s["eval_every"]),
                  "--seed", str(r["seed"]), "--save-every", str(s["save_every"]), "--out", str(run),
-                 *s["extra_train"], *data], run)
+                 *recipe_before_issue_15(s["lr"]), *s["extra_train"], *data], run)
         teacher_cka(run, s["dev_examples"], args.data_dir)
         for name in FRONTIER_EVALS:
             if name != "genetic":
@@ -253,21 +261,22 @@ def frontier(args) -> None:
         attack(root / r["name"], "genetic")
 
 
-def teacher_cka(run: Path, examples: int, data_dir: str | None) -> None:
-    """<run>/cka.json: linear CKA between the best checkpoint's features S and the pre-trained
-    model's T on the first `examples` dev sentences."""
-    if (run / "cka.json").is_file():
-        print(f"done already: {run / 'cka.json'}")
+def teacher_cka(run: Path, examples: int, data_dir: str | None, feature: str = "cls") -> None:
+    """<run>/cka-<feature>.json: linear CKA between the best checkpoint's feature S and the
+    pre-trained model's T on the first `examples` dev sentences."""
+    path = run / f"cka-{feature}.json"
+    if path.is_file():
+        print(f"done already: {path}")
         return
     config = json.loads((run / "config.json").read_text())
     task = TASKS[config["config"]["task"]]
     model, tokenizer = load_classifier(str(run / "best"))
     teacher = make_teacher(load_classifier(config["resolved"]["model_path"], num_labels=len(task.labels))[0])
     dev = load_split(task, "dev", data_dir)[:examples]
-    cka = teacher_similarity(model, teacher, tokenizer, dev, config["resolved"]["max_length"])
-    (run / "cka.json").write_text(json.dumps({"linear_cka": cka, "examples": len(dev), "split": "dev",
-                                              "teacher": config["resolved"]["model_path"]}, indent=2))
-    print(f"{run.name}: linear CKA with the teacher {cka:.4f} -> {run / 'cka.json'}")
+    cka = teacher_similarity(model, teacher, tokenizer, dev, config["resolved"]["max_length"], feature)
+    path.write_text(json.dumps({"linear_cka": cka, "feature": feature, "examples": len(dev), "split": "dev",
+                                "teacher": config["resolved"]["model_path"]}, indent=2))
+    print(f"{run.name}: linear CKA with the teacher ({feature}) {cka:.4f} -> {path}")
 
 
 def binomial_se(p: float, n: int) -> float:
@@ -296,8 +305,8 @@ def frontier_rows(root: Path, settings: dict) -> list[dict]:
                 if n > row.get("examples", 0):
                     row |= {"examples": n, "clean_accuracy": metrics[0]["clean_accuracy"],
                             "clean_se": binomial_se(metrics[0]["clean_accuracy"], n)}
-        if (run / "cka.json").is_file():
-            row["teacher_cka"] = json.loads((run / "cka.json").read_text())["linear_cka"]
+        if (run / "cka-cls.json").is_file():  # the frontier's S and T were [CLS]
+            row["teacher_cka"] = json.loads((run / "cka-cls.json").read_text())["linear_cka"]
         rows.append(row)
     return rows
 

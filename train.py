@@ -11,7 +11,8 @@
 A run folder (--out, default runs/<task>-<method>-<time>) receives
     config.json     every setting, the seed, the versions and the machine (and each resumption)
     metrics.jsonl   one line per logged step (loss terms, MI bound, examples/s) and per dev evaluation
-    best/           the checkpoint with the best dev accuracy, a Hugging Face model folder
+    best/           the selected checkpoint (--select-on: best robust dev accuracy under ASCC for adv
+                    and rift, best clean dev accuracy for standard), a Hugging Face model folder
     last/           the latest state, every --save-every steps, at the end and on Ctrl-C: the model
                     (a Hugging Face folder), critics, optimiser, schedule, sampler position, random
                     states. --resume continues from it and ends as if the run had never stopped.
@@ -39,25 +40,33 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
+import attacks
 import synonyms
 from checkpoints import (STATE, gathered_random_states, load_training_state, save_model, save_training_state,
                          set_random_states)
 from cli import at_least, environment, format_table, fraction, pick_device, recover_folder, replace_folder, run_command
 from data import (DEFAULT_TASK, TASKS, UsageError, balanced_batches, custom_task, infer_labels, load_split, read_text,
                   tokenize)
-from rift import (ADVERSARIES, ASCC_ENTROPY, DEFAULT_MODEL, METHODS, Critics, load_classifier, make_teacher,
-                  model_path, neighbour_table, predict_proba, training_loss)
+from rift import (ADVERSARIES, ASCC_ENTROPY, DEFAULT_MODEL, FEATURES, METHODS, Critics, load_classifier,
+                  make_teacher, model_path, neighbour_table, predict_proba, resolve_feature, training_loss,
+                  warmup_linear_decay)
 
 # The paper's settings (REFERENCE.md section 2; the release's rift_train.sh and opts.py). A preset
 # only sets defaults: any flag given wins. bert-base-uncased needs the hub or a local copy (not
 # reachable on an offline machine): with --model another encoder runs the preset's other settings.
 # Not reproduced: the release's learning rate stays flat after its warm-up; here it decays linearly.
+# The release trains its critics at the encoder's learning rate, over about 15,600 steps.
 PRESETS = {
     "paper-imdb": dict(task="imdb", model="bert-base-uncased", max_length=300, batch_size=32, epochs=20.0,
-                       alpha=0.1, beta=10.0, lr=2e-5, weight_decay=2e-4, adversary="ascc"),
+                       alpha=0.1, beta=10.0, lr=2e-5, critic_lr=2e-5, weight_decay=2e-4, adversary="ascc"),
     "paper-snli": dict(task="snli", model="bert-base-uncased", max_length=80, batch_size=120, epochs=20.0,
-                       alpha=0.7, beta=5.0, lr=2e-5, weight_decay=2e-4, adversary="ascc"),
+                       alpha=0.7, beta=5.0, lr=2e-5, critic_lr=2e-5, weight_decay=2e-4, adversary="ascc"),
 }
+# The critics' own learning rate: results/critic-lr.md (python bench.py critics) trains them alone
+# on S = T, and at the encoder's 2e-5 or 5e-5 they reach 5-45% of log B_y in 150 steps, so the MI
+# term would push S towards two random maps for most of a short run.
+CRITIC_LR = 1e-3
+SELECT_EXAMPLES = 300  # dev sentences attacked by ASCC at each evaluation under --select-on robust
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -88,6 +97,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     method.add_argument("--alpha", type=at_least(0.0, float), default=0.1, help="weight of the InfoNCE term I(S;T|Y) (paper: IMDB 0.1, SNLI 0.7)")
     method.add_argument("--beta", type=at_least(0.0, float), default=10.0, help="weight of the adversarial KL term (paper: IMDB 10, SNLI 5)")
     method.add_argument("--tau", type=at_least(1e-3, float), default=0.2, help="InfoNCE temperature (paper: 0.2)")
+    method.add_argument("--feature", default="auto", choices=FEATURES,
+                        help="S and T: cls (h_[CLS]), mean (mean of the token states), pooler (tanh(W h_cls), the "
+                             "paper's), or auto: the checkpoint's sentence-transformers pooling where it has one, "
+                             "else the pooler where it was trained, else cls (default: %(default)s)")
+    method.add_argument("--critic-lr", type=at_least(0.0, float), default=CRITIC_LR,
+                        help="peak AdamW learning rate of the InfoNCE critics, on the same schedule (paper: the "
+                             "encoder's; default: %(default)s, results/critic-lr.md)")
     method.add_argument("--adversary", default="pgd", choices=ADVERSARIES,
                         help="pgd: embedding-space PGD (--adv-*); ascc: the paper's, each word a convex combination "
                              "of its counter-fitted synonyms' embeddings (--ascc-*) (default: %(default)s)")
@@ -115,6 +131,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     optim.add_argument("--max-grad-norm", type=at_least(1e-6, float), default=1.0, help="gradient clipping norm (default: %(default)s)")
     run = p.add_argument_group("bookkeeping")
     run.add_argument("--eval-every", type=at_least(1), help="optimiser steps between dev evaluations (default: once per epoch)")
+    run.add_argument("--select-on", choices=["clean", "robust", "last"],
+                     help="which evaluation's checkpoint best/ keeps: the best clean dev accuracy, the best accuracy "
+                          "under ASCC on --select-examples dev sentences (ties: the better clean accuracy), or the "
+                          "last (default: robust for adv and rift, as the paper; clean for standard)")
+    run.add_argument("--select-examples", type=at_least(1), default=SELECT_EXAMPLES,
+                     help="--select-on robust: dev sentences attacked, the same ones for every run (drawn with "
+                          "seed 0) (default: %(default)s)")
     run.add_argument("--log-every", type=at_least(1), default=10, help="optimiser steps between metrics.jsonl lines (default: %(default)s)")
     run.add_argument("--save-every", type=at_least(1), default=500,
                      help="optimiser steps between saves of last/, which --resume continues from; also saved at the "
@@ -188,6 +211,23 @@ def accuracy(model, tokenizer, examples, max_length: int, amp: bool) -> float:
     return (probs.argmax(-1) == torch.tensor([ex.label for ex in examples])).float().mean().item()
 
 
+def robust_accuracy(model, tokenizer, examples, neighbours, max_length: int, amp: bool) -> float:
+    """Accuracy under ASCC (attacks.ascc_attack, the release's selection attack) on dev sentences.
+    Its random starts come from its own generator: selecting leaves the training's draws alone."""
+    results = attacks.ascc_attack(model, tokenizer, examples, neighbours, max_length, seed=0, amp=amp)
+    return sum(result.status == "failed" for _, result in results) / len(examples)
+
+
+def better(evaluation: dict, best: dict, select_on: str) -> bool:
+    """Does this evaluation's checkpoint replace best/'s? robust ties go to the better clean accuracy."""
+    if select_on == "last":
+        return True
+    if select_on == "robust":
+        key = lambda e: (e["dev_robust_accuracy"], e["dev_accuracy"])
+        return key(evaluation) > key(best)
+    return evaluation["dev_accuracy"] > best["dev_accuracy"]
+
+
 def check_resumable(run: Path, resolved: dict, world_size: int, device: torch.device) -> dict:
     """RUN/config.json, when RUN can continue here: unfinished, and on the same data, schedule,
     number of processes and kind of device as it began with."""
@@ -228,8 +268,9 @@ def main(cfg: argparse.Namespace) -> dict:
     train = load_split(task, "train", cfg.data_dir, cfg.train_file)
     dev = load_split(task, "dev", cfg.data_dir, cfg.dev_file)
     ascc = cfg.adversary == "ascc" and cfg.method != "standard"
-    neighbour_words, synonym_source = (synonyms.counterfitted_synonyms(cfg.synonyms_path, cfg.data_dir) if ascc
-                                       else (None, None))
+    select_on = cfg.select_on or ("clean" if cfg.method == "standard" else "robust")
+    neighbour_words, synonym_source = (synonyms.counterfitted_synonyms(cfg.synonyms_path, cfg.data_dir)
+                                       if ascc or select_on == "robust" else (None, None))
     if world_size > 1 and is_main:
         dist.barrier()
     if cfg.max_train_examples and cfg.max_train_examples < len(train):
@@ -244,9 +285,12 @@ def main(cfg: argparse.Namespace) -> dict:
         raise UsageError(f"{len(train)} training examples make no full step of "
                          f"{cfg.batch_size * cfg.grad_accum * world_size}; lower --batch-size or pass --max-steps")
     eval_every = cfg.eval_every or steps_per_epoch or total_steps
+    # The robust selection attacks the same dev sentences in every run, whatever its --seed.
+    select_dev = random.Random(0).sample(dev, min(cfg.select_examples, len(dev))) if select_on == "robust" else []
     resolved = {"labels": task.labels, "max_length": max_length, "model_path": model_path(cfg.model),
                 "train_examples": len(train), "dev_examples": len(dev), "total_steps": total_steps,
-                "steps_per_epoch": steps_per_epoch, "amp": amp, "task_source": task.source}
+                "steps_per_epoch": steps_per_epoch, "amp": amp, "task_source": task.source, "select_on": select_on,
+                "select_examples": len(select_dev)}
     if cfg.resume:
         config = check_resumable(run, resolved, world_size, device)
         if is_main:  # a kill between a save's two renames left the previous folder as <name>.old
@@ -262,7 +306,9 @@ def main(cfg: argparse.Namespace) -> dict:
     model, tokenizer = load_classifier(cfg.model, num_labels=num_classes)
     if max_length > model.config.max_position_embeddings:
         raise UsageError(f"--max-length {max_length} exceeds the model's {model.config.max_position_embeddings} positions")
-    neighbours = neighbour_table(tokenizer, neighbour_words).to(device) if ascc else None
+    feature = resolve_feature(cfg.feature, model, model_path(cfg.model))
+    resolved["feature"] = feature  # S and T, and the CKA of bench.py's studies
+    neighbours = neighbour_table(tokenizer, neighbour_words).to(device) if neighbour_words else None
     if neighbours is not None:
         resolved["ascc"] = synonym_source | {
             "vocabulary_words_with_neighbours": int((neighbours.ids[:, 1] >= 0).sum()),
@@ -274,13 +320,15 @@ def main(cfg: argparse.Namespace) -> dict:
         critics = Critics(num_classes, model.config.hidden_size, teacher.config.hidden_size).to(device)
     model.to(device)
     head_params = [p for n, p in model.named_parameters() if not n.startswith(model.base_model_prefix + ".")]
-    head_params += list(critics.parameters()) if critics else []
+    critic_params = list(critics.parameters()) if critics else []
     encoder_params = list(model.base_model.parameters())
-    optimizer = torch.optim.AdamW([{"params": encoder_params, "weight_decay": 0.0},
-                                   {"params": head_params, "weight_decay": cfg.weight_decay}], lr=cfg.lr)
+    groups = [{"params": encoder_params, "weight_decay": 0.0},
+              {"params": head_params, "weight_decay": cfg.weight_decay}]
+    if critics:
+        groups.append({"params": critic_params, "weight_decay": cfg.weight_decay, "lr": cfg.critic_lr})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
     warmup_steps = int(cfg.warmup * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
-        (s + 1) / max(warmup_steps, 1), max(0.0, (total_steps - s) / max(total_steps - warmup_steps, 1))))
+    scheduler = warmup_linear_decay(optimizer, total_steps, warmup_steps)
     # Resuming, every process loads last/ into what it just built (the teacher stays the pre-trained copy).
     progress = load_training_state(run / "last", model, critics, optimizer, scheduler) if cfg.resume else None
     bare = model
@@ -319,14 +367,13 @@ def main(cfg: argparse.Namespace) -> dict:
 
     # ---- the training loop
     loss_kwargs = dict(teacher=teacher, critics=critics, alpha=cfg.alpha, beta=cfg.beta, tau=cfg.tau,
-                       eps=cfg.adv_eps, steps=cfg.adv_steps, norm=cfg.adv_norm, adversary=cfg.adversary,
+                       feature=feature, eps=cfg.adv_eps, steps=cfg.adv_steps, norm=cfg.adv_norm, adversary=cfg.adversary,
                        neighbours=neighbours, ascc_steps=cfg.ascc_steps, ascc_lr=cfg.ascc_lr,
                        ascc_entropy=cfg.ascc_entropy)
-    best_dev, best_step, window, steps_in_window = -1.0, 0, {}, 0
+    best, window, steps_in_window = {"step": 0}, {}, 0  # best: the evaluation best/ holds
     record, dev_accuracy, train_seconds = {}, None, 0.0
     if progress:
-        best_dev, best_step, record, dev_accuracy = (progress[key] for key in
-                                                     ("best_dev", "best_step", "record", "dev_accuracy"))
+        best, record, dev_accuracy = (progress[key] for key in ("best", "record", "dev_accuracy"))
         window = {name: torch.tensor(value, device=device) for name, value in progress["window"].items()}
         steps_in_window, train_seconds = progress["steps_in_window"], progress["train_seconds"]
         for _ in range(resumed_step * cfg.grad_accum):  # the sampler replays its index lists (about 2 s per 10,000)
@@ -361,7 +408,7 @@ def main(cfg: argparse.Namespace) -> dict:
                 dist.all_reduce(p.grad)
                 p.grad /= world_size
         window["grad_norm"] = window.get("grad_norm", 0.0) + torch.nn.utils.clip_grad_norm_(
-            encoder_params + head_params, cfg.max_grad_norm)
+            encoder_params + head_params + critic_params, cfg.max_grad_norm)
         # Before the update: is every term of the window (finite until this step) still finite, and
         # has a signal asked to stop? All processes agree, so all stop at the same step. Reading the
         # answer waits for the device once a step; the next batch's blocking copy to the device
@@ -378,7 +425,7 @@ def main(cfg: argparse.Namespace) -> dict:
             term = next((name for name in bad if name != "loss"), bad[0] if bad else None)
             what = f"the {term} term is {values[term]}" if term else "the loss of another process is not finite"
             kept = ([f"last/ holds step {saved_step}"] if saved_step else []) + (
-                [f"best/ step {best_step}"] if best_step else [])
+                [f"best/ step {best['step']}"] if best["step"] else [])
             kept = f" ({', '.join(kept)})" if kept else ""
             raise UsageError(f"step {step}: {what}; training stopped before this step's update{kept}: "
                              "lower --lr, --beta or --adv-eps, or check the data")
@@ -402,17 +449,23 @@ def main(cfg: argparse.Namespace) -> dict:
             eval_started = time.perf_counter()
             if is_main:
                 dev_accuracy = accuracy(bare, tokenizer, dev, max_length, amp)
-                if dev_accuracy > best_dev:
-                    best_dev, best_step = dev_accuracy, step
+                evaluation = {"step": step, "dev_accuracy": dev_accuracy}
+                if select_on == "robust":
+                    evaluation["dev_robust_accuracy"] = robust_accuracy(bare, tokenizer, select_dev, neighbours,
+                                                                        max_length, amp)
+                if best["step"] == 0 or better(evaluation, best, select_on):
+                    best = evaluation
                     replace_folder(run / "best", lambda folder: save_model(bare, tokenizer, folder, task.labels))
-                log({"step": step, "dev_accuracy": dev_accuracy, "best_dev_accuracy": best_dev})
-                bar.write(f"step {step}: dev accuracy {dev_accuracy:.4f} (best {best_dev:.4f} at step {best_step})")
+                log(evaluation | {"best_step": best["step"], "best_dev_accuracy": best["dev_accuracy"],
+                                  "eval_seconds": time.perf_counter() - eval_started})
+                robust = f", under ASCC {evaluation['dev_robust_accuracy']:.4f}" if select_on == "robust" else ""
+                bar.write(f"step {step}: dev accuracy {dev_accuracy:.4f}{robust} (best/: step {best['step']})")
             if world_size > 1:
                 dist.barrier()
             paused_seconds += time.perf_counter() - eval_started
         if step % cfg.save_every == 0 or step == total_steps or stop_now:
             save_started = time.perf_counter()
-            progress = {"step": step, "best_dev": best_dev, "best_step": best_step, "record": record,
+            progress = {"step": step, "best": best, "record": record,
                         "dev_accuracy": dev_accuracy, "window": {name: value.item() for name, value in window.items()},
                         "steps_in_window": steps_in_window,
                         "train_seconds": prior_seconds + save_started - started - paused_seconds,
@@ -442,14 +495,16 @@ def main(cfg: argparse.Namespace) -> dict:
 
     summary = {"run": str(run), "task": task.name, "method": cfg.method,
                "adversary": cfg.adversary if cfg.method != "standard" else None, "model": cfg.model,
-               "train_examples": len(train), "steps": total_steps, "best_dev_accuracy": best_dev,
-               "best_step": best_step, "final_dev_accuracy": dev_accuracy if is_main else None,
+               "feature": feature, "critic_lr": cfg.critic_lr if critics else None, "select_on": select_on,
+               "train_examples": len(train), "steps": total_steps, "best_step": best["step"],
+               "best_dev_accuracy": best.get("dev_accuracy"), "best_dev_robust_accuracy": best.get("dev_robust_accuracy"),
+               "final_dev_accuracy": dev_accuracy if is_main else None,
                "train_examples_per_s": total_steps * cfg.batch_size * cfg.grad_accum * world_size / train_seconds,
                "train_minutes": train_seconds / 60, "world_size": world_size}
     if cfg.method == "rift":
         summary["last_mi_bound"] = record["mi_bound"]  # the last logged window's mean
     if world_size > 1:  # every replica must end with the same weights, critics included
-        checksum = torch.stack([p.detach().double().sum() for p in encoder_params + head_params]).sum()
+        checksum = torch.stack([p.detach().double().sum() for p in encoder_params + head_params + critic_params]).sum()
         sums = [torch.zeros_like(checksum) for _ in range(world_size)]
         dist.all_gather(sums, checksum)
         summary["replicas_in_sync"] = all(torch.equal(s, sums[0]) for s in sums)

@@ -154,7 +154,7 @@ def test_frontier_skips_what_has_finished_and_redoes_only_what_is_missing(fronti
     assert "+ python" not in again.stdout and again.stdout.count("done already") == 3 * 5
     assert {p: p.stat().st_mtime_ns for p in root.rglob("*.json")} == stamps
     shutil.rmtree(root / "rift-beta10" / "eval" / "genetic")
-    (root / "adv-beta10" / "cka.json").unlink()
+    (root / "adv-beta10" / "cka-cls.json").unlink()
     (root / "standard" / "summary.json").unlink()  # as if killed after its last save: resumed, not redone
     third = frontier(workspace, shared_data)
     assert third.returncode == 0, third.stderr[-3000:]
