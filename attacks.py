@@ -490,6 +490,7 @@ def pgd_accuracy(model, tokenizer, examples: list[Example], max_length: int, eps
     wrong label (the training adversary's KL goal would leave many examples standing: it is as
     happy to make a prediction more confident as to flip it). eps 0 gives clean accuracy."""
     device = next(model.parameters()).device
+    was_training = model.training
     model.eval()
     robust = []
     for start in range(0, len(examples), batch_size):
@@ -501,6 +502,7 @@ def pgd_accuracy(model, tokenizer, examples: list[Example], max_length: int, eps
             with torch.no_grad():
                 logits, _ = classify(model, embeds + delta, batch)
         robust += (logits.argmax(-1) == batch["labels"]).tolist()
+    model.train(was_training)
     return robust
 
 

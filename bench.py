@@ -8,6 +8,8 @@ experiments.py and parity.py (what rift achieves).
     python bench.py frontier        # adv and rift (ASCC) at several beta, attacked, CKA -> results/
     python bench.py critics         # the InfoNCE critics alone on S = T, by learning rate -> results/critic-lr.*
     python bench.py pilot           # adv vs rift, critics that learn, robust selection -> results/sst2-pilot.*
+    python bench.py snli            # standard, adv and rift on SNLI, the paper's weights -> results/snli.*
+    python bench.py long            # adv vs rift at five times the pilot's budget -> results/sst2-long.*
     python bench.py parity --checkpoints RUN RUN   # rift's PWWS beside TextAttack's -> results/parity-sst2.*
     python bench.py plot RUN_DIR    # a train.py run's loss terms, MI bound, dev accuracy -> RUN_DIR/training.png
 
@@ -43,7 +45,7 @@ from cli import at_least, environment, format_table, newest_run, pick_device, ru
 from data import TASKS, UsageError, load_split, tokenize
 from experiments import frontier, plot_run, results, tiny_model
 from parity import parity
-from studies import critics_study, pilot
+from studies import critics_study, study_command
 from rift import (ADVERSARIES, DEFAULT_MODEL, METHODS, Critics, ascc_weights, batch_candidates, classify,
                   kl_objective, load_classifier, make_teacher, neighbour_table, pgd_perturbation, predict_proba,
                   teacher_features, training_loss)
@@ -254,18 +256,18 @@ def newest_checkpoint() -> str:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", nargs="?", default="cost", choices=["cost", "results", "frontier", "critics", "pilot", "parity",
-                                                                 "plot"])
+    p.add_argument("command", nargs="?", default="cost",
+                   choices=["cost", "results", "frontier", "critics", "pilot", "snli", "long", "parity", "plot"])
     p.add_argument("run", nargs="?", help="plot: the run folder")
     p.add_argument("--table-only", action="store_true",
-                   help="results, frontier, pilot: write the tables and figure from the runs that have finished; "
-                        "run nothing")
+                   help="results, frontier, pilot, snli, long: write the tables and figure from the runs that have "
+                        "finished; run nothing")
     p.add_argument("--smoke", action="store_true",
-                   help="cost, frontier, critics, pilot: a tiny random model, a few batches and examples (seconds, "
-                        "a minute)")
+                   help="cost, frontier, critics, pilot, snli, long: a tiny random model, a few batches and examples "
+                        "(seconds, minutes)")
     p.add_argument("--model", default=DEFAULT_MODEL,
-                   help="cost: the encoder whose training steps are timed; frontier, critics, pilot: the pre-trained "
-                        "encoder")
+                   help="cost: the encoder whose training steps are timed; frontier, critics, pilot, snli, long: the "
+                        "pre-trained encoder")
     p.add_argument("--checkpoint", help="cost: the fine-tuned model attacked (default: the newest run)")
     p.add_argument("--batch-size", type=at_least(2), default=32, help="cost: training batch, even (default: %(default)s)")
     p.add_argument("--adversary", default="pgd", choices=ADVERSARIES, help="cost: the training adversary (default: %(default)s)")
@@ -277,10 +279,11 @@ def main(argv=None) -> None:
     p.add_argument("--attack-examples", type=at_least(1), default=200, help="cost: PWWS examples (default: %(default)s)")
     p.add_argument("--json", default="bench.json", help="cost: where the numbers go (default: %(default)s)")
     p.add_argument("--data-dir", help="folder holding sst2/ (else $RIFT_DATA, else the cache)")
-    p.add_argument("--runs", help="results, frontier, pilot, parity: the run folders (default: runs/results, "
-                                  "runs/frontier, runs/pilot, runs/parity)")
-    p.add_argument("--results-dir", default="results", help="results, frontier, critics, pilot, parity: the tables "
-                                                            "and figures (default: %(default)s)")
+    p.add_argument("--runs", help="results, frontier, pilot, snli, long, parity: the run folders (default: "
+                                  "runs/<command>)")
+    p.add_argument("--results-dir", default="results",
+                   help="results, frontier, critics, pilot, snli, long, parity: the tables and figures "
+                        "(default: %(default)s)")
     p.add_argument("--checkpoints", nargs="+", help="parity: the train.py runs on SST-2 attacked by both tools")
     p.add_argument("--parity-examples", type=at_least(1), default=200,
                    help="parity: SST-2 test sentences, drawn with seed 42 (default: %(default)s)")
@@ -297,9 +300,9 @@ def main(argv=None) -> None:
         frontier(args)
     elif args.command == "critics":
         critics_study(args.model, args.data_dir, Path(args.results_dir), args.smoke)
-    elif args.command == "pilot":
-        pilot(args.model, args.data_dir, Path(args.runs or "runs/pilot"), Path(args.results_dir), args.smoke,
-              args.table_only)
+    elif args.command in ("pilot", "snli", "long"):
+        study_command(args.command, args.model, args.data_dir, Path(args.runs) if args.runs else None,
+                      Path(args.results_dir), args.smoke, args.table_only)
     elif args.command == "parity":
         parity(args)
     else:

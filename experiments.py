@@ -40,11 +40,11 @@ def recipe_before_issue_15(lr: float) -> list[str]:
 
 
 def tiny_model(folder: Path) -> str:
-    """A 2-layer random BERT with the default model's tokenizer: the smoke test's model."""
+    """A 2-layer random BERT encoder with the default model's tokenizer: the smoke tests' model."""
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_path(DEFAULT_MODEL))
     config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
                                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
-    transformers.BertForSequenceClassification(config).save_pretrained(folder)
+    transformers.BertModel(config).save_pretrained(folder)  # a pre-trained encoder: any number of classes
     tokenizer.save_pretrained(folder)
     return str(folder)
 

@@ -128,8 +128,8 @@ def pooled(hidden: torch.Tensor, attention_mask: torch.Tensor, feature: str, poo
 def classify(model, embeds: torch.Tensor, batch, feature: str = "cls") -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (B, C) and the student feature S (B, H) for word embeddings (B, T, H)."""
     out = model(inputs_embeds=embeds, **model_inputs(batch), output_hidden_states=True)
-    base = getattr(model, "module", model).base_model  # DDP keeps the model in .module
-    return out.logits, pooled(out.hidden_states[-1], batch["attention_mask"], feature, getattr(base, "pooler", None))
+    pooler = getattr(model, "module", model).base_model.pooler if feature == "pooler" else None  # DDP: .module
+    return out.logits, pooled(out.hidden_states[-1], batch["attention_mask"], feature, pooler)
 
 
 def make_teacher(model) -> nn.Module:
@@ -387,7 +387,7 @@ def ascc_weights(model, batch, objective, candidates: torch.Tensor, steps: int =
     probability vector, 0 on missing candidates, that maximises objective(logits of the mixture)
     minus entropy_weight times the summed entropy of the rows. Model in eval mode while attacking,
     its mode restored after; only theta's gradient is computed. theta's random start is drawn from
-    `generator` (a CPU one) when given, so an evaluation leaves the global random state alone."""
+    `generator` (a CPU one) when given, so that an attack's draws depend on its own seed alone."""
     valid = candidates >= 0
     options = model.get_input_embeddings()(candidates.clamp(min=0)).detach()  # (B, T, K, H)
     batch_size, length, k = candidates.shape

@@ -5,6 +5,8 @@ command line):
     python bench.py pilot     # adv against rift with critics that learn and the model's own feature,
                               # one robust selection rule for all, paired on the same test sentences
                               #                                                   -> results/sst2-pilot.*
+    python bench.py snli      # the paper's second task: standard, adv and rift on SNLI -> results/snli.*
+    python bench.py long      # adv against rift at five times the pilot's budget -> results/sst2-long.*
 
 Why. The frontier (results/sst2-frontier.md) trained the critics at the encoder's learning rate for
 150 steps, where they barely learn: until they do, the MI term pushes S to fit two random maps. It
@@ -12,21 +14,25 @@ took S and T at [CLS], which all-MiniLM-L6-v2 never trained as a sentence featur
 checkpoint with the best clean dev accuracy, which picks models before the adversary has acted. The
 pilot changes these three things and nothing else.
 
-The pilot resumes like every runner: what has finished is not repeated, a run cut short goes on
-from its last save, and the tables are rewritten after every step, so it can span sessions.
+Each comparison is a `Study`: a list of train.py runs, each attacked by the same evaluate.py
+attacks on the same test examples and compared, paired example by example, with the run it names.
+It resumes like every runner: what has finished is not repeated, a run cut short goes on from its
+last save, and the table is rewritten after every evaluation, so a study can span sessions.
 """
 
 import json
 import math
 import random
 import statistics
+import tempfile
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
 import torch
 
 from cli import format_table, pyplot
-from data import TASKS, UsageError, balanced_batches, load_split, read_text, tokenize
+from data import TASKS, UsageError, balanced_batches, load_split, locate, read_text, tokenize
 from experiments import binomial_se, example_outcomes, run_cli, teacher_cka, tiny_model
 from rift import (DEFAULT_MODEL, Critics, conditional_info_nce, load_classifier, make_teacher, teacher_features,
                   warmup_linear_decay)
@@ -81,7 +87,7 @@ def critics_study(model: str, data_dir: str | None, folder: Path, smoke: bool) -
     s = CRITICS_SMOKE if smoke else CRITICS
     task = TASKS[s["task"]]
     if smoke:
-        model = tiny_model(folder / "tiny-model") if not (folder / "tiny-model").is_dir() else str(folder / "tiny-model")
+        model = tiny_model(Path(tempfile.mkdtemp()) / "tiny-model")
     train = random.Random(s["seed"]).sample(load_split(task, "train", data_dir), s["train_examples"])
     labels = [ex.label for ex in train]
     ceiling = math.log(s["batch_size"] // 2)
@@ -135,61 +141,63 @@ def plot_critics(curves: dict, ceiling: float, path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The pilot: adv against rift at the frontier's budget, with RIFT's term given the chance to work
-#
-# Every run: the frontier's 4,800 SST-2 sentences, 150 steps of 32, lr 5e-5, beta 10 (the paper's),
-# ASCC as the training adversary, the checkpoint chosen on ASCC robust accuracy on 300 dev
-# sentences at steps 50, 100 and 150 (the same rule for all). rift with both fixes (the critics'
-# own learning rate and the model's own feature, here the mean pool), rift with the critics'
-# learning rate alone (features at [CLS], as the frontier), and adv, each with seeds 42 and 43;
-# then both fixes at alpha 0.3 and 1.0. Attacked on the same 500 test sentences with PWWS
-# (WordNet and the counter-fitted table) and ASCC.
-
-PILOT = dict(task="sst2", train_examples=4800, steps=150, batch_size=32, lr=5e-5, beta=10.0, eval_every=50,
-             save_every=25, dev_examples=872, extra_train=[], extra_eval=[], test_examples=500)
-PILOT_SMOKE = dict(PILOT, train_examples=64, steps=2, batch_size=8, eval_every=1, dev_examples=16,
-                   extra_train=["--max-length", "32", "--select-examples", "8"], extra_eval=[], test_examples=4)
-PILOT_RUNS = [  # name, method, seed, its own train.py flags; cheapest answer first
-    ("adv", "adv", 42, []),
-    ("rift", "rift", 42, ["--alpha", "0.1"]),
-    ("rift-cls", "rift", 42, ["--alpha", "0.1", "--feature", "cls"]),
-    ("adv-seed43", "adv", 43, []),
-    ("rift-seed43", "rift", 43, ["--alpha", "0.1"]),
-    ("rift-cls-seed43", "rift", 43, ["--alpha", "0.1", "--feature", "cls"]),
-    ("rift-alpha0.3", "rift", 42, ["--alpha", "0.3"]),
-    ("rift-alpha1", "rift", 42, ["--alpha", "1.0"]),
-]
-PILOT_SMOKE_RUNS = PILOT_RUNS[:3]
-PILOT_EVALS = {"pwws": ["--attack", "pwws"], "pwws_counterfitted": ["--attack", "pwws", "--synonyms", "counterfitted"],
-               "ascc": ["--attack", "ascc"]}
-PILOT_COLUMNS = {"pwws": "pwws/wordnet", "pwws_counterfitted": "pwws/counterfitted", "ascc": "ascc"}
-CKA_FEATURES = ("mean", "cls")
+# Paired comparisons
 
 
-def pilot(model: str, data_dir: str | None, root: Path, folder: Path, smoke: bool, table_only: bool) -> None:
-    s, runs = (PILOT_SMOKE, PILOT_SMOKE_RUNS) if smoke else (PILOT, PILOT_RUNS)
+@dataclass(frozen=True)
+class Run:
+    name: str  # its folder under the study's runs
+    method: str
+    seed: int
+    flags: tuple[str, ...] = ()  # its own train.py flags, beside the study's
+    against: str | None = None  # the run it is compared with, paired on the same examples
+
+
+@dataclass(frozen=True)
+class Study:
+    command: str  # python bench.py <command>; its runs go to runs/<command>
+    name: str  # results/<name>.{md,json,png}
+    title: str
+    design: str  # the paragraph that says what every run shares
+    train: tuple[str, ...]  # train.py flags every run shares
+    runs: tuple[Run, ...]
+    evaluations: dict  # name (its folder eval/<name>) -> (evaluate.py flags, examples attacked)
+    cka_examples: int = 872  # dev examples the CKA is measured on
+    smoke: dict = field(default_factory=dict)  # what --smoke replaces: a tiny model, a few steps and examples
+
+
+def train_file(study: Study, data_dir: str | None) -> list[str]:
+    """SNLI's shared copy has a 20,000-pair train subset, not the full train split."""
+    if "snli" not in study.train:
+        return []
+    subset = locate("snli/train_subset.tsv", data_dir)
+    if subset is None:
+        raise UsageError("the SNLI study trains on snli/train_subset.tsv (../shared/data): pass --data-dir or set "
+                         "RIFT_DATA to the folder that holds it")
+    return ["--train-file", str(subset)]
+
+
+def run_study(study: Study, model: str, data_dir: str | None, root: Path, folder: Path, table_only: bool) -> None:
     if not table_only:
-        if smoke:
-            model = str(root / "tiny-model")
-            if not (root / "tiny-model" / "config.json").is_file():
-                tiny_model(root / "tiny-model")
         data = ["--data-dir", data_dir] if data_dir else []
-        for name, method, seed, flags in runs:
-            run = root / name
-            run_cli(["train.py", "--task", s["task"], "--model", model, "--method", method, "--adversary", "ascc",
-                     "--beta", str(s["beta"]), *flags, "--select-on", "robust",
-                     "--max-train-examples", str(s["train_examples"]), "--max-steps", str(s["steps"]),
-                     "--batch-size", str(s["batch_size"]), "--lr", str(s["lr"]), "--eval-every", str(s["eval_every"]),
-                     "--seed", str(seed), "--save-every", str(s["save_every"]), "--out", str(run),
-                     *s["extra_train"], *data], run)
+        for run in study.runs:
+            out = root / run.name
+            run_cli(["train.py", *study.train, "--model", model, "--method", run.method, "--seed", str(run.seed),
+                     *run.flags, "--out", str(out), *train_file(study, data_dir), *data], out)
             for feature in CKA_FEATURES:
-                teacher_cka(run, s["dev_examples"], data_dir, feature)
-            for evaluation, flags in PILOT_EVALS.items():
-                run_cli(["evaluate.py", "--checkpoint", str(run), *flags, "--num-examples", str(s["test_examples"]),
-                         "--seed", "42", "--out", str(run / "eval" / evaluation), *s["extra_eval"], *data],
-                        run / "eval" / evaluation)
-                write_pilot(root, folder, s, runs)
-    write_pilot(root, folder, s, runs)
+                teacher_cka(out, study.cka_examples, data_dir, feature)
+            for name, (flags, examples) in study.evaluations.items():
+                run_cli(["evaluate.py", "--checkpoint", str(out), *flags, "--num-examples", str(examples),
+                         "--seed", "42", "--out", str(out / "eval" / name), *data], out / "eval" / name)
+                write_study(study, root, folder)
+    write_study(study, root, folder)
+
+
+def smoke_version(study: Study, root: Path) -> tuple[Study, str]:
+    """The study on a tiny random model with tiny budgets (tests and CI keep it working)."""
+    if not (root / "tiny-model" / "config.json").is_file():
+        tiny_model(root / "tiny-model")
+    return replace(study, **study.smoke), str(root / "tiny-model")
 
 
 def training_curve(run: Path) -> list[dict]:
@@ -198,52 +206,60 @@ def training_curve(run: Path) -> list[dict]:
     return [line for line in map(json.loads, read_text(path).splitlines()) if "loss" in line] if path.is_file() else []
 
 
-def pilot_rows(root: Path, runs: list) -> list[dict]:
+def study_rows(study: Study, root: Path) -> list[dict]:
+    """One row per run with what has finished: its whole training config, the kept step, dev
+    accuracies, the loss terms at the start and end, CKA and each attack's accuracy."""
     rows = []
-    for name, method, seed, _ in runs:
-        run = root / name
-        row = {"name": name, "method": method, "seed": seed}
-        if (run / "summary.json").is_file():
-            summary = json.loads(read_text(run / "summary.json"))
-            config = json.loads(read_text(run / "config.json"))
-            curve = training_curve(run)
+    for run in study.runs:
+        out = root / run.name
+        row = {"name": run.name, "method": run.method, "seed": run.seed, "against": run.against}
+        if (out / "summary.json").is_file():
+            summary = json.loads(read_text(out / "summary.json"))
+            config = json.loads(read_text(out / "config.json"))
+            curve = training_curve(out)
             row |= {"config": config["config"], "resolved": config["resolved"], "best_step": summary["best_step"],
                     "dev_accuracy": summary["best_dev_accuracy"], "dev_robust": summary["best_dev_robust_accuracy"],
-                    "feature": summary["feature"], "alpha": config["config"]["alpha"] if method == "rift" else None,
+                    "feature": summary["feature"], "alpha": config["config"]["alpha"] if run.method == "rift" else None,
                     "train_minutes": summary["train_minutes"], "first_ce": curve[0]["ce"], "last_ce": curve[-1]["ce"]}
-            if method == "rift":
+            if run.method == "rift":
                 row |= {"first_mi_bound": curve[0]["mi_bound"], "last_mi_bound": curve[-1]["mi_bound"],
                         "max_mi_bound": max(line["mi_bound"] for line in curve)}
         for feature in CKA_FEATURES:
-            if (run / f"cka-{feature}.json").is_file():
-                row[f"cka_{feature}"] = json.loads(read_text(run / f"cka-{feature}.json"))["linear_cka"]
-        for evaluation in PILOT_EVALS:
-            results = run / "eval" / evaluation / "results.json"
+            if (out / f"cka-{feature}.json").is_file():
+                row[f"cka_{feature}"] = json.loads(read_text(out / f"cka-{feature}.json"))["linear_cka"]
+        for name in study.evaluations:
+            results = out / "eval" / name / "results.json"
             report = json.loads(read_text(results)) if results.is_file() else {}
             if report.get("complete"):
                 metrics = report["metrics"]
                 n = metrics[1]["examples"]
-                row |= {f"{evaluation}_accuracy": metrics[1]["accuracy_under_attack"],
-                        f"{evaluation}_se": binomial_se(metrics[1]["accuracy_under_attack"], n),
-                        "examples": n, "clean_accuracy": metrics[0]["clean_accuracy"],
-                        "clean_se": binomial_se(metrics[0]["clean_accuracy"], n)}
+                row |= {f"{name}_accuracy": metrics[1]["accuracy_under_attack"],
+                        f"{name}_se": binomial_se(metrics[1]["accuracy_under_attack"], n),
+                        f"{name}_settings": report["settings"]}
+                if n > row.get("examples", 0):  # clean accuracy from the largest sample
+                    row |= {"examples": n, "clean_evaluation": name, "clean_accuracy": metrics[0]["clean_accuracy"],
+                            "clean_se": binomial_se(metrics[0]["clean_accuracy"], n)}
         rows.append(row)
     return rows
 
 
-def paired_gaps(root: Path, rows: list[dict]) -> list[dict]:
-    """Every rift run minus the adv run of its seed, on the same test sentences: the mean of the
-    per-sentence differences (right after the attack, or before it for clean accuracy) and its
-    standard error sd / sqrt(n)."""
+def paired_gaps(study: Study, root: Path, rows: list[dict]) -> list[dict]:
+    """Every run minus the run it names, on the same examples: the mean of the per-example
+    differences (right after the attack; right before it for clean accuracy) and its standard
+    error sd / sqrt(n)."""
+    by_name = {r["name"]: r for r in rows}
     gaps = []
-    for rift in (r for r in rows if r["method"] == "rift"):
-        adv = next((r for r in rows if r["method"] == "adv" and r["seed"] == rift["seed"]), None)
-        if adv is None:
+    for row in rows:
+        other = by_name.get(row["against"])
+        if other is None:
             continue
-        gap = {"run": rift["name"], "against": adv["name"]}
-        for key, (evaluation, after) in {"clean": ("pwws", 0), **{e: (e, 1) for e in PILOT_EVALS}}.items():
-            if f"{evaluation}_accuracy" in rift and f"{evaluation}_accuracy" in adv:
-                ours, theirs = (example_outcomes(root / r["name"] / "eval" / evaluation) for r in (rift, adv))
+        gap = {"run": row["name"], "against": other["name"]}
+        keys = {name: (name, 1) for name in study.evaluations}
+        if "clean_evaluation" in row:
+            keys = {"clean": (row["clean_evaluation"], 0)} | keys
+        for key, (name, after) in keys.items():
+            if f"{name}_accuracy" in row and f"{name}_accuracy" in other:
+                ours, theirs = (example_outcomes(root / r["name"] / "eval" / name) for r in (row, other))
                 differences = [ours[i][after] - theirs[i][after] for i in ours]
                 gap[key] = statistics.fmean(differences)
                 gap[f"{key}_se"] = statistics.stdev(differences) / math.sqrt(len(differences))
@@ -252,9 +268,9 @@ def paired_gaps(root: Path, rows: list[dict]) -> list[dict]:
     return gaps
 
 
-def write_pilot(root: Path, folder: Path, s: dict, runs: list) -> None:
-    """results/sst2-pilot.{md,json,png} from what has finished under root."""
-    rows = pilot_rows(root, runs)
+def write_study(study: Study, root: Path, folder: Path) -> None:
+    """results/<study>.{md,json,png} from what has finished under root."""
+    rows = study_rows(study, root)
 
     def with_se(row, key):
         p = row.get(f"{key}_accuracy")
@@ -263,54 +279,52 @@ def write_pilot(root: Path, folder: Path, s: dict, runs: list) -> None:
     def pair(gap, key):
         return f"{gap[key]:+.3f} ± {gap[f'{key}_se']:.3f}" if key in gap else None
 
+    attack_columns = {name: ATTACK_NAMES[name] for name in study.evaluations}
     table = [{"run": r["name"], "seed": r["seed"], "feature": r.get("feature") if r["method"] == "rift" else "-",
               "alpha": r.get("alpha"), "best_step": r.get("best_step"), "dev": r.get("dev_accuracy"),
               "dev_robust": r.get("dev_robust"), "clean": with_se(r, "clean"),
-              **{e: with_se(r, e) for e in PILOT_EVALS}, "cka_mean": r.get("cka_mean"), "cka_cls": r.get("cka_cls")}
-             for r in rows]
+              **{name: with_se(r, name) for name in study.evaluations},
+              "cka_mean": r.get("cka_mean"), "cka_cls": r.get("cka_cls")} for r in rows]
     columns = {"run": "run", "seed": "seed", "feature": "S, T", "alpha": "alpha", "best_step": "kept step",
-               "dev": "dev acc", "dev_robust": "dev ascc", "clean": "clean acc", **PILOT_COLUMNS,
+               "dev": "dev acc", "dev_robust": "dev robust", "clean": "clean acc", **attack_columns,
                "cka_mean": "CKA mean", "cka_cls": "CKA cls"}
     terms = [{"run": r["name"], "first_ce": r.get("first_ce"), "last_ce": r.get("last_ce"),
               "first_mi_bound": r.get("first_mi_bound"), "max_mi_bound": r.get("max_mi_bound"),
               "last_mi_bound": r.get("last_mi_bound"), "minutes": r.get("train_minutes")} for r in rows]
-    term_columns = {"run": "run", "first_ce": "CE, first 10 steps", "last_ce": "CE, last 10",
-                    "first_mi_bound": "MI bound, first 10", "max_mi_bound": "MI bound, max",
-                    "last_mi_bound": "MI bound, last 10", "minutes": "train min"}
-    gaps = paired_gaps(root, rows)
-    printed = format_table(table, columns) + "\n\ntraining terms (means over logged windows of 10 steps)\n" + \
+    term_columns = {"run": "run", "first_ce": "CE, first window", "last_ce": "CE, last window",
+                    "first_mi_bound": "MI bound, first window", "max_mi_bound": "MI bound, max",
+                    "last_mi_bound": "MI bound, last window", "minutes": "train min"}
+    gaps = paired_gaps(study, root, rows)
+    printed = format_table(table, columns) + "\n\ntraining terms (means over each logged window of steps)\n" + \
         format_table(terms, term_columns)
     if gaps:
-        printed += "\n\nrift minus adv of the same seed, paired on the same test sentences (± standard error)\n" + \
-            format_table([{"run": g["run"], "against": g["against"], **{k: pair(g, k) for k in ("clean", *PILOT_EVALS)}}
-                          for g in gaps], {"run": "run", "against": "minus", "clean": "clean acc", **PILOT_COLUMNS})
+        printed += "\n\neach run minus the run it is compared with, paired on the same examples (± standard error)\n" + \
+            format_table([{"run": g["run"], "against": g["against"],
+                           **{key: pair(g, key) for key in ("clean", *study.evaluations)}} for g in gaps],
+                         {"run": "run", "against": "minus", "clean": "clean acc", **attack_columns})
     folder.mkdir(parents=True, exist_ok=True)
-    finished = sum(all(f"{e}_accuracy" in r for e in PILOT_EVALS) for r in rows)
-    (folder / "sst2-pilot.json").write_text(json.dumps(
-        {"settings": s, "runs": [{"name": n, "method": m, "seed": seed, "flags": f} for n, m, seed, f in runs],
-         "evaluations": PILOT_EVALS, "rows": rows, "rift_minus_adv": gaps,
-         "mi_bound": {r["name"]: [[line["step"], line["mi_bound"], line["ce"]] for line in training_curve(root / r["name"])]
-                      for r in rows if r["method"] == "rift"}}, indent=2))
-    (folder / "sst2-pilot.md").write_text(
-        f"# SST-2 pilot: adv against rift when RIFT's term gets to work\n\n"
-        f"Produced by `python bench.py pilot` ({date.today().isoformat()}; {finished} of {len(rows)} runs attacked). "
-        f"Every run: the same {s['train_examples']} SST-2 training sentences, {s['steps']} steps of {s['batch_size']}, "
-        f"lr {s['lr']}, beta {s['beta']:g}, ASCC as the training adversary; best/ is the checkpoint with the best "
-        f"accuracy under ASCC on the same dev sentences, evaluated every {s['eval_every']} steps (`--select-on "
-        f"robust`). rift trains its critics at their own learning rate (`--critic-lr`, results/critic-lr.md); "
-        f"`S, T` is the feature RIFT's term sees (`--feature auto` resolves to the mean pool for "
-        f"{DEFAULT_MODEL}; `rift-cls` keeps the frontier's [CLS]). Every model is attacked on the same "
-        f"{s['test_examples']} test sentences (seed 42, at least 4 words): PWWS with WordNet and with the "
-        f"counter-fitted table, and ASCC (evaluate.py --attack ascc). Accuracies ± binomial standard error; "
-        f"differences paired on the sentences. CKA: linear CKA between the kept checkpoint's feature and the "
-        f"pre-trained model's on the {s['dev_examples']} dev sentences, for both features.\n\n"
-        f"```\n{printed}\n```\n\nThe MI bound and CE over the steps: sst2-pilot.png, and `mi_bound` in "
-        f"sst2-pilot.json.\n")
-    plot_pilot(rows, root, folder / "sst2-pilot.png")
+    attacked = sum(all(f"{name}_accuracy" in r for name in study.evaluations) for r in rows)
+    (folder / f"{study.name}.json").write_text(json.dumps(
+        {"study": study.name, "train": study.train, "evaluations": study.evaluations,
+         "runs": [vars(run) for run in study.runs], "rows": rows, "paired_differences": gaps,
+         "curves": {r["name"]: [[line["step"], line["ce"], line.get("mi_bound")] for line in training_curve(root / r["name"])]
+                    for r in rows}}, indent=2))
+    (folder / f"{study.name}.md").write_text(
+        f"# {study.title}\n\nProduced by `python bench.py {study.command}` "
+        f"({date.today().isoformat()}; {attacked} of {len(rows)} runs attacked). {study.design}\n\n"
+        f"Every run's train.py flags: `{' '.join(study.train)}`, then its own (`runs` in {study.name}.json). "
+        f"Attacks (evaluate.py, seed 42, examples of at least 4 words): "
+        + "; ".join(f"`{name}` = `{' '.join(flags)}` on {n}" for name, (flags, n) in study.evaluations.items())
+        + f". Accuracies ± binomial standard error; differences paired on the examples both models met. "
+        f"`kept step`: the evaluation best/ holds; `dev robust`: its accuracy under the selection attack. "
+        f"CKA: linear CKA between the kept checkpoint's feature and the pre-trained model's on {study.cka_examples} "
+        f"dev examples, for both features.\n\n```\n{printed}\n```\n\nThe CE and the MI bound over the steps: "
+        f"{study.name}.png, and `curves` ([step, ce, mi_bound]) in {study.name}.json.\n")
+    plot_study(study, rows, root, folder / f"{study.name}.png")
     print(printed)
 
 
-def plot_pilot(rows: list[dict], root: Path, path: Path) -> None:
+def plot_study(study: Study, rows: list[dict], root: Path, path: Path) -> None:
     """The MI bound and the CE over the steps of every run, and the accuracy under each attack."""
     try:
         plt = pyplot()
@@ -322,21 +336,116 @@ def plot_pilot(rows: list[dict], root: Path, path: Path) -> None:
         curve = training_curve(root / r["name"])
         if not curve:
             continue
-        style = "--" if "seed43" in r["name"] else "-"
+        style = "-" if r["seed"] == study.runs[0].seed else "--"
         if r["method"] == "rift":
             bound.plot([c["step"] for c in curve], [c["mi_bound"] for c in curve], style, label=r["name"])
         ce.plot([c["step"] for c in curve], [c["ce"] for c in curve], style, label=r["name"])
     bound.set(xlabel="step", ylabel="nats", title="InfoNCE bound on I(S;T|Y), training windows")
     ce.set(xlabel="step", title="training CE")
-    attacked = [r for r in rows if all(f"{e}_accuracy" in r for e in PILOT_EVALS)]
+    attacked = [r for r in rows if all(f"{name}_accuracy" in r for name in study.evaluations)]
     width = 0.8 / max(len(attacked), 1)
+    names = list(study.evaluations)
     for n, r in enumerate(attacked):
-        bars.bar([k + n * width for k in range(len(PILOT_EVALS))], [r[f"{e}_accuracy"] for e in PILOT_EVALS],
-                 width=width, yerr=[r[f"{e}_se"] for e in PILOT_EVALS], label=r["name"], capsize=2)
-    bars.set_xticks([k + 0.4 - width / 2 for k in range(len(PILOT_EVALS))], list(PILOT_COLUMNS.values()))
-    bars.set(ylabel="accuracy under attack", title="500 test sentences")
+        bars.bar([k + n * width for k in range(len(names))], [r[f"{name}_accuracy"] for name in names],
+                 width=width, yerr=[r[f"{name}_se"] for name in names], label=r["name"], capsize=2)
+    bars.set_xticks([k + 0.4 - width / 2 for k in range(len(names))], [ATTACK_NAMES[name] for name in names])
+    bars.set(ylabel="accuracy under attack", title="the same test examples")
     for ax in (bound, ce, bars):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
+
+
+CKA_FEATURES = ("mean", "cls")
+PWWS_WORDNET = ("--attack", "pwws")
+PWWS_COUNTERFITTED = ("--attack", "pwws", "--synonyms", "counterfitted")
+ASCC = ("--attack", "ascc")
+GENETIC = ("--attack", "genetic", "--synonyms", "counterfitted")
+ATTACK_NAMES = {"pwws": "pwws/wordnet", "pwws_counterfitted": "pwws/counterfitted", "ascc": "ascc",
+                "genetic": "genetic/counterfitted"}
+SMOKE_TRAIN = ("--max-train-examples", "64", "--max-steps", "2", "--batch-size", "12", "--eval-every", "1",
+               "--max-length", "32", "--select-examples", "6")
+
+# The pilot: adv against rift at the frontier's budget, with RIFT's term given the chance to work.
+# rift with both fixes (the critics' own learning rate and the model's own feature, the mean pool
+# for MiniLM), rift with the critics' learning rate alone (features at [CLS], as the frontier), and
+# adv, with seeds 42 and 43; then both fixes at alpha 0.3 and 1.0.
+PILOT = Study(
+    command="pilot", name="sst2-pilot", title="SST-2 pilot: adv against rift when RIFT's term gets to work",
+    design="Every run: 4,800 SST-2 training sentences drawn with the run's seed (as the frontier), 150 steps of 32, "
+           "lr 5e-5, "
+           "beta 10 (the paper's), ASCC as the training adversary; best/ is the checkpoint with the best accuracy "
+           "under ASCC on the same 300 dev sentences at steps 50, 100 and 150 (`--select-on robust`). rift trains its "
+           "critics at their own learning rate (`--critic-lr` 1e-3, results/critic-lr.md); `S, T` is the feature "
+           "RIFT's term sees (`--feature auto`: the mean pool for all-MiniLM-L6-v2; `rift-cls` keeps the frontier's "
+           "[CLS]).",
+    train=("--task", "sst2", "--adversary", "ascc", "--beta", "10", "--select-on", "robust",
+           "--max-train-examples", "4800", "--max-steps", "150", "--batch-size", "32", "--lr", "5e-5",
+           "--eval-every", "50", "--save-every", "25"),
+    runs=(Run("adv", "adv", 42),
+          Run("rift", "rift", 42, ("--alpha", "0.1"), against="adv"),
+          Run("rift-cls", "rift", 42, ("--alpha", "0.1", "--feature", "cls"), against="adv"),
+          Run("adv-seed43", "adv", 43),
+          Run("rift-seed43", "rift", 43, ("--alpha", "0.1"), against="adv-seed43"),
+          Run("rift-cls-seed43", "rift", 43, ("--alpha", "0.1", "--feature", "cls"), against="adv-seed43"),
+          Run("rift-alpha0.3", "rift", 42, ("--alpha", "0.3"), against="adv"),
+          Run("rift-alpha1", "rift", 42, ("--alpha", "1.0"), against="adv")),
+    evaluations={"pwws": (PWWS_WORDNET, 500), "pwws_counterfitted": (PWWS_COUNTERFITTED, 500), "ascc": (ASCC, 500)},
+)
+PILOT = replace(PILOT, smoke=dict(
+    train=PILOT.train + SMOKE_TRAIN, runs=PILOT.runs[:2], cka_examples=16,
+    evaluations={name: (flags, 4) for name, (flags, _) in PILOT.evaluations.items()}))
+
+# The paper's second task, where its attacks are cheap: 7-word hypotheses. The paper's alpha 0.7
+# and beta 5; batches of 3 classes x 16; ASCC attacks the hypothesis only (the premise is the
+# context). 10,000 of the 20,000 shared training pairs, one epoch: about 8 CPU-hours for the six runs.
+# Robust training starts slowly here and a strong MI term can hold CE at chance: the table shows
+# each run's CE in its first and last window.
+SNLI = Study(
+    command="snli", name="snli", title="SNLI: standard, adv and rift with the paper's weights",
+    design="Every run: 10,000 pairs drawn with the run's seed from the shared 20,000-pair SNLI train subset (a public "
+           "copy whose labels were mapped by inspection: CPU-sized runs only), all-MiniLM-L6-v2, max length 80, 208 steps of 48 (one "
+           "epoch), lr 5e-5, alpha 0.7 and beta 5 (the paper's), ASCC as the training adversary (the hypothesis "
+           "only), best/ the checkpoint with the best accuracy under ASCC on the same 300 dev pairs at steps 52, "
+           "104, 156 and 208 (standard too). rift: critics at 1e-3, features `auto` (the mean pool).",
+    train=("--task", "snli", "--adversary", "ascc", "--alpha", "0.7", "--beta", "5", "--select-on", "robust",
+           "--max-train-examples", "10000", "--max-steps", "208", "--batch-size", "48", "--lr", "5e-5",
+           "--eval-every", "52", "--save-every", "26"),
+    runs=(Run("standard", "standard", 42), Run("adv", "adv", 42, against="standard"),
+          Run("rift", "rift", 42, against="adv"), Run("standard-seed43", "standard", 43),
+          Run("adv-seed43", "adv", 43, against="standard-seed43"), Run("rift-seed43", "rift", 43, against="adv-seed43")),
+    evaluations={"pwws_counterfitted": (PWWS_COUNTERFITTED, 500), "ascc": (ASCC, 500), "genetic": (GENETIC, 200)},
+    cka_examples=1000,
+)
+SNLI = replace(SNLI, smoke=dict(
+    train=SNLI.train + SMOKE_TRAIN, runs=SNLI.runs[:3], cka_examples=16,
+    evaluations={name: (flags + (("--population", "4", "--generations", "2") if name == "genetic" else ()), 4)
+                 for name, (flags, _) in SNLI.evaluations.items()}))
+
+# SST-2 at five times the pilot's budget: 750 steps on the same 4,800 sentences (five epochs), adv
+# and rift with both fixes at beta 10, seed 42; a second seed where the gap exceeds two standard errors.
+LONG = Study(
+    command="long", name="sst2-long", title="SST-2 at five times the budget: adv against rift",
+    design="As the pilot (results/sst2-pilot.md), but 750 steps (five epochs of the 4,800 sentences), robust "
+           "selection at every 150 steps.",
+    train=("--task", "sst2", "--adversary", "ascc", "--beta", "10", "--select-on", "robust",
+           "--max-train-examples", "4800", "--max-steps", "750", "--batch-size", "32", "--lr", "5e-5",
+           "--eval-every", "150", "--save-every", "25"),
+    runs=(Run("adv", "adv", 42), Run("rift", "rift", 42, ("--alpha", "0.1"), against="adv")),
+    evaluations=PILOT.evaluations,
+)
+LONG = replace(LONG, smoke=PILOT.smoke | {"train": LONG.train + SMOKE_TRAIN})
+
+STUDIES = {study.command: study for study in (PILOT, SNLI, LONG)}
+
+
+def study_command(name: str, model: str, data_dir: str | None, root: Path | None, folder: Path, smoke: bool,
+                  table_only: bool) -> None:
+    """bench.py pilot / snli / long: run (or with table_only only tabulate) one study; its runs go to
+    runs/<name> unless root says otherwise."""
+    chosen = STUDIES[name]
+    root = root or Path("runs") / name
+    if smoke:
+        chosen, model = smoke_version(chosen, root)
+    run_study(chosen, model, data_dir, root, folder, table_only)

@@ -1,0 +1,85 @@
+"""bench.py critics, pilot and snli (studies.py): the studies that give RIFT's term its chance, end
+to end on a tiny model, and their definitions checked against train.py and evaluate.py."""
+
+import json
+
+import pytest
+
+import evaluate
+import studies
+import train
+from conftest import run_cli
+
+
+@pytest.mark.parametrize("name", studies.STUDIES)
+def test_every_run_of_a_study_is_a_valid_train_py_command_compared_with_a_run_of_the_study(name):
+    study = studies.STUDIES[name]
+    names = [run.name for run in study.runs]
+    assert len(set(names)) == len(names)
+    for run in study.runs:
+        cfg = train.parse_args([*study.train, "--method", run.method, "--seed", str(run.seed), *run.flags])
+        assert cfg.method == run.method and cfg.select_on == "robust" and cfg.adversary == "ascc"
+        assert run.against is None or run.against in names[:names.index(run.name)]  # compared with one run before it
+    for flags, examples in study.evaluations.values():
+        assert evaluate.parse_args([*flags, "--num-examples", str(examples)]).attack in evaluate.ATTACKS
+
+
+def test_the_pilot_changes_only_what_it_tests():
+    """rift against adv of its seed, differing in rift's own settings only."""
+    by_name = {run.name: run for run in studies.PILOT.runs}
+    for run in studies.PILOT.runs:
+        if run.method == "rift":
+            adv = by_name[run.against]
+            assert adv.method == "adv" and adv.seed == run.seed and not adv.flags
+            assert set(run.flags[::2]) <= {"--alpha", "--feature"}
+
+
+@pytest.fixture(scope="module")
+def snli_smoke(shared_data, tmp_path_factory):
+    if not (shared_data / "snli" / "train_subset.tsv").is_file():
+        pytest.skip(f"no snli/train_subset.tsv under {shared_data}")
+    root = tmp_path_factory.mktemp("snli")
+    result = run_cli("snli", "--smoke", "--runs", root / "runs", "--results-dir", root / "results",
+                     "--data-dir", shared_data, script="bench.py", timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root, result
+
+
+def test_the_snli_study_trains_attacks_and_pairs_every_run(snli_smoke):
+    root, result = snli_smoke
+    report = json.loads((root / "results" / "snli.json").read_text())
+    study = studies.replace(studies.SNLI, **studies.SNLI.smoke)
+    rows = {row["name"]: row for row in report["rows"]}
+    assert list(rows) == [run.name for run in study.runs] == ["standard", "adv", "rift"]
+    for row in rows.values():
+        assert row["config"]["task"] == "snli" and row["config"]["train_file"].endswith("train_subset.tsv")
+        assert row["resolved"]["labels"] == ["entailment", "neutral", "contradiction"]
+        assert row["resolved"]["select_on"] == "robust" and row["resolved"]["select_attack"] == "ascc"
+        assert all(f"{name}_accuracy" in row for name in study.evaluations)
+        assert {"cka_mean", "cka_cls", "first_ce", "last_ce"} <= row.keys()
+    assert rows["rift"]["config"]["alpha"] == 0.7 and rows["rift"]["config"]["beta"] == 5.0
+    assert "last_mi_bound" in rows["rift"] and "last_mi_bound" not in rows["adv"]
+    assert [(g["run"], g["against"]) for g in report["paired_differences"]] == [("adv", "standard"), ("rift", "adv")]
+    assert all({"clean", "clean_se", *study.evaluations} <= g.keys() for g in report["paired_differences"])
+    assert report["curves"]["rift"] and all(len(point) == 3 for point in report["curves"]["rift"])
+    markdown = (root / "results" / "snli.md").read_text()
+    assert "python bench.py snli" in markdown and "minus" in markdown and "minus" in result.stdout
+
+
+def test_a_study_skips_what_has_finished(snli_smoke, shared_data):
+    root, _ = snli_smoke
+    result = run_cli("snli", "--smoke", "--runs", root / "runs", "--results-dir", root / "results",
+                     "--data-dir", shared_data, script="bench.py", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = studies.replace(studies.SNLI, **studies.SNLI.smoke)
+    per_run = 1 + len(studies.CKA_FEATURES) + len(study.evaluations)  # training, CKA, attacks
+    assert "+ python" not in result.stdout and result.stdout.count("done already") == len(study.runs) * per_run
+
+
+def test_the_critics_study_writes_its_table(shared_data, tmp_path):
+    result = run_cli("critics", "--smoke", "--results-dir", tmp_path, "--data-dir", shared_data, script="bench.py")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "critic-lr.json").read_text())
+    assert [row["lr"] for row in report["rows"]] == list(studies.CRITICS_SMOKE["lrs"])
+    assert len(report["bounds"]["cls lr 0.001"]) == studies.CRITICS_SMOKE["steps"]
+    assert "critic lr" in (tmp_path / "critic-lr.md").read_text()
