@@ -210,7 +210,8 @@ def cost(args) -> dict:
     scratch = Path(tempfile.mkdtemp())
     try:
         model = tiny_model(scratch / "tiny") if args.smoke else args.model
-        checkpoint = model if args.smoke else args.checkpoint or newest_checkpoint()
+        checkpoint = tiny_classifier(model, scratch / "tiny-classifier") if args.smoke else (
+            args.checkpoint or newest_checkpoint())
         steps = args.ascc_steps if args.adversary == "ascc" else args.adv_steps
         neighbour_words = synonyms.counterfitted_synonyms(None, args.data_dir)[0] if args.adversary == "ascc" else None
         rows = training_cost(model, train[:2000], device, args.batch_size, steps, 0.1, task.max_length,
@@ -244,6 +245,14 @@ def cost(args) -> dict:
           f"inside the window ({100 * window['saved_share']:.1f}% saved, {window['examples']} reviews)")
     print(f"\n-> {args.json}")
     return report
+
+
+def tiny_classifier(encoder: str, folder: Path) -> str:
+    """The smoke test's attacked model: the tiny encoder with a (random) head, saved as a classifier."""
+    model, tokenizer = load_classifier(encoder, num_labels=2)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
 
 
 def newest_checkpoint() -> str:

@@ -9,6 +9,7 @@ figures. Only the command lines import this module.
 
 import argparse
 import importlib.metadata
+import math
 import os
 import platform
 import shutil
@@ -39,19 +40,27 @@ def run_command(main: Callable[[], object]) -> None:
 # Arguments
 
 def at_least(low: float, kind=int):
-    """An argparse type: a number >= low, else argparse's one-line error."""
+    """An argparse type: a finite number >= low, else argparse's one-line error."""
     def parse(text: str):
         value = kind(text)
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, not {text}")
+        if not math.isfinite(value) or value < low:
+            raise argparse.ArgumentTypeError(f"must be a finite number of at least {low}, not {text}")
         return value
     return parse
+
+
+def positive(text: str) -> float:
+    """An argparse type: a finite number > 0 (a learning rate)."""
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, not {text}")
+    return value
 
 
 def fraction(text: str) -> float:
     """An argparse type: a number in [0, 1]."""
     value = float(text)
-    if not 0 <= value <= 1:
+    if not 0 <= value <= 1:  # NaN fails this too
         raise argparse.ArgumentTypeError(f"must lie between 0 and 1, not {text}")
     return value
 

@@ -87,7 +87,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     words.add_argument("--synonyms-path", help="the neighbour table (.json) or the vectors (.txt/.zip) to use")
     words.add_argument("--neighbours", type=at_least(1), default=50,
                        help="counterfitted-vectors: nearest words kept (default: %(default)s, TextFooler's)")
-    words.add_argument("--min-cos", type=float, default=0.5,
+    words.add_argument("--min-cos", type=fraction, default=0.5,
                        help="counterfitted-vectors: least cosine kept (default: %(default)s, TextFooler's)")
     words.add_argument("--max-modify-rate", type=fraction, default=1.0,
                        help="largest share of an example's words changed (default: %(default)s, no cap, as "

@@ -60,7 +60,8 @@ def load_classifier(name: str, num_labels: int | None = None):
     """(model, tokenizer): a Hugging Face sequence classifier.
 
     From a pre-trained encoder pass num_labels, and a new classification head is put on top;
-    a fine-tuned checkpoint (num_labels None) loads as it was saved."""
+    a fine-tuned checkpoint (num_labels None) loads as it was saved, and one without a trained
+    head (a pre-trained encoder, whose head transformers would initialise at random) is refused."""
     path = model_path(name)
     looks_local = path.startswith((".", "/", "~")) or path.count("/") > 1  # hub names: "org/name"
     if looks_local and not Path(path).expanduser().is_dir():
@@ -70,11 +71,15 @@ def load_classifier(name: str, num_labels: int | None = None):
         # transformers 5 loads weights in the dtype they were saved in. A bf16 checkpoint would
         # then train in bf16, where AdamW's small updates round away, and the attacks' fp32
         # re-check would not be fp32: weights are always fp32 here, bf16 comes only from autocast.
-        model = AutoModelForSequenceClassification.from_pretrained(
-            path, dtype=torch.float32, **({"num_labels": num_labels} if num_labels else {}))
+        model, loading = AutoModelForSequenceClassification.from_pretrained(
+            path, dtype=torch.float32, output_loading_info=True, **({"num_labels": num_labels} if num_labels else {}))
     except Exception as err:  # a missing or corrupt checkpoint raises one of many types
         reason = (str(err).strip() or type(err).__name__).splitlines()[0]
         raise UsageError(f"could not load a model from {name}: {reason}") from None
+    untrained_head = [key for key in loading["missing_keys"] if not key.startswith(model.base_model_prefix + ".")]
+    if num_labels is None and untrained_head:
+        raise UsageError(f"{name} has no trained classification head ({', '.join(sorted(untrained_head))} would be "
+                         "random): it is a pre-trained encoder; fine-tune it with train.py first")
     if not tokenizer.is_fast:  # data.tokenize needs a fast tokenizer's sequence_ids
         raise UsageError(f"{name} has no fast (Rust) tokenizer, which rift needs")
     return model, tokenizer

@@ -45,7 +45,8 @@ import attacks
 import synonyms
 from checkpoints import (STATE, gathered_random_states, load_training_state, save_model, save_training_state,
                          set_random_states)
-from cli import at_least, environment, format_table, fraction, pick_device, recover_folder, replace_folder, run_command
+from cli import (at_least, environment, format_table, fraction, pick_device, positive, recover_folder, replace_folder,
+                 run_command)
 from data import (DEFAULT_TASK, TASKS, UsageError, balanced_batches, custom_task, infer_labels, load_split, read_text,
                   tokenize)
 from rift import (ADVERSARIES, ASCC_ENTROPY, DEFAULT_MODEL, FEATURES, METHODS, Critics, load_classifier,
@@ -102,7 +103,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="S and T: cls (h_[CLS]), mean (mean of the token states), pooler (tanh(W h_cls), the "
                              "paper's), or auto: the checkpoint's sentence-transformers pooling where it has one, "
                              "else the pooler where it was trained, else cls (default: %(default)s)")
-    method.add_argument("--critic-lr", type=at_least(0.0, float), default=CRITIC_LR,
+    method.add_argument("--critic-lr", type=positive, default=CRITIC_LR,
                         help="peak AdamW learning rate of the InfoNCE critics, on the same schedule (paper: the "
                              "encoder's; default: %(default)s, results/critic-lr.md)")
     method.add_argument("--adversary", default="pgd", choices=ADVERSARIES,
@@ -125,7 +126,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     optim.add_argument("--batch-size", type=at_least(1), default=32,
                        help="examples per forward pass and process, a multiple of the classes (default: %(default)s)")
     optim.add_argument("--grad-accum", type=at_least(1), default=1, help="forward passes per optimiser step (default: %(default)s)")
-    optim.add_argument("--lr", type=at_least(0.0, float), default=2e-5, help="peak AdamW learning rate (paper: 2e-5)")
+    optim.add_argument("--lr", type=positive, default=2e-5, help="peak AdamW learning rate (paper: 2e-5)")
     optim.add_argument("--weight-decay", type=at_least(0.0, float), default=0.01, help="AdamW weight decay, on the heads only as in the paper")
     optim.add_argument("--warmup", type=fraction, default=0.1,
                        help="share of steps with linear learning-rate warm-up, then linear decay to 0 (default: %(default)s)")

@@ -455,6 +455,14 @@ def test_a_plain_model_folder_without_task_is_a_usage_error(tiny_run, workspace,
     assert_one_line_error(evaluate("--checkpoint", plain, "--attack", "none", cache=cache), "--task")
 
 
+def test_a_pre_trained_encoder_without_a_trained_head_is_refused(tiny_model, shared_data, tmp_path, cache):
+    """transformers would put a random head on it, and its 'robustness' would be that head's."""
+    result = evaluate("--checkpoint", tiny_model, "--task", "sst2", "--attack", "none", "--data-dir", shared_data,
+                      "--out", tmp_path / "out", cache=cache)
+    assert_one_line_error(result, "no trained classification head", "fine-tune it with train.py first")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_corrupt_run_configuration_is_a_usage_error(tiny_run, tmp_path, cache):
     run = tmp_path / "run"
     shutil.copytree(tiny_run / "best", run / "best")
@@ -463,7 +471,8 @@ def test_a_corrupt_run_configuration_is_a_usage_error(tiny_run, tmp_path, cache)
 
 
 @pytest.mark.parametrize("flag,value", [("--max-modify-rate", "1.5"), ("--num-examples", "0"),
-                                        ("--eps", "-0.1"), ("--batch-size", "0"), ("--query-budget", "0")])
+                                        ("--eps", "-0.1"), ("--batch-size", "0"), ("--query-budget", "0"),
+                                        ("--eps", "nan"), ("--min-cos", "nan"), ("--max-modify-rate", "nan")])
 def test_out_of_range_settings_are_refused_by_argparse(flag, value, tmp_path, cache):
     result = evaluate("--checkpoint", tmp_path, flag, value, cache=cache)
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -371,6 +371,28 @@ def test_out_of_range_settings_are_refused_by_argparse(flag, value, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_every_float_setting_refuses_nan_and_infinities_and_a_learning_rate_must_be_positive(capsys):
+    """In-process: argparse exits (status 2) with its one-line `error: argument ...` message."""
+    float_flags = ["--" + key.replace("_", "-") for key, value in vars(train.parse_args([])).items()
+                   if isinstance(value, float)]
+    assert {"--lr", "--critic-lr", "--alpha", "--beta", "--tau", "--adv-eps", "--warmup"} <= set(float_flags)
+    bad = [(flag, value) for flag in float_flags for value in ("nan", "inf", "-inf")]
+    bad += [("--lr", "0"), ("--lr", "-1e-5"), ("--critic-lr", "0")]
+    for flag, value in bad:
+        with pytest.raises(SystemExit) as exit:
+            train.parse_args([flag, value])
+        assert exit.value.code == 2
+        assert f"argument {flag}" in capsys.readouterr().err.splitlines()[-1], (flag, value)
+    assert train.parse_args(["--lr", "1e-5"]).lr == 1e-5
+
+
+def test_a_nan_learning_rate_is_a_one_line_argparse_error_before_anything_runs(tmp_path):
+    result = run_cli("--lr", "nan", "--out", tmp_path / "run", cache=tmp_path / "cache")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "argument --lr: must be a finite number above 0, not nan" in result.stderr.splitlines()[-1]
+    assert not (tmp_path / "run").exists()
+
+
 def test_custom_task_with_a_single_label_is_a_usage_error(tiny_model, tmp_path):
     (tmp_path / "train.tsv").write_text("text\tlabel\n" + "".join(f"movie {i}\tpos\n" for i in range(16)))
     result = run_cli("--model", tiny_model, "--task", "custom", "--train-file", tmp_path / "train.tsv",
