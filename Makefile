@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup wordnet demo test results frontier bench clean
+.PHONY: setup wordnet demo test results frontier campaign bench clean
 
 setup: $(VENV)/.installed wordnet
 
@@ -40,6 +40,11 @@ results: setup
 
 frontier: setup
 	$(PY) bench.py frontier
+
+# Does RIFT work once its term can? The studies in order (each skips what has finished and resumes what was cut
+# short): the SST-2 pilot, SNLI, then SST-2 at five times the budget. About 15 CPU-hours in all.
+campaign: setup
+	$(PY) bench.py pilot && $(PY) bench.py snli && $(PY) bench.py long
 
 bench: setup
 	$(PY) bench.py

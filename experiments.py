@@ -32,7 +32,7 @@ RESULTS = dict(task="sst2", train_examples=8000, epochs=1, seed=42, lr=5e-5, tes
 RESULTS_ATTACKS = [("pwws", "wordnet"), ("pwws", "counterfitted"), ("textfooler", "counterfitted")]
 
 
-def recipe_before_issue_15(lr: float) -> list[str]:
+def first_recipe(lr: float) -> list[str]:
     """The tables below were made before train.py's defaults changed (studies.py): the checkpoint
     with the best clean dev accuracy, S and T at [CLS], the critics at the encoder's learning rate.
     They keep those settings, so a rerun reproduces them."""
@@ -87,7 +87,7 @@ def results(args) -> None:
         run = root / f"{r['task']}-{method}"
         run_cli(["train.py", "--task", r["task"], "--method", method, "--max-train-examples", str(r["train_examples"]),
                  "--epochs", str(r["epochs"]), "--lr", str(r["lr"]), "--seed", str(r["seed"]), "--out", str(run),
-                 *recipe_before_issue_15(r["lr"]), *data], run)
+                 *first_recipe(r["lr"]), *data], run)
         for attack, source in RESULTS_ATTACKS:
             run_cli(["evaluate.py", "--checkpoint", str(run), "--attack", attack, "--synonyms", source,
                      "--num-examples", str(r["test_examples"]), "--seed", str(r["seed"]),
@@ -252,7 +252,7 @@ def frontier(args) -> None:
                  "--max-train-examples", str(s["train_examples"]), "--max-steps", str(s["steps"]),
                  "--batch-size", str(s["batch_size"]), "--lr", str(s["lr"]), "--eval-every", str(s["eval_every"]),
                  "--seed", str(r["seed"]), "--save-every", str(s["save_every"]), "--out", str(run),
-                 *recipe_before_issue_15(s["lr"]), *s["extra_train"], *data], run)
+                 *first_recipe(s["lr"]), *s["extra_train"], *data], run)
         teacher_cka(run, s["dev_examples"], args.data_dir)
         for name in FRONTIER_EVALS:
             if name != "genetic":
