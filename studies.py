@@ -131,8 +131,10 @@ def plot_critics(curves: dict, ceiling: float, path: Path) -> None:
         print(f"no figure: {err}")
         return
     figure, ax = plt.subplots(figsize=(7, 4.5))
+    rates = list(dict.fromkeys(name.split(" lr ")[1] for name in curves))  # one colour per rate, one line style per feature
     for name, bounds in curves.items():
-        ax.plot(range(1, len(bounds) + 1), bounds, label=name, linestyle="-" if name.startswith("mean") else "--")
+        ax.plot(range(1, len(bounds) + 1), bounds, label=name, color=f"C{rates.index(name.split(' lr ')[1])}",
+                linestyle="-" if name.startswith("mean") else "--")
     ax.axhline(ceiling, color="grey", linewidth=0.8)
     ax.set(xlabel="step", ylabel="InfoNCE bound on I(S;T|Y), nats", title="critics alone on S = T")
     ax.legend(fontsize=7, ncols=2)
