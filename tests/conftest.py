@@ -39,6 +39,19 @@ def tiny_model(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def tiny_classifier(tiny_model, tmp_path_factory) -> Path:
+    """The tiny encoder with a (random, untrained) classification head saved on it: a classifier
+    folder evaluate.py accepts without a train.py run."""
+    import rift
+
+    folder = tmp_path_factory.mktemp("tiny-classifier")
+    model, tokenizer = rift.load_classifier(str(tiny_model), num_labels=2)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def run_cli(*args, cache: Path | None = None, script: str = "train.py", launcher: list[str] | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess:
     """Run one of the project's command lines in the repository root, as a user would.
