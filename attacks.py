@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from data import Example, tokenize
-from rift import (ASCC_ENTROPY, ascc_substitution, batch_candidates, classify, misclassification_objective,
+from rift import (ASCC_ENTROPY, ascc_substitution, batch_candidates, classify, eval_mode, misclassification_objective,
                   pgd_perturbation, predict_proba)
 
 # ---------------------------------------------------------------------------------------------
@@ -490,19 +490,17 @@ def pgd_accuracy(model, tokenizer, examples: list[Example], max_length: int, eps
     wrong label (the training adversary's KL goal would leave many examples standing: it is as
     happy to make a prediction more confident as to flip it). eps 0 gives clean accuracy."""
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     robust = []
-    for start in range(0, len(examples), batch_size):
-        batch = tokenize(tokenizer, examples[start:start + batch_size], max_length).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            embeds = model.get_input_embeddings()(batch["input_ids"]).detach()
-            objective = misclassification_objective(batch["labels"])
-            delta = pgd_perturbation(model, embeds, batch, objective, eps, steps, norm) if eps > 0 else 0
-            with torch.no_grad():
-                logits, _ = classify(model, embeds + delta, batch)
-        robust += (logits.argmax(-1) == batch["labels"]).tolist()
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(examples), batch_size):
+            batch = tokenize(tokenizer, examples[start:start + batch_size], max_length).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                embeds = model.get_input_embeddings()(batch["input_ids"]).detach()
+                objective = misclassification_objective(batch["labels"])
+                delta = pgd_perturbation(model, embeds, batch, objective, eps, steps, norm) if eps > 0 else 0
+                with torch.no_grad():
+                    logits, _ = classify(model, embeds + delta, batch)
+            robust += (logits.argmax(-1) == batch["labels"]).tolist()
     return robust
 
 

@@ -46,7 +46,7 @@ from data import TASKS, UsageError, load_split, tokenize
 from experiments import frontier, plot_run, results, tiny_model
 from parity import parity
 from studies import critics_study, study_command
-from rift import (ADVERSARIES, DEFAULT_MODEL, METHODS, Critics, ascc_weights, batch_candidates, classify,
+from rift import (ADVERSARIES, ASCC, DEFAULT_MODEL, METHODS, PGD, Critics, ascc_weights, batch_candidates, classify,
                   kl_objective, load_classifier, make_teacher, neighbour_table, pgd_perturbation, predict_proba,
                   teacher_features, training_loss)
 
@@ -89,6 +89,7 @@ def training_cost(model_name: str, examples, device, batch_size: int, steps: int
     """Seconds per optimiser step of each method; `steps` are PGD's or ASCC's, as `adversary` says."""
     model, tokenizer = load_classifier(model_name, num_labels=2)
     neighbours = neighbour_table(tokenizer, synonyms).to(device) if adversary == "ascc" else None
+    training_adversary = ASCC(neighbours, steps) if adversary == "ascc" else PGD(eps, steps, "l2")
     teacher = make_teacher(model).to(device)
     model.to(device).train()
     critics = Critics(2, model.config.hidden_size, teacher.config.hidden_size).to(device)
@@ -97,12 +98,11 @@ def training_cost(model_name: str, examples, device, batch_size: int, steps: int
     half = batch_size // 2
     batches = [tokenize(tokenizer, by_class[0][i * half:(i + 1) * half] + by_class[1][i * half:(i + 1) * half],
                         max_length).to(device) for i in range(4)]
-    loss_kwargs = dict(teacher=teacher, critics=critics, alpha=0.1, beta=10.0, tau=0.2, eps=eps, steps=steps, norm="l2",
-                       adversary=adversary, neighbours=neighbours, ascc_steps=steps)
+    loss_kwargs = dict(teacher=teacher, critics=critics, alpha=0.1, beta=10.0, tau=0.2)
 
     def optimiser_step(method):
         def step(batch):
-            training_loss(method, model, batch, **loss_kwargs)["loss"].backward()
+            training_loss(method, model, batch, training_adversary, **loss_kwargs)["loss"].backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         return step

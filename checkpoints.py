@@ -1,13 +1,24 @@
-"""Checkpoints. best/ is a standard Hugging Face model folder (config with the label names,
-safetensors, tokenizer) that AutoModelForSequenceClassification loads. last/ is one too, plus all a
-resumed run needs to end as if it had never stopped: the critics and AdamW moments as safetensors,
-everything else (optimiser groups, schedule, step, best dev accuracy, open metrics window, every
-process's random states) as JSON. Nothing is pickled, so a checkpoint from anywhere is safe to load.
+"""Checkpoints and the run folder they live in. best/ is a standard Hugging Face model folder
+(config with the label names, safetensors, tokenizer) that AutoModelForSequenceClassification loads.
+last/ is one too, plus all a resumed run needs to end as if it had never stopped: the critics and
+AdamW moments as safetensors, everything else (optimiser groups, schedule, step, best dev accuracy,
+open metrics window, every process's random states) as JSON. Nothing is pickled, so a checkpoint
+from anywhere is safe to load. Folders are written whole or not at all.
+
+`RunFolder` is train.py's run folder (config.json, metrics.jsonl, best/, last/, summary.json) as
+every process of a run sees it: opening a new run or resuming one, and saving as the loop goes.
 """
 
+import argparse
 import json
+import os
 import random
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -17,6 +28,45 @@ from safetensors.torch import load_file, save_file
 
 from data import UsageError, read_text
 from rift import load_classifier
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing folders whole
+
+def replace_folder(folder: Path, write: Callable[[Path], None]) -> None:
+    """write(staging) fills a folder beside `folder`, which is synced to disk and renamed into its
+    place. A kill at any moment leaves the old folder or the new one whole: between the two renames
+    the old one is <name>.old, which `recover_folder` puts back (here first, and before a read)."""
+    staging, old = folder.with_name(folder.name + ".saving"), folder.with_name(folder.name + ".old")
+    recover_folder(folder)
+    for stale in (staging, old):  # a save killed half-way, or before its clean-up
+        shutil.rmtree(stale, ignore_errors=True)
+    write(staging)
+    for path in [*staging.iterdir(), staging]:
+        fsync(path)
+    if folder.exists():
+        folder.rename(old)
+    staging.rename(folder)
+    fsync(folder.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_folder(folder: Path) -> None:
+    old = folder.with_name(folder.name + ".old")
+    if not folder.exists() and old.exists():
+        old.rename(folder)
+
+
+def fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+# ---------------------------------------------------------------------------------------------
+# best/ and last/
 
 STATE = "training_state"  # last/training_state.safetensors (critics, optimiser) and .json (the rest)
 
@@ -93,3 +143,184 @@ def set_random_states(states: dict, device: torch.device) -> None:
     torch.set_rng_state(torch.tensor(states["torch"], dtype=torch.uint8))
     if device.type == "cuda":
         torch.cuda.set_rng_state(torch.tensor(states["cuda"], dtype=torch.uint8), device)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run folder: a new run or a resumed one, and what the loop saves in it
+
+# A resumed run may change where its data is and how often it reports; every other setting changes
+# the arithmetic (the batches, the schedule, the loss) and must stay as the run began.
+RESUME_MAY_CHANGE = ("data_dir", "device", "log_every", "eval_every", "save_every")
+FLAGS_RESUME_MAY_CHANGE = ["--" + key.replace("_", "-") for key in RESUME_MAY_CHANGE]
+
+
+def resumed_settings(run: str, given: dict, defaults: dict) -> argparse.Namespace:
+    """The settings RUN/config.json recorded, with those of the flags given now that may change."""
+    path = Path(run) / "config.json"
+    if not path.is_file():
+        raise UsageError(f"--resume {run}: no train.py run there (it has no config.json)")
+    try:
+        saved = defaults | json.loads(read_text(path))["config"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise UsageError(f"{path} is not a train.py run configuration ({err!r})") from None
+    if "out" in given:
+        raise UsageError("--resume continues a run in its own folder: drop --out")
+    for key, value in given.items():
+        if key not in ("resume", *RESUME_MAY_CHANGE) and value != saved[key]:
+            flag = "--" + key.replace("_", "-")
+            raise UsageError(f"{flag} {value} differs from the run's {saved[key]}: a resumed run keeps every setting "
+                             f"that changes its arithmetic; drop {flag}, or start a new run")
+    changed = {key: value for key, value in given.items() if key in RESUME_MAY_CHANGE}
+    return argparse.Namespace(**(saved | changed | {"resume": run}))
+
+
+@dataclass
+class LoopState:
+    """What the training loop carries from step to step besides the weights, the optimiser and the
+    schedule. last/ saves it beside them, so that a resumed run logs and selects as one never stopped."""
+    best: dict = field(default_factory=lambda: {"step": 0})  # the evaluation best/ holds (step 0: none yet)
+    record: dict = field(default_factory=dict)  # the last log line's means of the terms
+    dev_accuracy: float | None = None  # the last evaluation's
+    window: dict = field(default_factory=dict)  # each term summed (a tensor) over the steps since the last log line
+    steps_in_window: int = 0
+    train_seconds: float = 0.0  # training time at the last log line
+
+    @classmethod
+    def restored(cls, progress: dict, device: torch.device) -> "LoopState":
+        window = {name: torch.tensor(value, device=device) for name, value in progress["window"].items()}
+        return cls(progress["best"], progress["record"], progress["dev_accuracy"], window,
+                   progress["steps_in_window"], progress["train_seconds"])
+
+    def close_window(self) -> None:
+        """The window's means become `record`, the last log line's; the next window starts empty."""
+        self.record = {name: value.item() / self.steps_in_window for name, value in self.window.items()}
+        self.window, self.steps_in_window = {}, 0
+
+    def progress(self, step: int, train_seconds: float) -> dict:
+        """last/'s record of the loop after `step`: the window's sums as numbers (.item() waits for the device)."""
+        return {"step": step, "best": self.best, "record": self.record, "dev_accuracy": self.dev_accuracy,
+                "window": {name: value.item() for name, value in self.window.items()},
+                "steps_in_window": self.steps_in_window, "train_seconds": train_seconds}
+
+
+def restored_loop(progress: dict, batches, grad_accum: int, rank: int, device: torch.device) -> LoopState:
+    """The loop where last/ left it: its state, the sampler's position and this process's random states."""
+    loop = LoopState.restored(progress, device)
+    for _ in range(progress["step"] * grad_accum):  # the sampler replays its index lists (about 2 s per 10,000)
+        next(batches)
+    set_random_states(progress["random_states"][rank], device)  # last: nothing may draw after this
+    return loop
+
+
+class TrainingClock:
+    """Training time: wall time less dev evaluations and saves, plus the legs before a resume."""
+
+    def __init__(self, prior_seconds: float):
+        self.prior_seconds, self.started, self.paused_seconds = prior_seconds, time.perf_counter(), 0.0
+
+    def seconds(self, now: float | None = None) -> float:
+        return self.prior_seconds + (time.perf_counter() if now is None else now) - self.started - self.paused_seconds
+
+    @contextmanager
+    def paused(self):
+        """The block's time is not training time; it gets the training seconds at its start."""
+        paused_at = time.perf_counter()
+        yield self.seconds(paused_at)
+        self.paused_seconds += time.perf_counter() - paused_at
+
+
+class RunFolder:
+    """A train.py run folder as every process of the run sees it. Rank 0 alone writes; at each
+    barrier the others wait for it, so that none reads what is half written or leaves before it."""
+
+    def __init__(self, path: Path, resuming: bool, rank: int, world_size: int):
+        if not resuming and path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise UsageError(f"run folder {path} already exists; pass a new --out (or --resume it)")
+        self.path, self.resuming, self.is_main, self.world_size = path, resuming, rank == 0, world_size
+        self.config = None  # config.json: read by check_resumable, (re)written by begin
+        self.metrics = None  # metrics.jsonl, open for appending on rank 0 from begin on
+        self.saved_step = 0  # the step last/ holds
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+    def check_resumable(self, resolved: dict, device: torch.device, save_every: int) -> None:
+        """Refuses a run that cannot continue here exactly: finished, on other data or schedule, on
+        another number of processes or kind of device than it began with, or with no last/ yet."""
+        config = json.loads(read_text(self.path / "config.json"))
+        if (self.path / "summary.json").is_file():
+            raise UsageError(f"{self.path} has finished (it has a summary.json): there is nothing to resume")
+        now = json.loads(json.dumps(resolved))  # as config.json holds it (tuples as lists)
+        then = config["resolved"] | {"world_size": config["environment"].get("world_size", 1),
+                                     "device": torch.device(config["environment"]["device"]).type}
+        now |= {"world_size": self.world_size, "device": device.type}
+        # A key only one side records is a setting an older rift did not record; every other must agree.
+        for key in (key for key in now if key in then):
+            if key != "model_path" and then[key] != now[key]:  # a package's folder may move, not --model
+                raise UsageError(f"--resume {self.path}: its {key} was {then.get(key)}, here it is {now[key]}; resume "
+                                 "it with the same data and on the same kind of machine")
+        if self.is_main:  # a kill between a save's two renames left the previous folder as <name>.old
+            for name in ("best", "last"):
+                recover_folder(self.path / name)
+        self.barrier()
+        if not (self.path / "last" / f"{STATE}.json").is_file():
+            raise UsageError(f"{self.path} has no last/ to resume from: it stopped before its first save (every "
+                             f"--save-every {save_every} steps); start it again with a new --out")
+        self.config = config
+
+    def begin(self, settings: dict, resolved: dict, progress: dict | None, environment: Callable[[], dict]) -> None:
+        """Write config.json (a resumed run adds this leg, at the step of `progress`, to the record)
+        and open metrics.jsonl; environment() describes the machine, on rank 0 alone."""
+        self.saved_step = progress["step"] if progress else 0
+        if not self.is_main:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        here = environment() | {"world_size": self.world_size}
+        if self.resuming:
+            self.config["resumed"] = self.config.get("resumed", []) + [{"step": self.saved_step, "environment": here}]
+        else:
+            self.config = {"config": settings, "resolved": resolved, "environment": here}
+        part = self.path / "config.json.part"  # replaced whole, as a resumed run rewrites it
+        part.write_text(json.dumps(self.config, indent=2))
+        part.replace(self.path / "config.json")
+        if self.resuming:  # lines logged after last/ was saved belong to steps that run again
+            with open(self.path / "metrics.jsonl", "r+b") as f:
+                if f.seek(0, os.SEEK_END) < progress["metrics_bytes"]:
+                    raise UsageError(f"{self.path}/metrics.jsonl is shorter than when last/ was saved; it cannot resume")
+                f.truncate(progress["metrics_bytes"])
+        self.metrics = open(self.path / "metrics.jsonl", "a")
+
+    def log(self, record: dict) -> None:
+        """A line of metrics.jsonl, from rank 0; the other processes' records go nowhere."""
+        if self.is_main:
+            self.metrics.write(json.dumps(record) + "\n")
+            self.metrics.flush()
+
+    def save_best(self, model, tokenizer, labels: tuple[str, ...]) -> None:
+        """best/, from rank 0 alone."""
+        replace_folder(self.path / "best", lambda folder: save_model(model, tokenizer, folder, labels))
+
+    def save_last(self, progress: dict, model, tokenizer, labels: tuple[str, ...], critics, optimizer, scheduler,
+                  device: torch.device) -> None:
+        """last/, by every process together: rank 0 saves `progress` with every process's random
+        states and the length metrics.jsonl has on disk then, which a resumed run cuts it back to."""
+        progress = progress | {"random_states": gathered_random_states(device, self.world_size)}
+        if self.is_main:
+            self.metrics.flush()
+            os.fsync(self.metrics.fileno())
+            progress["metrics_bytes"] = self.metrics.tell()
+            replace_folder(self.path / "last", lambda folder: save_training_state(
+                folder, model, tokenizer, labels, critics, optimizer, scheduler, progress))
+        self.barrier()  # no process leaves before rank 0 has written
+        self.saved_step = progress["step"]
+
+    def close(self) -> None:
+        if self.is_main:
+            self.metrics.close()
+
+    def finish(self, summary: dict) -> None:
+        """summary.json, which marks the run finished."""
+        self.close()
+        if self.is_main:
+            (self.path / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -2,9 +2,8 @@
 
 Bad input is a data.UsageError, which `run_command` prints as one line `error: ...`; argparse
 types refuse out-of-range numbers before anything runs; the device, the newest run folder and the
-record of the environment are found the same way by every command; folders (checkpoints) are
-written whole or not at all; results print as plain tables and, with the optional matplotlib, as
-figures. Only the command lines import this module.
+record of the environment are found the same way by every command; results print as plain
+tables and, with the optional matplotlib, as figures. Only the command lines import this module.
 """
 
 import argparse
@@ -12,7 +11,6 @@ import importlib.metadata
 import math
 import os
 import platform
-import shutil
 import subprocess
 import sys
 from datetime import datetime
@@ -108,41 +106,6 @@ def environment(device: torch.device) -> dict:
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "git_commit": commit, "command": " ".join(sys.argv),
             "date": datetime.now().isoformat(timespec="seconds")}
-
-
-# ---------------------------------------------------------------------------------------------
-# Writing folders whole
-
-def replace_folder(folder: Path, write: Callable[[Path], None]) -> None:
-    """write(staging) fills a folder beside `folder`, which is synced to disk and renamed into its
-    place. A kill at any moment leaves the old folder or the new one whole: between the two renames
-    the old one is <name>.old, which `recover_folder` puts back (here first, and before a read)."""
-    staging, old = folder.with_name(folder.name + ".saving"), folder.with_name(folder.name + ".old")
-    recover_folder(folder)
-    for stale in (staging, old):  # a save killed half-way, or before its clean-up
-        shutil.rmtree(stale, ignore_errors=True)
-    write(staging)
-    for path in [*staging.iterdir(), staging]:
-        fsync(path)
-    if folder.exists():
-        folder.rename(old)
-    staging.rename(folder)
-    fsync(folder.parent)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def recover_folder(folder: Path) -> None:
-    old = folder.with_name(folder.name + ".old")
-    if not folder.exists() and old.exists():
-        old.rename(folder)
-
-
-def fsync(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ and its parts come below in the order the method needs them:
 import copy
 import json
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,6 +138,18 @@ def classify(model, embeds: torch.Tensor, batch, feature: str = "cls") -> tuple[
     return out.logits, pooled(out.hidden_states[-1], batch["attention_mask"], feature, pooler)
 
 
+@contextmanager
+def eval_mode(model):
+    """The model in eval mode inside the block (no dropout: an attack or an evaluation sees one
+    network), and back in the mode it had on leaving it, also when the block raises."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def make_teacher(model) -> nn.Module:
     """A frozen copy of the pre-trained encoder, taken before fine-tuning starts. Eval mode: the
     release code left its dropout on, which only adds noise to the target T."""
@@ -160,15 +173,13 @@ def predict_proba(model, tokenizer, examples: list[Example], max_length: int, ba
     order = sorted(range(len(texts)), key=lambda i: lengths[i])
     device = next(model.parameters()).device
     probs = torch.empty(len(texts), model.config.num_labels)
-    was_training = model.training
-    model.eval()
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        batch = tokenize(tokenizer, [examples[i] for i in chunk], max_length, [texts[i] for i in chunk]).to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            logits = model(input_ids=batch["input_ids"], **model_inputs(batch)).logits
-        probs[chunk] = logits.float().softmax(-1).cpu()
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            batch = tokenize(tokenizer, [examples[i] for i in chunk], max_length, [texts[i] for i in chunk]).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = model(input_ids=batch["input_ids"], **model_inputs(batch)).logits
+            probs[chunk] = logits.float().softmax(-1).cpu()
     return probs
 
 
@@ -275,9 +286,7 @@ def pgd_perturbation(model, embeds: torch.Tensor, batch, objective, eps: float, 
     embeds = embeds.detach()
     delta = random_start(embeds.shape, eps, norm, embeds.device) * mask
     step_size = 2.5 * eps / max(steps, 1)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for _ in range(steps):
             delta.requires_grad_(True)
             logits, _ = classify(model, embeds + delta, batch)
@@ -288,9 +297,19 @@ def pgd_perturbation(model, embeds: torch.Tensor, batch, objective, eps: float, 
             else:
                 direction = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
             delta = project(delta.detach() + step_size * direction, eps, norm) * mask
-    finally:
-        model.train(was_training)
     return delta.detach()
+
+
+@dataclass(frozen=True)
+class PGD:
+    """`training_loss`'s embedding-space adversary: `steps` steps of `pgd_perturbation` in the ball."""
+    eps: float
+    steps: int
+    norm: str = "l2"
+
+    def embeddings(self, model, embeds: torch.Tensor, batch, objective) -> torch.Tensor:
+        """The adversarial word embeddings (B, T, H) of the clean ones (B, T, H)."""
+        return embeds + pgd_perturbation(model, embeds, batch, objective, self.eps, self.steps, self.norm)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,9 +422,7 @@ def ascc_weights(model, batch, objective, candidates: torch.Tensor, steps: int =
     theta = theta * math.sqrt(2 / (length * k))
     theta.requires_grad_(True)
     adam = torch.optim.Adam([theta], lr=lr)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for _ in range(steps):
             log_w = theta.masked_fill(~valid, -math.inf).log_softmax(-1)  # (B, T, K)
             w = log_w.exp()
@@ -415,8 +432,6 @@ def ascc_weights(model, batch, objective, candidates: torch.Tensor, steps: int =
             gain = batch_size * objective(logits) - entropy_weight * entropy
             theta.grad, = torch.autograd.grad(-gain, theta)
             adam.step()
-    finally:
-        model.train(was_training)
     return theta.detach().masked_fill(~valid, -math.inf).softmax(-1)
 
 
@@ -437,22 +452,35 @@ def convex_mix(model, candidates: torch.Tensor, weights: torch.Tensor) -> torch.
     return (weights.unsqueeze(-1).to(options.dtype) * options).sum(-2)
 
 
+@dataclass(frozen=True)
+class ASCC:
+    """`training_loss`'s ASCC adversary: the candidates' mixture of `steps` Adam steps of `ascc_weights`."""
+    neighbours: Neighbours
+    steps: int = 10
+    lr: float = 1.0
+    entropy: float = ASCC_ENTROPY  # the weight of the weights' entropy per word
+
+    def embeddings(self, model, embeds: torch.Tensor, batch, objective) -> torch.Tensor:
+        """The adversarial word embeddings (B, T, H): the soft mixture, in place of the clean ones."""
+        candidates = batch_candidates(self.neighbours, batch)
+        weights = ascc_weights(model, batch, objective, candidates, self.steps, self.lr, self.entropy)
+        return convex_mix(model, candidates, weights)
+
+
 # ---------------------------------------------------------------------------------------------
 # 4. The loss of each method
 
-def training_loss(method: str, model, batch, *, teacher=None, critics: Critics | None = None,
-                  alpha: float = 0.0, beta: float = 0.0, tau: float = 0.2, feature: str = "cls",
-                  eps: float = 0.0, steps: int = 0, norm: str = "l2", adversary: str = "pgd",
-                  neighbours: Neighbours | None = None, ascc_steps: int = 10, ascc_lr: float = 1.0,
-                  ascc_entropy: float = ASCC_ENTROPY) -> dict[str, torch.Tensor]:
+def training_loss(method: str, model, batch, adversary: PGD | ASCC | None = None, *, teacher=None,
+                  critics: Critics | None = None, alpha: float = 0.0, beta: float = 0.0, tau: float = 0.2,
+                  feature: str = "cls") -> dict[str, torch.Tensor]:
     """The loss of one batch and its terms, for logging.
 
     standard:  CE(f(x), y)
     adv:       CE(f(x), y) + beta * KL(p(x) || p(x_adv))            (the paper's baseline)
     rift:      adv + alpha * L_MI(S(x_adv), T(x) | y)
 
-    x_adv comes from `adversary`: "pgd" (eps, steps, norm) or "ascc" (neighbours, ascc_*); S and T
-    are the `feature` of resolve_feature.
+    x_adv comes from `adversary` (PGD or ASCC; standard needs none); S and T are the `feature` of
+    resolve_feature.
 
     `model` may be wrapped in DistributedDataParallel; the attack runs on the bare module, so its
     forward passes neither synchronise nor leave DDP waiting for a backward that never comes."""
@@ -466,12 +494,7 @@ def training_loss(method: str, model, batch, *, teacher=None, critics: Critics |
 
     # The clean forward pass just made doubles as the attack's target p(x): no extra pass. It ran
     # in train mode, so the attack maximises the very KL term of the loss below.
-    if adversary == "ascc":
-        candidates = batch_candidates(neighbours, batch)
-        weights = ascc_weights(bare, batch, kl_objective(logits), candidates, ascc_steps, ascc_lr, ascc_entropy)
-        adv_embeds = convex_mix(bare, candidates, weights)
-    else:
-        adv_embeds = embeds + pgd_perturbation(bare, embeds, batch, kl_objective(logits), eps, steps, norm)
+    adv_embeds = adversary.embeddings(bare, embeds, batch, kl_objective(logits))
     adv_logits, adv_features = classify(model, adv_embeds, batch, feature)
     kl = kl_divergence(logits, adv_logits)  # neither side detached, as in the release code
     terms = {"ce": ce.detach(), "kl": kl.detach()}
@@ -507,12 +530,10 @@ def teacher_similarity(model, teacher, tokenizer, examples: list[Example], max_l
     """Linear CKA between the student's S and the teacher's T (both the `feature`), on the same
     clean examples, both models in eval mode."""
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     s, t = [], []
-    for start in range(0, len(examples), batch_size):
-        batch = tokenize(tokenizer, examples[start:start + batch_size], max_length).to(device)
-        s.append(classify(model, model.get_input_embeddings()(batch["input_ids"]), batch, feature)[1].float().cpu())
-        t.append(teacher_features(teacher, batch, feature).float().cpu())
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(examples), batch_size):
+            batch = tokenize(tokenizer, examples[start:start + batch_size], max_length).to(device)
+            s.append(classify(model, model.get_input_embeddings()(batch["input_ids"]), batch, feature)[1].float().cpu())
+            t.append(teacher_features(teacher, batch, feature).float().cpu())
     return linear_cka(torch.cat(s), torch.cat(t))

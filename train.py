@@ -24,14 +24,13 @@ moment leaves the previous best/ and last/ whole.
 """
 
 import argparse
-import json
 import math
 import os
 import random
 import signal
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
 
@@ -43,15 +42,14 @@ from tqdm.auto import tqdm
 
 import attacks
 import synonyms
-from checkpoints import (STATE, gathered_random_states, load_training_state, save_model, save_training_state,
-                         set_random_states)
-from cli import (at_least, environment, format_table, fraction, pick_device, positive, recover_folder, replace_folder,
-                 run_command)
-from data import (DEFAULT_TASK, TASKS, UsageError, balanced_batches, custom_task, infer_labels, load_split, read_text,
+from checkpoints import (FLAGS_RESUME_MAY_CHANGE, LoopState, RunFolder, TrainingClock, load_training_state,
+                         restored_loop, resumed_settings)
+from cli import at_least, environment, format_table, fraction, pick_device, positive, run_command
+from data import (DEFAULT_TASK, TASKS, Task, UsageError, balanced_batches, custom_task, infer_labels, load_split,
                   tokenize)
-from rift import (ADVERSARIES, ASCC_ENTROPY, DEFAULT_MODEL, FEATURES, METHODS, Critics, load_classifier,
-                  make_teacher, model_path, neighbour_table, predict_proba, resolve_feature, training_loss,
-                  warmup_linear_decay)
+from rift import (ADVERSARIES, ASCC, ASCC_ENTROPY, DEFAULT_MODEL, FEATURES, METHODS, PGD, Critics, Neighbours,
+                  load_classifier, make_teacher, model_path, neighbour_table, predict_proba, resolve_feature,
+                  training_loss, warmup_linear_decay)
 
 # The paper's settings (REFERENCE.md section 2; the release's rift_train.sh and opts.py). A preset
 # only sets defaults: any flag given wins. bert-base-uncased needs the hub or a local copy (not
@@ -164,32 +162,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return cfg
 
 
-# A resumed run may change where its data is and how often it reports; every other setting changes
-# the arithmetic (the batches, the schedule, the loss) and must stay as the run began.
-RESUME_MAY_CHANGE = ("data_dir", "device", "log_every", "eval_every", "save_every")
-FLAGS_RESUME_MAY_CHANGE = ["--" + key.replace("_", "-") for key in RESUME_MAY_CHANGE]
-
-
-def resumed_settings(run: str, given: dict, defaults: dict) -> argparse.Namespace:
-    """The settings RUN/config.json recorded, with those of the flags given now that may change."""
-    path = Path(run) / "config.json"
-    if not path.is_file():
-        raise UsageError(f"--resume {run}: no train.py run there (it has no config.json)")
-    try:
-        saved = defaults | json.loads(read_text(path))["config"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise UsageError(f"{path} is not a train.py run configuration ({err!r})") from None
-    if "out" in given:
-        raise UsageError("--resume continues a run in its own folder: drop --out")
-    for key, value in given.items():
-        if key not in ("resume", *RESUME_MAY_CHANGE) and value != saved[key]:
-            flag = "--" + key.replace("_", "-")
-            raise UsageError(f"{flag} {value} differs from the run's {saved[key]}: a resumed run keeps every setting "
-                             f"that changes its arithmetic; drop {flag}, or start a new run")
-    changed = {key: value for key, value in given.items() if key in RESUME_MAY_CHANGE}
-    return argparse.Namespace(**(saved | changed | {"resume": run}))
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -214,7 +186,7 @@ def accuracy(model, tokenizer, examples, max_length: int, amp: bool) -> float:
     return (probs.argmax(-1) == torch.tensor([ex.label for ex in examples])).float().mean().item()
 
 
-def robust_accuracy(model, tokenizer, examples, max_length: int, amp: bool, neighbours, cfg) -> float:
+def robust_accuracy(model, tokenizer, examples, max_length: int, amp: bool, adversary: PGD | ASCC) -> float:
     """Accuracy on dev sentences under the training adversary turned attack: ASCC's discrete text
     (attacks.ascc_attack, the release's selection attack), or PGD aimed at the true label at the
     training radius, 10 steps. Its random draws are its own (seed 0, the generators restored after):
@@ -222,12 +194,22 @@ def robust_accuracy(model, tokenizer, examples, max_length: int, amp: bool, neig
     device = next(model.parameters()).device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
-        if cfg.adversary == "ascc":
-            results = attacks.ascc_attack(model, tokenizer, examples, neighbours, max_length, seed=0,
-                                          steps=cfg.ascc_steps, lr=cfg.ascc_lr, entropy_weight=cfg.ascc_entropy, amp=amp)
+        if isinstance(adversary, ASCC):
+            results = attacks.ascc_attack(model, tokenizer, examples, adversary.neighbours, max_length, seed=0,
+                                          steps=adversary.steps, lr=adversary.lr, entropy_weight=adversary.entropy,
+                                          amp=amp)
             return sum(result.status == "failed" for _, result in results) / len(examples)
-        return float(np.mean(attacks.pgd_accuracy(model, tokenizer, examples, max_length, cfg.adv_eps, 10,
-                                                  cfg.adv_norm, amp=amp)))
+        return float(np.mean(attacks.pgd_accuracy(model, tokenizer, examples, max_length, adversary.eps, 10,
+                                                  adversary.norm, amp=amp)))
+
+
+def evaluate(model, tokenizer, dev, select_dev, max_length: int, amp: bool, adversary, step: int) -> dict:
+    """The dev evaluation at `step`: the clean accuracy and, where --select-on robust drew select_dev,
+    its accuracy under the adversary turned attack."""
+    evaluation = {"step": step, "dev_accuracy": accuracy(model, tokenizer, dev, max_length, amp)}
+    if select_dev:
+        evaluation["dev_robust_accuracy"] = robust_accuracy(model, tokenizer, select_dev, max_length, amp, adversary)
+    return evaluation
 
 
 def better(evaluation: dict, best: dict, select_on: str) -> bool:
@@ -240,64 +222,188 @@ def better(evaluation: dict, best: dict, select_on: str) -> bool:
     return evaluation["dev_accuracy"] > best["dev_accuracy"]
 
 
-def check_resumable(run: Path, resolved: dict, world_size: int, device: torch.device) -> dict:
-    """RUN/config.json, when RUN can continue here: unfinished, and on the same data, schedule,
-    number of processes and kind of device as it began with."""
-    config = json.loads(read_text(run / "config.json"))
-    if (run / "summary.json").is_file():
-        raise UsageError(f"{run} has finished (it has a summary.json): there is nothing to resume")
-    now = json.loads(json.dumps(resolved))  # as config.json holds it (tuples as lists)
-    then = config["resolved"] | {"world_size": config["environment"].get("world_size", 1),
-                                 "device": torch.device(config["environment"]["device"]).type}
-    now |= {"world_size": world_size, "device": device.type}
-    # A key only one side records is a setting an older rift did not record; every other must agree.
-    for key in (key for key in now if key in then):
-        if key != "model_path" and then[key] != now[key]:  # a package's folder may move, not --model
-            raise UsageError(f"--resume {run}: its {key} was {then.get(key)}, here it is {now[key]}; resume it with "
-                             "the same data and on the same kind of machine")
-    return config
+def load_task(cfg: argparse.Namespace) -> Task:
+    """--task, or for --task custom the task its files and columns describe."""
+    if cfg.task != "custom":
+        return TASKS[cfg.task]
+    if not cfg.train_file or not cfg.dev_file:
+        raise UsageError("--task custom needs --train-file and --dev-file")
+    labels = tuple(cfg.labels.split(",")) if cfg.labels else infer_labels(cfg.train_file, cfg.label_column)
+    return custom_task(cfg.text_column, cfg.label_column, cfg.context_column, labels)
+
+
+def load_data(cfg: argparse.Namespace, task: Task, ascc: bool, rank: int, world_size: int):
+    """(train, dev, synonyms, their source): the examples (a --max-train-examples subset drawn with
+    --seed) and, for ASCC, the synonym function. Rank 0 reads first, downloading into the cache;
+    the other processes read the cache after it."""
+    if world_size > 1 and rank != 0:
+        dist.barrier()
+    train = load_split(task, "train", cfg.data_dir, cfg.train_file)
+    dev = load_split(task, "dev", cfg.data_dir, cfg.dev_file)
+    words, source = synonyms.counterfitted_synonyms(cfg.synonyms_path, cfg.data_dir) if ascc else (None, None)
+    if world_size > 1 and rank == 0:
+        dist.barrier()
+    if cfg.max_train_examples and cfg.max_train_examples < len(train):
+        train = random.Random(cfg.seed).sample(train, cfg.max_train_examples)
+    return train, dev, words, source
+
+
+def schedule(cfg: argparse.Namespace, train_examples: int, world_size: int) -> tuple[int, int, int]:
+    """(steps per epoch, total steps, steps between dev evaluations)."""
+    per_step = cfg.batch_size * cfg.grad_accum * world_size
+    steps_per_epoch = train_examples // per_step
+    total_steps = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch)
+    if total_steps < 1:
+        raise UsageError(f"{train_examples} training examples make no full step of {per_step}; lower "
+                         "--batch-size or pass --max-steps")
+    return steps_per_epoch, total_steps, cfg.eval_every or steps_per_epoch or total_steps
+
+
+def training_adversary(cfg: argparse.Namespace, neighbours: Neighbours | None) -> PGD | ASCC:
+    """--adversary with its settings: what adv and rift train against, and --select-on robust attacks with."""
+    if cfg.adversary == "ascc":
+        return ASCC(neighbours, cfg.ascc_steps, cfg.ascc_lr, cfg.ascc_entropy)
+    return PGD(cfg.adv_eps, cfg.adv_steps, cfg.adv_norm)
+
+
+def table_coverage(neighbours: Neighbours) -> dict:
+    """How much of the vocabulary ASCC can move, for config.json."""
+    moves = neighbours.ids[:, 1] >= 0  # (V,): the tokens with a neighbour
+    return {"vocabulary_words_with_neighbours": int(moves.sum()),
+            "mean_neighbours_of_those": round(float((neighbours.ids[:, 1:] >= 0).sum() / moves.sum().clamp(min=1)), 3)}
+
+
+def build_optimizer(model, critics: Critics | None, total_steps: int, *, lr: float, critic_lr: float,
+                    weight_decay: float, warmup: float):
+    """AdamW and its schedule. Weight decay on the heads only, as in the paper; the critics at their
+    own learning rate; every group warms up linearly over the `warmup` share of the steps, then decays."""
+    head_params = [p for n, p in model.named_parameters() if not n.startswith(model.base_model_prefix + ".")]
+    groups = [{"params": list(model.base_model.parameters()), "weight_decay": 0.0},
+              {"params": head_params, "weight_decay": weight_decay}]
+    if critics:
+        groups.append({"params": list(critics.parameters()), "weight_decay": weight_decay, "lr": critic_lr})
+    optimizer = torch.optim.AdamW(groups, lr=lr)
+    return optimizer, warmup_linear_decay(optimizer, total_steps, int(warmup * total_steps))
+
+
+def average_gradients(module: torch.nn.Module, world_size: int) -> None:
+    """The critics live outside DDP: their gradients are averaged over the processes here."""
+    for p in module.parameters():
+        dist.all_reduce(p.grad)
+        p.grad /= world_size
+
+
+def distribute(model, critics: Critics | None, device: torch.device, world_size: int, compile: bool):
+    """The model as the loop runs it: across processes in DDP (the critics, outside it, start from
+    rank 0's weights too), and compiled with --compile."""
+    if world_size > 1:
+        # The encoder's buffers (position ids) never change: no need to broadcast them every forward.
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                        broadcast_buffers=False)
+        for p in critics.parameters() if critics else []:  # DDP aligned the student; align the critics
+            dist.broadcast(p.data, 0)
+    if compile:
+        model = torch.compile(model, dynamic=True)
+    return model
+
+
+@contextmanager
+def stop_on_signals():
+    """Inside the block Ctrl-C or SIGTERM asks the run to stop, into the list it yields: the run
+    finishes its step, saves last/ and exits. A second Ctrl-C stops at once."""
+    stop = []
+
+    def stop_after_this_step(signum, frame):
+        stop.append(signum)
+        signal.signal(signum, previous_handlers[signum])
+
+    previous_handlers = {signum: signal.signal(signum, stop_after_this_step)
+                         for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
+
+
+def check_finite(window: dict, step: int, stop_asked: bool, saved_step: int, best_step: int,
+                 device: torch.device, world_size: int) -> bool:
+    """Before the update: is every term of the window (finite until this step) still finite, and
+    has a signal asked to stop (the answer: stop after this step)? All processes agree, so all stop
+    at the same step. Reading the answer waits for the device once a step; the next batch's blocking
+    copy to the device waits for it anyway, so this costs about the launch of the optimiser step.
+    Checking only at log time would let non-finite weights reach last/ and could not name the step."""
+    flags = torch.stack([~torch.stack([torch.isfinite(value) for value in window.values()]).all(),
+                         torch.tensor(stop_asked, device=device)]).int()
+    if world_size > 1:
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    not_finite, stop_now = flags.tolist()
+    if not_finite:
+        values = {name: value.item() for name, value in window.items()}
+        bad = [name for name, value in values.items() if not math.isfinite(value)]
+        term = next((name for name in bad if name != "loss"), bad[0] if bad else None)
+        what = f"the {term} term is {values[term]}" if term else "the loss of another process is not finite"
+        kept = ([f"last/ holds step {saved_step}"] if saved_step else []) + (
+            [f"best/ step {best_step}"] if best_step else [])
+        kept = f" ({', '.join(kept)})" if kept else ""
+        raise UsageError(f"step {step}: {what}; training stopped before this step's update{kept}: "
+                         "lower --lr, --beta or --adv-eps, or check the data")
+    return bool(stop_now)
+
+
+def exit_stopped(run: RunFolder, step: int, total_steps: int, stop: list) -> None:
+    """Exit a stopped run, last/ saved, with its signal's status (Ctrl-C's where the others stopped)."""
+    run.close()
+    if run.is_main:
+        launcher = f"torchrun --nproc-per-node {run.world_size}" if run.world_size > 1 else "python"
+        print(f"stopped at step {step} of {total_steps}; last/ is saved: continue with "
+              f"{launcher} train.py --resume {run.path}", file=sys.stderr)
+    if run.world_size > 1:
+        dist.destroy_process_group()
+    sys.exit(128 + (stop[0] if stop else signal.SIGINT))
+
+
+def summarise(cfg: argparse.Namespace, run: RunFolder, task: str, feature: str, select_on: str, train_examples: int,
+              total_steps: int, loop: LoopState, params: list[torch.Tensor]) -> dict:
+    """summary.json: the run's final numbers, and whether the processes ended in sync."""
+    summary = {"run": str(run.path), "task": task, "method": cfg.method,
+               "adversary": cfg.adversary if cfg.method != "standard" else None, "model": cfg.model,
+               "feature": feature, "critic_lr": cfg.critic_lr if cfg.method == "rift" else None, "select_on": select_on,
+               "train_examples": train_examples, "steps": total_steps, "best_step": loop.best["step"],
+               "best_dev_accuracy": loop.best.get("dev_accuracy"),
+               "best_dev_robust_accuracy": loop.best.get("dev_robust_accuracy"),
+               "final_dev_accuracy": loop.dev_accuracy if run.is_main else None,
+               "train_examples_per_s": total_steps * cfg.batch_size * cfg.grad_accum * run.world_size / loop.train_seconds,
+               "train_minutes": loop.train_seconds / 60, "world_size": run.world_size}
+    if cfg.method == "rift":
+        summary["last_mi_bound"] = loop.record["mi_bound"]  # the last logged window's mean
+    if run.world_size > 1:  # every replica must end with the same weights, critics included
+        checksum = torch.stack([p.detach().double().sum() for p in params]).sum()
+        sums = [torch.zeros_like(checksum) for _ in range(run.world_size)]
+        dist.all_gather(sums, checksum)
+        summary["replicas_in_sync"] = all(torch.equal(s, sums[0]) for s in sums)
+    return summary
 
 
 def main(cfg: argparse.Namespace) -> dict:
     rank, world_size, device = setup_distributed(cfg.device)
-    is_main = rank == 0
     amp = device.type == "cuda" if cfg.amp is None else cfg.amp
     seed_everything(cfg.seed)
 
     # ---- data
-    if cfg.task == "custom":
-        if not cfg.train_file or not cfg.dev_file:
-            raise UsageError("--task custom needs --train-file and --dev-file")
-        labels = tuple(cfg.labels.split(",")) if cfg.labels else infer_labels(cfg.train_file, cfg.label_column)
-        task = custom_task(cfg.text_column, cfg.label_column, cfg.context_column, labels)
-    else:
-        task = TASKS[cfg.task]
+    task = load_task(cfg)
     max_length = cfg.max_length or task.max_length
-    run = Path(cfg.resume or cfg.out or f"runs/{task.name}-{cfg.method}-{datetime.now():%Y%m%d-%H%M%S}")
-    if not cfg.resume and run.exists() and (not run.is_dir() or any(run.iterdir())):
-        raise UsageError(f"run folder {run} already exists; pass a new --out (or --resume it)")
-    if world_size > 1 and not is_main:
-        dist.barrier()  # rank 0 downloads into the cache first; the others then read it
-    train = load_split(task, "train", cfg.data_dir, cfg.train_file)
-    dev = load_split(task, "dev", cfg.data_dir, cfg.dev_file)
+    run = RunFolder(Path(cfg.resume or cfg.out or f"runs/{task.name}-{cfg.method}-{datetime.now():%Y%m%d-%H%M%S}"),
+                    bool(cfg.resume), rank, world_size)
     select_on = cfg.select_on or ("clean" if cfg.method == "standard" else "robust")
-    ascc = cfg.adversary == "ascc" and (cfg.method != "standard" or select_on == "robust")  # the table is needed
-    neighbour_words, synonym_source = (synonyms.counterfitted_synonyms(cfg.synonyms_path, cfg.data_dir) if ascc
-                                       else (None, None))
-    if world_size > 1 and is_main:
-        dist.barrier()
-    if cfg.max_train_examples and cfg.max_train_examples < len(train):
-        train = random.Random(cfg.seed).sample(train, cfg.max_train_examples)
+    attacked = cfg.method != "standard" or select_on == "robust"  # the adversary trains or selects
+    ascc = attacked and cfg.adversary == "ascc"  # the neighbour table is needed
+    train, dev, neighbour_words, synonym_source = load_data(cfg, task, ascc, rank, world_size)
     num_classes = len(task.labels)
     if cfg.method == "rift" and cfg.batch_size < 2 * num_classes:
         raise UsageError(f"rift needs --batch-size >= {2 * num_classes}: two examples of each class, for InfoNCE")
     batches = balanced_batches([ex.label for ex in train], num_classes, cfg.batch_size, cfg.seed, rank, world_size)
-    steps_per_epoch = len(train) // (cfg.batch_size * cfg.grad_accum * world_size)
-    total_steps = cfg.max_steps or math.ceil(cfg.epochs * steps_per_epoch)
-    if total_steps < 1:
-        raise UsageError(f"{len(train)} training examples make no full step of "
-                         f"{cfg.batch_size * cfg.grad_accum * world_size}; lower --batch-size or pass --max-steps")
-    eval_every = cfg.eval_every or steps_per_epoch or total_steps
+    steps_per_epoch, total_steps, eval_every = schedule(cfg, len(train), world_size)
     # The robust selection attacks the same dev sentences in every run, whatever its --seed.
     select_dev = random.Random(0).sample(dev, min(cfg.select_examples, len(dev))) if select_on == "robust" else []
     resolved = {"labels": task.labels, "max_length": max_length, "model_path": model_path(cfg.model),
@@ -305,15 +411,7 @@ def main(cfg: argparse.Namespace) -> dict:
                 "steps_per_epoch": steps_per_epoch, "amp": amp, "task_source": task.source, "select_on": select_on,
                 "select_attack": (cfg.adversary if select_on == "robust" else None), "select_examples": len(select_dev)}
     if cfg.resume:
-        config = check_resumable(run, resolved, world_size, device)
-        if is_main:  # a kill between a save's two renames left the previous folder as <name>.old
-            for name in ("best", "last"):
-                recover_folder(run / name)
-        if world_size > 1:
-            dist.barrier()
-        if not (run / "last" / f"{STATE}.json").is_file():
-            raise UsageError(f"{run} has no last/ to resume from: it stopped before its first save (every "
-                             f"--save-every {cfg.save_every} steps); start it again with a new --out")
+        run.check_resumable(resolved, device, cfg.save_every)
 
     # ---- models: the student, and for RIFT the frozen teacher and the critics
     model, tokenizer = load_classifier(cfg.model, num_labels=num_classes)
@@ -323,209 +421,82 @@ def main(cfg: argparse.Namespace) -> dict:
     resolved["feature"] = feature  # S and T, and the CKA of bench.py's studies
     neighbours = neighbour_table(tokenizer, neighbour_words).to(device) if ascc else None
     if neighbours is not None:
-        resolved["ascc"] = synonym_source | {
-            "vocabulary_words_with_neighbours": int((neighbours.ids[:, 1] >= 0).sum()),
-            "mean_neighbours_of_those": round(float((neighbours.ids[:, 1:] >= 0).sum() /
-                                                    (neighbours.ids[:, 1] >= 0).sum().clamp(min=1)), 3)}
-    teacher = critics = None
-    if cfg.method == "rift":
-        teacher = make_teacher(model).to(device)
-        critics = Critics(num_classes, model.config.hidden_size, teacher.config.hidden_size).to(device)
+        resolved["ascc"] = synonym_source | table_coverage(neighbours)
+    adversary = training_adversary(cfg, neighbours) if attacked else None
+    teacher = make_teacher(model).to(device) if cfg.method == "rift" else None  # copied before fine-tuning starts
+    critics = Critics(num_classes, model.config.hidden_size, teacher.config.hidden_size).to(device) if teacher else None
     model.to(device)
-    head_params = [p for n, p in model.named_parameters() if not n.startswith(model.base_model_prefix + ".")]
-    critic_params = list(critics.parameters()) if critics else []
-    encoder_params = list(model.base_model.parameters())
-    groups = [{"params": encoder_params, "weight_decay": 0.0},
-              {"params": head_params, "weight_decay": cfg.weight_decay}]
-    if critics:
-        groups.append({"params": critic_params, "weight_decay": cfg.weight_decay, "lr": cfg.critic_lr})
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr)
-    warmup_steps = int(cfg.warmup * total_steps)
-    scheduler = warmup_linear_decay(optimizer, total_steps, warmup_steps)
+    optimizer, scheduler = build_optimizer(model, critics, total_steps, lr=cfg.lr, critic_lr=cfg.critic_lr,
+                                           weight_decay=cfg.weight_decay, warmup=cfg.warmup)
+    params = [p for group in optimizer.param_groups for p in group["params"]]  # encoder, heads, critics
     # Resuming, every process loads last/ into what it just built (the teacher stays the pre-trained copy).
-    progress = load_training_state(run / "last", model, critics, optimizer, scheduler) if cfg.resume else None
-    bare = model
-    if world_size > 1:
-        # The encoder's buffers (position ids) never change: no need to broadcast them every forward.
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                        broadcast_buffers=False)
-        for p in critics.parameters() if critics else []:  # DDP aligned the student; align the critics
-            dist.broadcast(p.data, 0)
-    if cfg.compile:
-        model = torch.compile(model, dynamic=True)
-
-    # ---- run folder
-    resumed_step = progress["step"] if progress else 0
-    if is_main:
-        run.mkdir(parents=True, exist_ok=True)
-        here = environment(device) | {"world_size": world_size}
-        if cfg.resume:
-            config["resumed"] = config.get("resumed", []) + [{"step": resumed_step, "environment": here}]
-        else:
-            config = {"config": vars(cfg), "resolved": resolved, "environment": here}
-        part = run / "config.json.part"  # replaced whole, as a resumed run rewrites it
-        part.write_text(json.dumps(config, indent=2))
-        part.replace(run / "config.json")
-        if cfg.resume:  # lines logged after last/ was saved belong to steps that run again
-            with open(run / "metrics.jsonl", "r+b") as f:
-                if f.seek(0, os.SEEK_END) < progress["metrics_bytes"]:
-                    raise UsageError(f"{run}/metrics.jsonl is shorter than when last/ was saved; it cannot resume")
-                f.truncate(progress["metrics_bytes"])
-    metrics = open(run / "metrics.jsonl", "a") if is_main else None
-
-    def log(record: dict) -> None:
-        if is_main:
-            metrics.write(json.dumps(record) + "\n")
-            metrics.flush()
+    progress = load_training_state(run.path / "last", model, critics, optimizer, scheduler) if cfg.resume else None
+    bare, model = model, distribute(model, critics, device, world_size, cfg.compile)
+    run.begin(vars(cfg), resolved, progress, lambda: environment(device))
 
     # ---- the training loop
-    loss_kwargs = dict(teacher=teacher, critics=critics, alpha=cfg.alpha, beta=cfg.beta, tau=cfg.tau,
-                       feature=feature, eps=cfg.adv_eps, steps=cfg.adv_steps, norm=cfg.adv_norm, adversary=cfg.adversary,
-                       neighbours=neighbours, ascc_steps=cfg.ascc_steps, ascc_lr=cfg.ascc_lr,
-                       ascc_entropy=cfg.ascc_entropy)
-    best, window, steps_in_window = {"step": 0}, {}, 0  # best: the evaluation best/ holds
-    record, dev_accuracy, train_seconds = {}, None, 0.0
-    if progress:
-        best, record, dev_accuracy = (progress[key] for key in ("best", "record", "dev_accuracy"))
-        window = {name: torch.tensor(value, device=device) for name, value in progress["window"].items()}
-        steps_in_window, train_seconds = progress["steps_in_window"], progress["train_seconds"]
-        for _ in range(resumed_step * cfg.grad_accum):  # the sampler replays its index lists (about 2 s per 10,000)
-            next(batches)
-        set_random_states(progress["random_states"][rank], device)  # last: nothing may draw after this
-    saved_step, prior_seconds = resumed_step, train_seconds
-    started, paused_seconds = time.perf_counter(), 0.0  # training time = wall time - dev evaluations and saves
-
-    stop = []  # the signal that asked to stop: the run finishes its step, saves last/ and exits
-
-    def stop_after_this_step(signum, frame):
-        stop.append(signum)
-        signal.signal(signum, previous_handlers[signum])  # a second Ctrl-C stops at once
-
-    previous_handlers = {signum: signal.signal(signum, stop_after_this_step)
-                         for signum in (signal.SIGINT, signal.SIGTERM)}
+    loop = restored_loop(progress, batches, cfg.grad_accum, rank, device) if progress else LoopState()
+    loss_settings = dict(teacher=teacher, critics=critics, alpha=cfg.alpha, beta=cfg.beta, tau=cfg.tau, feature=feature)
+    clock = TrainingClock(loop.train_seconds)
     model.train()
-    bar = tqdm(range(resumed_step + 1, total_steps + 1), initial=resumed_step, total=total_steps,
-               desc=f"{cfg.method} {task.name}", disable=not is_main, dynamic_ncols=True)
-    for step in bar:
-        for micro in range(cfg.grad_accum):
-            batch = tokenize(tokenizer, [train[i] for i in next(batches)], max_length).to(device)
-            last_micro = micro == cfg.grad_accum - 1
-            with (model.no_sync() if world_size > 1 and not last_micro else nullcontext()), \
-                    torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                terms = training_loss(cfg.method, model, batch, **loss_kwargs)
-            (terms["loss"] / cfg.grad_accum).backward()
-            for name, value in terms.items():  # summed as tensors: no .item() until a log line
-                window[name] = window.get(name, 0.0) + value.detach() / cfg.grad_accum
-        if critics and world_size > 1:  # the critics live outside DDP: average their gradients here
-            for p in critics.parameters():
-                dist.all_reduce(p.grad)
-                p.grad /= world_size
-        window["grad_norm"] = window.get("grad_norm", 0.0) + torch.nn.utils.clip_grad_norm_(
-            encoder_params + head_params + critic_params, cfg.max_grad_norm)
-        # Before the update: is every term of the window (finite until this step) still finite, and
-        # has a signal asked to stop? All processes agree, so all stop at the same step. Reading the
-        # answer waits for the device once a step; the next batch's blocking copy to the device
-        # waits for it anyway, so this costs about the launch of the optimiser step. Checking only
-        # at log time would let non-finite weights reach last/ and could not name the step.
-        flags = torch.stack([~torch.stack([torch.isfinite(value) for value in window.values()]).all(),
-                             torch.tensor(bool(stop), device=device)]).int()
-        if world_size > 1:
-            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-        not_finite, stop_now = flags.tolist()
-        if not_finite:
-            values = {name: value.item() for name, value in window.items()}
-            bad = [name for name, value in values.items() if not math.isfinite(value)]
-            term = next((name for name in bad if name != "loss"), bad[0] if bad else None)
-            what = f"the {term} term is {values[term]}" if term else "the loss of another process is not finite"
-            kept = ([f"last/ holds step {saved_step}"] if saved_step else []) + (
-                [f"best/ step {best['step']}"] if best["step"] else [])
-            kept = f" ({', '.join(kept)})" if kept else ""
-            raise UsageError(f"step {step}: {what}; training stopped before this step's update{kept}: "
-                             "lower --lr, --beta or --adv-eps, or check the data")
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        steps_in_window += 1
+    bar = tqdm(range(run.saved_step + 1, total_steps + 1), initial=run.saved_step, total=total_steps,
+               desc=f"{cfg.method} {task.name}", disable=not run.is_main, dynamic_ncols=True)
+    with stop_on_signals() as stop:
+        for step in bar:
+            for micro in range(cfg.grad_accum):
+                batch = tokenize(tokenizer, [train[i] for i in next(batches)], max_length).to(device)
+                last_micro = micro == cfg.grad_accum - 1
+                with (model.no_sync() if world_size > 1 and not last_micro else nullcontext()), \
+                        torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    terms = training_loss(cfg.method, model, batch, adversary, **loss_settings)
+                (terms["loss"] / cfg.grad_accum).backward()
+                for name, value in terms.items():  # summed as tensors: no .item() until a log line
+                    loop.window[name] = loop.window.get(name, 0.0) + value.detach() / cfg.grad_accum
+            if critics and world_size > 1:
+                average_gradients(critics, world_size)
+            loop.window["grad_norm"] = loop.window.get("grad_norm", 0.0) + torch.nn.utils.clip_grad_norm_(
+                params, cfg.max_grad_norm)
+            stop_now = check_finite(loop.window, step, bool(stop), run.saved_step, loop.best["step"], device, world_size)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            loop.steps_in_window += 1
 
-        if step % cfg.log_every == 0 or step == total_steps:
-            record = {name: value.item() / steps_in_window for name, value in window.items()}
-            # .item() waited for the device
-            train_seconds = prior_seconds + time.perf_counter() - started - paused_seconds
-            examples_per_s = step * cfg.batch_size * cfg.grad_accum * world_size / train_seconds
-            log({"step": step, "epoch": round(step / max(steps_per_epoch, 1), 3), "lr": scheduler.get_last_lr()[0],
-                 **record, "examples_per_s": examples_per_s, "elapsed_s": train_seconds})
-            bar.set_postfix(loss=f"{record['loss']:.3f}", ex_s=f"{examples_per_s:.1f}")
-            window, steps_in_window = {}, 0
-        if step % eval_every == 0 or step == total_steps:
-            if device.type == "cuda":
-                torch.cuda.synchronize()  # pending training work is not evaluation time
-            eval_started = time.perf_counter()
-            if is_main:
-                dev_accuracy = accuracy(bare, tokenizer, dev, max_length, amp)
-                evaluation = {"step": step, "dev_accuracy": dev_accuracy}
-                if select_on == "robust":
-                    evaluation["dev_robust_accuracy"] = robust_accuracy(bare, tokenizer, select_dev, max_length, amp,
-                                                                        neighbours, cfg)
-                if best["step"] == 0 or better(evaluation, best, select_on):
-                    best = evaluation
-                    replace_folder(run / "best", lambda folder: save_model(bare, tokenizer, folder, task.labels))
-                log(evaluation | {"best_step": best["step"], "best_dev_accuracy": best["dev_accuracy"],
-                                  "eval_seconds": time.perf_counter() - eval_started})
-                robust = (f", under {cfg.adversary.upper()} {evaluation['dev_robust_accuracy']:.4f}"
-                          if select_on == "robust" else "")
-                bar.write(f"step {step}: dev accuracy {dev_accuracy:.4f}{robust} (best/: step {best['step']})")
-            if world_size > 1:
-                dist.barrier()
-            paused_seconds += time.perf_counter() - eval_started
-        if step % cfg.save_every == 0 or step == total_steps or stop_now:
-            save_started = time.perf_counter()
-            progress = {"step": step, "best": best, "record": record,
-                        "dev_accuracy": dev_accuracy, "window": {name: value.item() for name, value in window.items()},
-                        "steps_in_window": steps_in_window,
-                        "train_seconds": prior_seconds + save_started - started - paused_seconds,
-                        "random_states": gathered_random_states(device, world_size)}
-            if is_main:
-                metrics.flush()
-                os.fsync(metrics.fileno())
-                progress["metrics_bytes"] = metrics.tell()
-                replace_folder(run / "last", lambda folder: save_training_state(
-                    folder, bare, tokenizer, task.labels, critics, optimizer, scheduler, progress))
-            if world_size > 1:
-                dist.barrier()  # no process leaves before rank 0 has written
-            saved_step = step
-            paused_seconds += time.perf_counter() - save_started
-        if stop_now:
-            bar.close()
-            if is_main:
-                metrics.close()
-                launcher = f"torchrun --nproc-per-node {world_size}" if world_size > 1 else "python"
-                print(f"stopped at step {step} of {total_steps}; last/ is saved: continue with "
-                      f"{launcher} train.py --resume {run}", file=sys.stderr)
-            if world_size > 1:
-                dist.destroy_process_group()
-            sys.exit(128 + (stop[0] if stop else signal.SIGINT))
-    for signum, handler in previous_handlers.items():
-        signal.signal(signum, handler)
+            if step % cfg.log_every == 0 or step == total_steps:
+                loop.close_window()  # its .item() waits for the device
+                loop.train_seconds = clock.seconds()
+                examples_per_s = step * cfg.batch_size * cfg.grad_accum * world_size / loop.train_seconds
+                run.log({"step": step, "epoch": round(step / max(steps_per_epoch, 1), 3), "lr": scheduler.get_last_lr()[0],
+                         **loop.record, "examples_per_s": examples_per_s, "elapsed_s": loop.train_seconds})
+                bar.set_postfix(loss=f"{loop.record['loss']:.3f}", ex_s=f"{examples_per_s:.1f}")
+            if step % eval_every == 0 or step == total_steps:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()  # pending training work is not evaluation time
+                with clock.paused():
+                    if run.is_main:
+                        started = time.perf_counter()
+                        evaluation = evaluate(bare, tokenizer, dev, select_dev, max_length, amp, adversary, step)
+                        loop.dev_accuracy = evaluation["dev_accuracy"]
+                        if loop.best["step"] == 0 or better(evaluation, loop.best, select_on):
+                            loop.best = evaluation
+                            run.save_best(bare, tokenizer, task.labels)
+                        run.log(evaluation | {"best_step": loop.best["step"], "best_dev_accuracy": loop.best["dev_accuracy"],
+                                              "eval_seconds": time.perf_counter() - started})
+                        robust = f", under {cfg.adversary.upper()} {evaluation['dev_robust_accuracy']:.4f}" if select_dev else ""
+                        bar.write(f"step {step}: dev accuracy {loop.dev_accuracy:.4f}{robust} (best/: step {loop.best['step']})")
+                    run.barrier()
+            if step % cfg.save_every == 0 or step == total_steps or stop_now:
+                with clock.paused() as train_seconds:
+                    run.save_last(loop.progress(step, train_seconds), bare, tokenizer, task.labels, critics,
+                                  optimizer, scheduler, device)
+            if stop_now:
+                bar.close()
+                exit_stopped(run, step, total_steps, stop)
 
-    summary = {"run": str(run), "task": task.name, "method": cfg.method,
-               "adversary": cfg.adversary if cfg.method != "standard" else None, "model": cfg.model,
-               "feature": feature, "critic_lr": cfg.critic_lr if critics else None, "select_on": select_on,
-               "train_examples": len(train), "steps": total_steps, "best_step": best["step"],
-               "best_dev_accuracy": best.get("dev_accuracy"), "best_dev_robust_accuracy": best.get("dev_robust_accuracy"),
-               "final_dev_accuracy": dev_accuracy if is_main else None,
-               "train_examples_per_s": total_steps * cfg.batch_size * cfg.grad_accum * world_size / train_seconds,
-               "train_minutes": train_seconds / 60, "world_size": world_size}
-    if cfg.method == "rift":
-        summary["last_mi_bound"] = record["mi_bound"]  # the last logged window's mean
-    if world_size > 1:  # every replica must end with the same weights, critics included
-        checksum = torch.stack([p.detach().double().sum() for p in encoder_params + head_params + critic_params]).sum()
-        sums = [torch.zeros_like(checksum) for _ in range(world_size)]
-        dist.all_gather(sums, checksum)
-        summary["replicas_in_sync"] = all(torch.equal(s, sums[0]) for s in sums)
-    if is_main:
-        metrics.close()
-        (run / "summary.json").write_text(json.dumps(summary, indent=2))
-        print(f"\n{cfg.method} on {task.name}: {run}")
+    summary = summarise(cfg, run, task.name, feature, select_on, len(train), total_steps, loop, params)
+    run.finish(summary)
+    if run.is_main:
+        print(f"\n{cfg.method} on {task.name}: {run.path}")
         print(format_table([{"key": k, "value": v} for k, v in summary.items() if k != "run"], {"key": "", "value": ""}))
     if world_size > 1:
         dist.destroy_process_group()

@@ -275,7 +275,7 @@ def test_adv_loss_with_ascc_is_ce_plus_beta_kl_to_the_soft_mixture(classifier, t
     model, tokenizer = classifier
     batch, candidates = batch_and_candidates(tokenizer, table)
     torch.manual_seed(5)
-    terms = rift.training_loss("adv", model, batch, beta=3.0, adversary="ascc", neighbours=table)
+    terms = rift.training_loss("adv", model, batch, rift.ASCC(table), beta=3.0)
     embeds = model.get_input_embeddings()(batch["input_ids"])
     logits, _ = rift.classify(model, embeds, batch)
     torch.manual_seed(5)
@@ -296,8 +296,8 @@ def test_rift_loss_with_ascc_sends_gradients_to_the_neighbours_embeddings(classi
     teacher = rift.make_teacher(model)
     critics = rift.Critics(2, model.config.hidden_size, teacher.config.hidden_size, hidden=32, out=16)
     model.train()
-    terms = rift.training_loss("rift", model, batch, teacher=teacher, critics=critics, alpha=0.5, beta=2.0,
-                               adversary="ascc", neighbours=table, ascc_steps=2)
+    terms = rift.training_loss("rift", model, batch, rift.ASCC(table, steps=2), teacher=teacher, critics=critics,
+                               alpha=0.5, beta=2.0)
     terms["loss"].backward()
     grad = model.get_input_embeddings().weight.grad
     neighbours_only = ids(tokenizer, "nice", "fine", "film", "amusing", "comic")  # in no sentence

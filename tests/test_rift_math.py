@@ -374,7 +374,7 @@ def test_adv_loss_is_ce_plus_beta_kl_to_the_pgd_adversary(classifier):
     batch = sentence_batch(tokenizer)
     model.eval()  # no dropout: the hand computation sees the same network
     torch.manual_seed(7)
-    terms = rift.training_loss("adv", model, batch, beta=4.0, eps=0.1, steps=3, norm="l2")
+    terms = rift.training_loss("adv", model, batch, rift.PGD(eps=0.1, steps=3, norm="l2"), beta=4.0)
     logits, adv_logits, _ = adversarial_logits_by_hand(model, batch, 7, 0.1, 3, "l2")
     ce, kl = F.cross_entropy(logits, batch["labels"]), hand_kl(logits, adv_logits)
     assert kl.item() > 1e-4  # the KL term is not negligible, so the check below has teeth
@@ -401,8 +401,8 @@ def test_rift_loss_adds_alpha_times_conditional_info_nce_of_adversarial_student_
     batch = sentence_batch(tokenizer)
     model.eval()
     torch.manual_seed(3)
-    terms = rift.training_loss("rift", model, batch, teacher=teacher, critics=critics, alpha=0.5, beta=2.0,
-                               tau=0.2, eps=0.1, steps=3, norm="l2")
+    terms = rift.training_loss("rift", model, batch, rift.PGD(eps=0.1, steps=3, norm="l2"), teacher=teacher,
+                               critics=critics, alpha=0.5, beta=2.0, tau=0.2)
     logits, adv_logits, adv_features = adversarial_logits_by_hand(model, batch, 3, 0.1, 3, "l2")
     clean_teacher = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                             token_type_ids=batch["token_type_ids"]).last_hidden_state[:, 0]
@@ -419,8 +419,8 @@ def test_rift_loss_gradients_reach_student_and_critics_but_not_the_teacher(rift_
     model, tokenizer, teacher, critics = rift_parts
     batch = sentence_batch(tokenizer)
     model.train()
-    terms = rift.training_loss("rift", model, batch, teacher=teacher, critics=critics, alpha=0.5, beta=2.0,
-                               eps=0.1, steps=2, norm="l2")
+    terms = rift.training_loss("rift", model, batch, rift.PGD(eps=0.1, steps=2, norm="l2"), teacher=teacher,
+                               critics=critics, alpha=0.5, beta=2.0)
     terms["loss"].backward()
     assert all(not p.requires_grad and p.grad is None for p in teacher.parameters())
     for head in list(critics.student) + list(critics.teacher):
