@@ -11,7 +11,12 @@ The rules are TextAttack's:
   - stopwords never change: NLTK's 179 English stopwords, matched as spelled ("The" is no stopword),
   - each word changes at most once, into one word its synonym source proposes (synonyms.py),
   - two optional caps: at most `max_modify_rate` of the words change and at most `query_budget`
-    texts are scored per example. TextAttack's PWWS has neither (TextDefender: 30%, 50 x words).
+    queries per example (`N`, or `"Nx"`: N per word of the whole input). TextAttack's PWWS has
+    neither (TextDefender: 30%, 50x).
+Queries are counted as TextAttack counts them (GoalFunction.get_results): every text a search hands
+in counts, whether the cache knows it or not, after the list is cut to what is left of the budget,
+and the original's first query counts too; the search ends when the budget is spent. A second
+count, `model_calls`, keeps the texts the model really scored, the cache's saving.
 A stricter variant that keeps the meaning closer (`stopwords="extended"`, and WordNet's usual part
 of speech in synonyms.py) is there on request, never by default.
 
@@ -36,50 +41,10 @@ import torch
 from data import Example, tokenize
 from rift import (ASCC_ENTROPY, ascc_substitution, batch_candidates, classify, eval_mode, misclassification_objective,
                   pgd_perturbation, predict_proba)
+from synonyms import STOPWORDS
 
 # ---------------------------------------------------------------------------------------------
 # Where a text may change
-
-# NLTK's English stopwords (nltk_data's corpora/stopwords/english, the classic 179 words), which
-# TextAttack's StopwordModification reads; written out here because that corpus needs a download.
-NLTK_STOPWORDS = frozenset("""
-i me my myself we our ours ourselves you you're you've you'll you'd your yours yourself yourselves he him his
-himself she she's her hers herself it it's its itself they them their theirs themselves what which who whom
-this that that'll these those am is are was were be been being have has had having do does did doing a an the
-and but if or because as until while of at by for with about against between into through during before after
-above below to from up down in out on off over under again further then once here there when where why how all
-any both each few more most other some such no nor not only own same so than too very s t can will just don
-don't should should've now d ll m o re ve y ain aren aren't couldn couldn't didn didn't doesn doesn't hadn
-hadn't hasn hasn't haven haven't isn isn't ma mightn mightn't mustn mustn't needn needn't shan shan't shouldn
-shouldn't wasn wasn't weren weren't won won't wouldn wouldn't
-""".split())
-
-# The stricter variant adds more function words ("even", "well", "never", "one" ...), which carry
-# the grammar rather than the sentiment or the entailment: swapping them mostly breaks the sentence.
-EXTENDED_STOPWORDS = NLTK_STOPWORDS | frozenset("""
-about above across after afterwards again against all almost alone along already also although
-always am among amongst an and another any anyhow anyone anything anyway anywhere are around as at
-be became because become becomes becoming been before beforehand behind being below beside besides
-between beyond both but by can cannot could did do does doing done down due during each either else
-elsewhere enough etc even ever every everyone everything everywhere except few for former formerly
-from further had has have having he hence her here hereafter hereby herein hereupon hers herself him
-himself his how however i if in indeed into is it its itself just latter latterly least less many
-may me meanwhile might mine more moreover most mostly much must my myself namely neither never
-nevertheless next no nobody none noone nor not nothing now nowhere of off often on once one only
-onto or other others otherwise our ours ourselves out over own per perhaps please rather re same
-seem seemed seeming seems several she should since so some somehow someone something sometime
-sometimes somewhere still such than that the their theirs them themselves then thence there
-thereafter thereby therefore therein thereupon these they this those though through throughout thru
-thus to together too toward towards under unless until up upon us very via was we well were what
-whatever when whence whenever where whereafter whereas whereby wherein whereupon wherever whether
-which while whither who whoever whole whom whose why will with within without would yet you your
-yours yourself yourselves n't 's 're 've 'd 'll 'm
-""".split())
-
-STOPWORDS = {  # word -> is it a stopword; TextAttack matches as spelled, the stricter list in any case
-    "nltk": lambda word: word in NLTK_STOPWORDS,
-    "extended": lambda word: word.lower() in EXTENDED_STOPWORDS,
-}
 
 WORD_RUN = re.compile(r"[\w'\-_*@]+")
 WORD_EDGES = "'-_*@"
@@ -128,7 +93,9 @@ def changed_words(original: tuple[str, ...], perturbed: tuple[str, ...]) -> list
 def substitutions(words: tuple[str, ...], synonyms, stopwords: str = "nltk") -> dict[Slot, list[str]]:
     """For each word that may change, its replacements, in TextAttack's order (sorted by the text
     each one makes, which decides ties). A replacement must be one whole word, so every word keeps
-    its address; stopwords and words without synonyms are left out."""
+    its address. Stopwords are left out; a word without synonyms keeps an empty list, because
+    TextAttack's word-importance ranking still queries it (get_indices_to_order: the words the
+    stopword rule allows)."""
     is_stopword = STOPWORDS[stopwords]
     options = {}
     for slot in slots(words):
@@ -136,64 +103,71 @@ def substitutions(words: tuple[str, ...], synonyms, stopwords: str = "nltk") -> 
         if is_stopword(word):
             continue
         candidates = [c for c in dict.fromkeys(synonyms(word)) if c != word and word_spans(c) == [(0, len(c))]]
-        if candidates:
-            options[slot] = sorted(candidates, key=lambda c: " ".join(swap(words, slot, c)))
+        options[slot] = sorted(candidates, key=lambda c: " ".join(swap(words, slot, c)))
     return options
 
 
 # ---------------------------------------------------------------------------------------------
 # Searches. Each is a generator: `p = yield from score(texts)` hands texts to the model and gets
-# their probabilities (n, C) back, n < len(texts) only when the query budget runs out. Each
-# returns the best text it found (the original when it found nothing better). The goal score of
-# a text is TextAttack's 1 - p(y): how far the model is from the true label.
+# their probabilities (n, C) back, n < len(texts) only when the query budget runs out. `start` is
+# the original's probabilities (TextAttack hands its searches that first query's result, so no
+# search asks for the original again). Each returns the best text it found (the original when it
+# found nothing better). The goal score of a text is TextAttack's 1 - p(y): how far the model is
+# from the true label.
 
-def pwws(score, words, label: int, options: dict, max_changes: int, rng):
+def pwws(score, words, label: int, start, options: dict, max_changes: int, rng):
     """Probability Weighted Word Saliency (Ren et al. 2019), as TextAttack's GreedyWordSwapWIR
     ("weighted-saliency") runs it:
       1. rank the words by softmax(saliency) x the best goal score one swap of the word reaches on
          the original text, where a word's saliency is the goal score with the word made [UNK];
       2. greedily, in that order, score every swap of the next word on the *current* text and keep
          the best if it beats the current goal score; stop at the first misclassified text.
-    Words without candidates are left out of the ranking: their [UNK] texts would only add a common
-    factor to the softmax, which changes no order."""
+    Every word that may change is made [UNK] (a word without candidates too: its best swap counts
+    0), so the softmax, the order and the queries are TextAttack's. Out of budget: a ranking cut
+    short returns the original; a greedy step cut short still keeps its best, then the search ends."""
     positions = list(options)
     unknown = [swap(words, slot, UNK) for slot in positions]
     swaps = [swap(words, slot, c) for slot in positions for c in options[slot]]
-    p = yield from score([words] + unknown + swaps)
-    if len(p) < 1 + len(unknown) + len(swaps):
-        return words  # the budget does not cover the ranking
+    p = yield from score(unknown + swaps)
+    if len(p) < len(unknown) + len(swaps):
+        return words
     goal = 1 - p[:, label]
-    saliency = torch.softmax(torch.tensor(goal[1:1 + len(unknown)]), 0).numpy()  # float32, as TextAttack
-    ends = np.cumsum([len(options[slot]) for slot in positions]) + 1 + len(unknown)
-    best_swap = np.array([goal[end - len(options[slot]):end].max() for slot, end in zip(positions, ends)], np.float64)
+    saliency = torch.softmax(torch.tensor(goal[:len(unknown)]), 0).numpy()  # float32, as TextAttack
+    ends = np.cumsum([len(options[slot]) for slot in positions]) + len(unknown)
+    best_swap = np.array([goal[end - len(options[slot]):end].max() if options[slot] else 0.0
+                          for slot, end in zip(positions, ends)], np.float64)
     order = np.argsort(-(saliency * best_swap))  # numpy's default sort, as TextAttack's
-    current, current_goal, changes = words, goal[0], 0
+    current, current_goal, changes = words, 1 - start[label], 0
     for n in order:
         if changes >= max_changes:
             break
         candidates = [swap(current, positions[n], c) for c in options[positions[n]]]
+        if not candidates:
+            continue
         p = yield from score(candidates)
-        if len(p) < len(candidates):
+        if not len(p):
             break  # out of budget
         best = int(np.argmax(1 - p[:, label]))  # the first best: candidates come in TextAttack's order
-        if 1 - p[best, label] <= current_goal:
-            continue
-        current, current_goal, changes = candidates[best], 1 - p[best, label], changes + 1
-        if p[best].argmax() != label:
-            break
+        if 1 - p[best, label] > current_goal:
+            current, current_goal, changes = candidates[best], 1 - p[best, label], changes + 1
+            if p[best].argmax() != label:
+                break
+        if len(p) < len(candidates):
+            break  # the budget ran out within this step
     return current
 
 
-def textfooler(score, words, label: int, options: dict, max_changes: int, rng):
+def textfooler(score, words, label: int, start, options: dict, max_changes: int, rng):
     """TextFooler (Jin et al. 2020) without its sentence encoder and POS tagger (none offline).
     Word importance = the change of the prediction when the word is deleted; then, most important
     first, swap in the synonym that flips the label (the nearest such neighbour), else the one that
-    lowers p(y) most, if any does."""
+    lowers p(y) most, if any does. As in TextAttack's ranking, every word that may change is
+    deleted once, with or without candidates."""
     positions = list(options)
-    p = yield from score([words] + [swap(words, slot, "") for slot in positions])
-    if len(p) < 1 + len(positions):
+    deleted = yield from score([swap(words, slot, "") for slot in positions])
+    if len(deleted) < len(positions):
         return words
-    p0, deleted = p[0], p[1:]
+    p0 = start
     importance = p0[label] - deleted[:, label]
     moved = deleted.argmax(1) != label  # deletion alone flips: add how much the new class gained
     new_class = deleted[moved].argmax(1)
@@ -203,6 +177,8 @@ def textfooler(score, words, label: int, options: dict, max_changes: int, rng):
         if changes >= max_changes:
             break
         candidates = [swap(current, positions[n], c) for c in options[positions[n]]]
+        if not candidates:
+            continue
         p = yield from score(candidates)
         flips = [j for j in range(len(p)) if p[j].argmax() != label]
         if flips:
@@ -215,14 +191,18 @@ def textfooler(score, words, label: int, options: dict, max_changes: int, rng):
     return current
 
 
-def genetic(score, words, label: int, options: dict, max_changes: int, rng,
+def genetic(score, words, label: int, start, options: dict, max_changes: int, rng,
             population: int = 60, generations: int = 40, temperature: float = 0.3):
     """The genetic attack of Alzantot et al. (2018) as Jia et al. (2019) run it (without its
     language model, which is not available offline). Fitness = 1 - p(y). Each generation keeps
     its best member (elitism), draws parent pairs with probability softmax(fitness / temperature),
     crosses them uniformly word by word, and mutates every child: at one random word not yet
-    changed (a changed one once the cap is reached), try every synonym and keep the fittest."""
-    positions = list(options)
+    changed (a changed one once the cap is reached), try every synonym and keep the fittest. The
+    members' scores are those of their mutation (TextAttack keeps each member's result too), so
+    no member is queried twice; `start` is not needed."""
+    positions = [slot for slot in options if options[slot]]
+    if not positions:
+        return words  # nothing to mutate
 
     def changed(member) -> list[Slot]:
         return [slot for slot in positions if word_at(member, slot) != word_at(words, slot)]
@@ -235,15 +215,16 @@ def genetic(score, words, label: int, options: dict, max_changes: int, rng,
             pool = fresh if fresh and len(done) < max_changes else done
             slot = pool[rng.integers(len(pool))]
             proposals.append([swap(member, slot, c) for c in options[slot] if c != word_at(member, slot)] or [member])
-        flat = [text for texts in proposals for text in texts]
-        p = yield from score(flat)
-        fitness = 1 - p[:, label]
-        mutated, offset = [], 0
-        for member, texts in zip(members, proposals):
-            scored = fitness[offset:offset + len(texts)]
-            mutated.append(texts[int(scored.argmax())] if len(scored) == len(texts) else member)
+        p = yield from score([text for texts in proposals for text in texts])
+        mutated, rows, offset = [], [], 0
+        for texts in proposals:
+            if offset + len(texts) > len(p):
+                break  # out of budget: the members from here on go unscored
+            fittest = offset + int((1 - p[offset:offset + len(texts), label]).argmax())
+            mutated.append(texts[fittest - offset])
+            rows.append(p[fittest])
             offset += len(texts)
-        return mutated
+        return mutated + members[len(mutated):], np.stack(rows) if rows else p[:0]
 
     def crossover(a, b):
         child = words
@@ -255,10 +236,9 @@ def genetic(score, words, label: int, options: dict, max_changes: int, rng,
             child = swap(child, done[n], word_at(words, done[n]))
         return child
 
-    members = yield from mutate([words] * population)
+    members, p = yield from mutate([words] * population)
     best = words
     for _ in range(generations):
-        p = yield from score(members)
         if len(p) < len(members):
             break
         fitness = 1 - p[:, label]
@@ -268,7 +248,8 @@ def genetic(score, words, label: int, options: dict, max_changes: int, rng,
         best = members[int(fitness.argmax())]
         parents = np.exp((fitness - fitness.max()) / temperature)
         pairs = rng.choice(len(members), size=(population - 1, 2), p=parents / parents.sum())
-        members = [best] + (yield from mutate([crossover(members[a], members[b]) for a, b in pairs]))
+        children, q = yield from mutate([crossover(members[a], members[b]) for a, b in pairs])
+        members, p = [best] + children, np.concatenate([p[[int(fitness.argmax())]], q])
     return best
 
 
@@ -285,27 +266,32 @@ class Request(NamedTuple):
 
 
 class Tally:
-    """One example's queries: the texts the model scored for it (cached: none is scored twice),
-    how many, and the budget (None: no limit)."""
+    """One example's queries, counted as TextAttack counts them (every text handed in, cached or
+    not), against the budget (None: no limit); and its model calls, the texts the model really
+    scored (cached: none is scored twice in one precision)."""
 
     def __init__(self, budget: int | None, num_classes: int):
-        self.budget, self.num_classes, self.queries, self.cache = budget, num_classes, 0, {}
+        self.budget, self.num_classes, self.queries, self.model_calls, self.cache = budget, num_classes, 0, 0, {}
 
     def score(self, texts: list, amp: bool):
-        """Probabilities (n, C) of the first n texts the budget allows; callers zip them with their
-        texts, so a budget that runs out mid-step shortens the step."""
+        """Probabilities (n, C) of the first n texts, n what is left of the budget (TextAttack cuts
+        the list the same way); callers zip them with their texts, so a budget that runs out
+        mid-step shortens the step."""
+        texts = texts if self.budget is None else texts[:max(self.budget - self.queries, 0)]
+        self.queries += len(texts)
         new = [t for t in dict.fromkeys(texts) if (amp, t) not in self.cache]
-        new = new if self.budget is None else new[:max(self.budget - self.queries, 0)]
         if new:
             self.cache.update(zip([(amp, t) for t in new], (yield Request(new, amp, False))))
-            self.queries += len(new)
-        answered = [self.cache.get((amp, t)) for t in texts]
-        n = next((i for i, p in enumerate(answered) if p is None), len(texts))
-        return np.stack(answered[:n]) if n else np.zeros((0, self.num_classes), np.float32)
+            self.model_calls += len(new)
+        return np.stack([self.cache[(amp, t)] for t in texts]) if texts else np.zeros((0, self.num_classes), np.float32)
 
     def alone(self, words: tuple[str, ...]):
+        """The fp32 verdict on one text, in a forward pass of its own: a model call, never a query.
+        TextAttack has no such re-check of a success, so it must not eat the budget (nor change the
+        count a reader compares with TextAttack's); the first verdict, on the original, is the
+        original's query, which attack() counts."""
         probs = yield Request([words], False, True)
-        self.queries += 1
+        self.model_calls += 1
         return probs[0]
 
 
@@ -319,7 +305,8 @@ class AttackResult:
     words: int  # words of the original, as the modification rate counts them
     probs_before: list[float]
     probs_after: list[float]
-    queries: int  # texts the model scored for this example
+    queries: int  # as TextAttack counts them: every text the search handed in, the original's first query too
+    model_calls: int  # texts the model really scored (cache hits left out, fp32 re-checks and reruns in)
     seconds: float  # from its first query to its verdict (examples attacked together overlap)
     context: str | None = None
     recheck_mismatch: bool = False  # the fp32 search's success did not hold when re-checked alone
@@ -332,26 +319,42 @@ class AttackResult:
                 "changed": self.changed, "words": self.words,
                 "pred_before": int(np.argmax(self.probs_before)), "pred_after": int(np.argmax(self.probs_after)),
                 "probs_before": self.probs_before, "probs_after": self.probs_after, "queries": self.queries,
+                "model_calls": self.model_calls,
                 "seconds": self.seconds, "recheck_mismatch": self.recheck_mismatch, "fp32_rerun": self.fp32_rerun}
 
 
-def attack(example: Example, search: str, options: dict, max_changes: int, query_budget: int | None,
+def example_budget(budget: int | str | None, example: Example) -> int | None:
+    """One example's query budget: N texts (an int), or for "Nx" N times its words as TextDefender
+    counts them (query_budget_size x attacked_text.num_words: the words of the whole input, the
+    premise's too for a sentence pair)."""
+    if not isinstance(budget, str):
+        return budget
+    context = tuple(example.context.split()) if example.context else ()
+    return int(budget.removesuffix("x")) * (word_count(context) + word_count(example.words))
+
+
+def attack(example: Example, search: str, options: dict, max_changes: int, query_budget: int | str | None,
            seed, amp: bool, num_classes: int, search_options: dict):
     """One example's attack, as a generator of Requests that returns its AttackResult."""
     started = time.perf_counter()
     words, label = example.words, example.label
-    tally = Tally(query_budget, num_classes)
+    tally = Tally(example_budget(query_budget, example), num_classes)
     before = yield from tally.alone(words)
+    tally.queries = 1  # the verdict on the original: TextAttack's first query
     if before.argmax() != label:
         return AttackResult("skipped", label, words, words, [], word_count(words), before.tolist(), before.tolist(),
-                            tally.queries, time.perf_counter() - started, example.context)
+                            tally.queries, tally.model_calls, time.perf_counter() - started, example.context)
     tally.cache[(False, words)] = before  # the fp32 search's first query, made already
     status, after, mismatch, rerun, perturbed = "failed", before, False, False, words
     for search_amp in ((True, False) if amp else (False,)):
         if not options or max_changes <= 0:
             break
+        # Each search counts from the original's query, an fp32 rerun too: it replaces the bf16
+        # search, as if that had never run, so it gets the whole budget and the count is its own.
+        tally.queries = 0
+        start = (yield from tally.score([words], search_amp))[0]
         rng = np.random.default_rng(seed)  # an fp32 rerun draws what the bf16 search drew
-        perturbed = yield from SEARCHES[search](lambda texts: tally.score(texts, search_amp), words, label,
+        perturbed = yield from SEARCHES[search](lambda texts: tally.score(texts, search_amp), words, label, start,
                                                 options, max_changes, rng, **search_options)
         after = tally.cache.get((search_amp, perturbed), before)
         if after.argmax() == label:
@@ -362,8 +365,8 @@ def attack(example: Example, search: str, options: dict, max_changes: int, query
             break
         rerun, mismatch = rerun or search_amp, not search_amp
     return AttackResult(status, label, words, perturbed, changed_words(words, perturbed), word_count(words),
-                        before.tolist(), after.tolist(), tally.queries, time.perf_counter() - started,
-                        example.context, mismatch, rerun)
+                        before.tolist(), after.tolist(), tally.queries, tally.model_calls,
+                        time.perf_counter() - started, example.context, mismatch, rerun)
 
 
 class Victim:
@@ -415,7 +418,7 @@ def visible_tokens(tokenizer, example: Example, max_length: int) -> int:
 
 
 def attack_examples(victim: Victim, examples: list[Example], search: str, synonyms, seeds: list, *,
-                    stopwords: str = "nltk", max_modify_rate: float = 1.0, query_budget: int | None = None,
+                    stopwords: str = "nltk", max_modify_rate: float = 1.0, query_budget: int | str | None = None,
                     at_once: int = 32, **search_options) -> Iterator[tuple[int, AttackResult]]:
     """Attack every example with one search; yields (its position in `examples`, its result) as
     each finishes. `at_once` examples run together: each round, every running search hands in the
@@ -465,6 +468,7 @@ def summarize(records: list[dict]) -> dict:
         "attack_success_rate": count["successful"] / max(len(attacked), 1),
         "words_perturbed_pct": 100 * float(np.mean([len(r["changed"]) / r["words"] for r in successes])) if successes else 0.0,
         "avg_queries": float(np.mean([r["queries"] for r in attacked])) if attacked else 0.0,
+        "avg_model_calls": float(np.mean([r["model_calls"] for r in attacked])) if attacked else 0.0,
         **count,
         "recheck_mismatches": sum(r["recheck_mismatch"] for r in records),
         "fp32_reruns": sum(r["fp32_rerun"] for r in records),
@@ -514,7 +518,7 @@ def ascc_attack(model, tokenizer, examples: list[Example], neighbours, max_lengt
     the mixture's. Examples go in fixed chunks of batch_size, each chunk's random start drawn from
     (seed, chunk), so a chunk gives the same texts however many chunks ran before; chunks whose
     positions are all in `done` are skipped (a resumed evaluation). queries: the model's passes
-    for the example (the clean one, the attack's steps, the final text's)."""
+    for the example (the clean one, the attack's steps, the final text's), each a model call too."""
     device = next(model.parameters()).device
     for start in range(0, len(examples), batch_size):
         positions = range(start, min(start + batch_size, len(examples)))
@@ -537,7 +541,7 @@ def ascc_attack(model, tokenizer, examples: list[Example], neighbours, max_lengt
             perturbed = text if right else ex.words
             yield n, AttackResult(status, ex.label, ex.words, perturbed, changed_words(ex.words, perturbed),
                                   word_count(ex.words), p.tolist(), (q if right else p).tolist(),
-                                  2 + steps if right else 1, seconds, ex.context)
+                                  2 + steps if right else 1, 2 + steps if right else 1, seconds, ex.context)
 
 
 def substituted_words(tokenizer, example: Example, batch, row: int, ids: torch.Tensor) -> tuple[str, ...]:

@@ -19,7 +19,7 @@ Cost is measured as ratios inside one process on the same batches, so the machin
             embeddings, a second forward + backward for the adversarial input, one teacher forward),
             each pass timed alone. Goal: measured / expected <= 1.15 (no pass is wasted).
   attacks   PWWS on 200 examples, fp32 or bf16 search, one example at a time or 32 at once, in
-            turns: examples/s, queries/s, the share of wall time inside the model's forward passes
+            turns: examples/s, model calls/s, the share of wall time inside the model's forward passes
             (goal >= 85%: batching and caching work), outcomes that differ from fp32 one at a time;
             and PWWS's ranking queries on 50 IMDB reviews with and without the truncation window.
   parity    (parity.py) TextAttack 0.3.11's PWWS (../shared/peers/textattack) and rift's on
@@ -148,7 +148,7 @@ def training_cost(model_name: str, examples, device, batch_size: int, steps: int
 def attack_cost(checkpoint: str, examples, device, max_length: int, batch_size: int) -> list[dict]:
     """PWWS/WordNet on the same examples four ways: fp32 or bf16 search, one example at a time or
     32 at once, in turns, example block by block, so the machine's drift falls on all alike. Each
-    row: examples/s, queries/s, share of wall time in the model's forward passes, and how many
+    row: examples/s, model calls/s, share of wall time in the model's forward passes, and how many
     outcomes differ from the fp32 one-at-a-time run."""
     model, tokenizer = load_classifier(checkpoint)
     model.to(device).eval()
@@ -176,7 +176,7 @@ def attack_cost(checkpoint: str, examples, device, max_length: int, batch_size: 
         summary = attacks.summarize([r.record() for r in results])
         rows.append({"search": "bf16" if amp else "fp32", "examples_at_once": at_once,
                      "attack_examples_per_s": len(examples) / way["wall"],
-                     "queries_per_s": sum(r.queries for r in results) / way["wall"],
+                     "model_calls_per_s": sum(r.model_calls for r in results) / way["wall"],
                      "model_time_share": way["model"] / way["wall"], "avg_queries": summary["avg_queries"],
                      "success_rate": summary["attack_success_rate"],
                      "outcomes_differing": sum(r.status != reference[n].status for n, r in enumerate(results)),
@@ -186,7 +186,7 @@ def attack_cost(checkpoint: str, examples, device, max_length: int, batch_size: 
 
 
 def window_savings(tokenizer, examples, max_length: int, word_synonyms) -> dict:
-    """PWWS's ranking queries (the original, one [UNK] text per word with synonyms, one text per
+    """PWWS's ranking queries (the original, one [UNK] text per word that may change, one text per
     swap) on long texts, counting every word as TextAttack does and only the words inside the
     truncation window as attacks.py does. Exact without a model: the ranking scores every swap. The
     greedy phase saves more on top (TextAttack visits the hidden words too), uncounted here."""
@@ -236,7 +236,7 @@ def cost(args) -> dict:
     print(f"\nattack cost: PWWS/WordNet on {len(test[:8 if args.smoke else args.attack_examples])} SST-2 test "
           f"examples ({checkpoint}); forward alone: {attack[0]['forward_examples_per_s']:.1f} examples/s")
     print(format_table(attack, {"search": "search", "examples_at_once": "at once",
-                                "attack_examples_per_s": "examples/s", "queries_per_s": "queries/s",
+                                "attack_examples_per_s": "examples/s", "model_calls_per_s": "model calls/s",
                                 "model_time_share": "time in model", "avg_queries": "queries/example",
                                 "success_rate": "success rate", "outcomes_differing": "outcomes != fp32 x1",
                                 "fp32_reruns": "fp32 reruns"}))

@@ -6,12 +6,13 @@
     python evaluate.py --checkpoint path/to/any/hf/classifier --task sst2 --attack textfooler
     python evaluate.py --attack pgd --eps 0.01 0.02 0.05 0.1   # a robustness curve in one run
     python evaluate.py --protocol paper                        # the paper's: PWWS and genetic, counter-fitted
+    python evaluate.py --protocol textdefender --attack pwws   # TextDefender's: 50x queries, 30% of the words
     python evaluate.py --attack ascc                           # the paper's third: ASCC, then the discrete text
 
 The word attacks follow TextAttack 0.3.11 by default (PWWS: no cap on the words changed, no query
 budget, NLTK's stopwords, every WordNet sense); README's parity table measures how closely. The
 examples are --num-examples drawn with --seed from --split (test by default), leaving out those of
-fewer than --min-words words, as TextDefender does. Writes, to --out or to
+fewer than --min-words words. --protocol textdefender sets TextDefender's benchmark. Writes, to --out or to
 <run>/eval/<attack>-<synonyms>-<time>/:
     results.json       every setting, the sampled indices, the metrics of each attack ("complete"
                        false until the end: --resume OUT finishes the evaluation)
@@ -44,8 +45,32 @@ ATTACKS = {"synonym": ["pwws"], "pwws": ["pwws"], "textfooler": ["textfooler"], 
 # The paper's evaluation (REFERENCE.md section 4): PWWS and the genetic attack (population 60, 40
 # iterations), both with the counter-fitted table, on 1,000 test examples. Only defaults: flags
 # given explicitly win. The genetic attack's language-model constraint is not applied (no LM offline).
+# TextDefender's (Li et al. 2021, its main.py and bundled TextAttack): at most 50 queries per word
+# of the whole input (query_budget_size 50 x num_words), 30% of the words changed, 1,000 test
+# examples whose first text (the premise for NLI) has more than 4 space-separated tokens, seed 42,
+# the 50 nearest counter-fitted neighbours (WordSwapEmbedding max_candidates=50). TextDefender
+# removes WordEmbeddingDistance for pwws and textfooler, so the neighbours keep no cosine floor
+# (min_cos 0). Not applied offline: its Universal Sentence Encoder constraint (0.840845057,
+# angular, window 15) and, for TextFooler, its part-of-speech check; its examples are drawn with
+# numpy's np.random.choice, rift's with random.sample, so the 1,000 are not the same ones.
 PROTOCOLS = {"paper": dict(attack="paper", synonyms="counterfitted", num_examples=1000, population=60,
-                           generations=40, split="test")}
+                           generations=40, split="test"),
+             "textdefender": dict(query_budget="50x", max_modify_rate=0.3, num_examples=1000, seed=42,
+                                  synonyms="counterfitted-vectors", neighbours=50, min_cos=0.0,
+                                  min_words=5, length_rule="textdefender", split="test")}
+# How --min-words counts an example's length: TextAttack's words of the attacked text, or
+# TextDefender's len(text_a.split(' ')), the space-separated tokens of the first text.
+LENGTH_RULES = {"words": lambda ex: attacks.word_count(ex.words),
+                "textdefender": lambda ex: len((ex.context or ex.text).split(" "))}
+
+
+def query_budget(value: str) -> int | str:
+    """--query-budget N (texts) or Nx (N per word of the example, as attacks.example_budget counts)."""
+    number = value.removesuffix("x")
+    if not number.isdigit() or int(number) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, or one followed by x (50x), "
+                                         f"got {value!r}")
+    return f"{int(number)}x" if value.endswith("x") else int(number)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -58,7 +83,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "word searches and pgd), or paper (pwws and genetic)")
     p.add_argument("--protocol", choices=PROTOCOLS,
                    help="paper: the paper's evaluation, --attack paper --synonyms counterfitted --num-examples 1000 "
-                        "--population 60 --generations 40 on the test split (flags given explicitly win)")
+                        "--population 60 --generations 40 on the test split; textdefender: TextDefender's, "
+                        "--query-budget 50x --max-modify-rate 0.3 --num-examples 1000 --seed 42 --synonyms "
+                        "counterfitted-vectors --neighbours 50 --min-cos 0 --min-words 5 --length-rule textdefender, "
+                        "without its sentence encoder and POS checks (flags given explicitly win)")
     data = p.add_argument_group("data")
     data.add_argument("--task", choices=[*TASKS, "custom"], help="the task (default: the run's; "
                                                                   "required for a plain model folder)")
@@ -73,6 +101,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="examples drawn with --seed (default: %(default)s)")
     data.add_argument("--min-words", type=at_least(0), default=4,
                       help="leave out examples with fewer words (default: %(default)s)")
+    data.add_argument("--length-rule", default="words", choices=LENGTH_RULES,
+                      help="what --min-words counts: words, the attacked text's words as TextAttack counts them; "
+                           "textdefender, the space-separated tokens of the first text (the premise of a pair), "
+                           "as TextDefender's len(text_a.split(' ')) (default: %(default)s)")
     data.add_argument("--max-length", type=at_least(1), help="tokens per example (default: the run's, else the task's)")
     words = p.add_argument_group("word substitution (defaults: TextAttack 0.3.11's PWWS)")
     words.add_argument("--synonyms", default="wordnet", choices=["wordnet", "counterfitted", "counterfitted-vectors"],
@@ -81,7 +113,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     words.add_argument("--wordnet-pos", default="all", choices=synonyms.WORDNET_POS,
                        help="all: every sense of the word, as TextAttack; usual: only its most frequent part "
                             "of speech, closer to the meaning (default: %(default)s)")
-    words.add_argument("--stopwords", default="nltk", choices=list(attacks.STOPWORDS),
+    words.add_argument("--stopwords", default="nltk", choices=list(synonyms.STOPWORDS),
                        help="words never changed: nltk, NLTK's 179 as TextAttack; extended, 319 function "
                             "words incl. even, never, well (default: %(default)s)")
     words.add_argument("--synonyms-path", help="the neighbour table (.json) or the vectors (.txt/.zip) to use")
@@ -92,8 +124,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     words.add_argument("--max-modify-rate", type=fraction, default=1.0,
                        help="largest share of an example's words changed (default: %(default)s, no cap, as "
                             "TextAttack's PWWS; TextDefender: 0.3)")
-    words.add_argument("--query-budget", type=at_least(1),
-                       help="most texts scored per example (default: no limit, as TextAttack's PWWS)")
+    words.add_argument("--query-budget", type=query_budget,
+                       help="most queries per example: N texts, or Nx, N per word of the whole input (a pair's "
+                            "two sentences), TextDefender's 50x. Counted as TextAttack counts them: every text a "
+                            "search hands in, cached or not, and the original's first query; the fp32 re-check of "
+                            "a success is not one. model_calls in the results: the texts really scored "
+                            "(default: no limit, as TextAttack's PWWS)")
     words.add_argument("--population", type=at_least(2), default=60, help="genetic: population size (default: %(default)s)")
     words.add_argument("--generations", type=at_least(1), default=40, help="genetic: iterations (default: %(default)s)")
     ascc = p.add_argument_group("ASCC (defaults: the release's test attack)")
@@ -219,9 +255,11 @@ def main(args: argparse.Namespace) -> dict:
 
     # ---- the examples: TextDefender's protocol, drawn once so every attack sees the same ones
     split = load_split(task, args.split, args.data_dir, args.file)
-    eligible = [i for i, ex in enumerate(split) if attacks.word_count(ex.words) >= args.min_words]
+    length = LENGTH_RULES[args.length_rule]
+    eligible = [i for i, ex in enumerate(split) if length(ex) >= args.min_words]
     if not eligible:
-        raise UsageError(f"no example of the {args.split} split has {args.min_words} words or more")
+        raise UsageError(f"no example of the {args.split} split has {args.min_words} words or more "
+                         f"(--length-rule {args.length_rule})")
     indices = random.Random(args.seed).sample(eligible, min(args.num_examples, len(eligible)))
     examples = [split[i] for i in indices]
 
@@ -323,7 +361,7 @@ def main(args: argparse.Namespace) -> dict:
 SUMMARY_COLUMNS = {"attack": "attack", "synonyms": "synonyms", "clean_accuracy": "clean acc",
                    "accuracy_under_attack": "acc under attack", "attack_success_rate": "success rate",
                    "words_perturbed_pct": "% words perturbed", "avg_queries": "queries",
-                   "successful": "succ", "failed": "fail", "skipped": "skip",
+                   "avg_model_calls": "model calls", "successful": "succ", "failed": "fail", "skipped": "skip",
                    "fp32_reruns": "fp32 reruns", "seconds_per_example": "s/example",
                    "model_time_share": "time in model"}
 

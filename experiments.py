@@ -109,17 +109,21 @@ def write_results(root: Path, folder: Path) -> None:
     for method in METHODS:
         run = root / f"{r['task']}-{method}"
         summary = json.loads(read_text(run / "summary.json"))
+        config = json.loads(read_text(run / "config.json"))  # the whole training config: what made the checkpoint
         row = {"method": method, "dev_accuracy": summary["best_dev_accuracy"],
-               "train_examples_per_s": summary["train_examples_per_s"], "train_minutes": summary["train_minutes"]}
+               "train_examples_per_s": summary["train_examples_per_s"], "train_minutes": summary["train_minutes"],
+               "config": config["config"], "resolved": config["resolved"]}
         for attack, source in RESULTS_ATTACKS:
             evaluation = json.loads(read_text(run / "eval" / f"{attack}-{source}" / "results.json"))
             eval_commits.add(str(evaluation["environment"]["git_commit"]))
             metrics = evaluation["metrics"]
             row["clean_accuracy"] = metrics[0]["clean_accuracy"]
             row[f"{attack}_{source}"] = metrics[1]["accuracy_under_attack"]
+            row[f"{attack}_{source}_settings"] = evaluation["settings"]
             details.append({**metrics[1], "method": method, "attack": f"{attack}/{source}"})
         evaluation = json.loads(read_text(run / "eval" / "pgd" / "results.json"))
         eval_commits.add(str(evaluation["environment"]["git_commit"]))
+        row["pgd_settings"] = evaluation["settings"]
         pgd = evaluation["metrics"]
         for metrics in pgd[1:]:
             row[f"pgd_{metrics['eps']:g}"] = metrics["accuracy_under_attack"]
@@ -138,8 +142,7 @@ def write_results(root: Path, folder: Path) -> None:
     name = f"{r['task']}-minilm"
     (folder / f"{name}.json").write_text(json.dumps(
         {"settings": r, "attacks": RESULTS_ATTACKS, "table": table, "attack_details": details,
-         "environment": config["environment"], "evaluation_commits": sorted(eval_commits),
-         "train_config": config["config"]}, indent=2))
+         "environment": config["environment"], "evaluation_commits": sorted(eval_commits)}, indent=2))
     env = config["environment"]
     (folder / f"{name}.md").write_text(
         f"# SST-2, {DEFAULT_MODEL}: standard vs adv vs rift\n\n"
@@ -284,15 +287,19 @@ def binomial_se(p: float, n: int) -> float:
 
 
 def frontier_rows(root: Path, settings: dict) -> list[dict]:
-    """One row per run of the list, with what has finished (missing numbers are None)."""
+    """One row per run of the list, with what has finished (missing numbers are None): its whole
+    training config ("config", "resolved") and each evaluation's settings ("<name>_settings"), so
+    the JSON alone says how every number was made."""
     rows = []
     for r in frontier_runs(settings):
         run = root / r["name"]
         row = dict(r)
         if (run / "summary.json").is_file():
             summary = json.loads((run / "summary.json").read_text())
+            config = json.loads(read_text(run / "config.json"))
             row |= {"dev_accuracy": summary["best_dev_accuracy"], "train_minutes": summary["train_minutes"],
-                    "train_examples_per_s": summary["train_examples_per_s"]}
+                    "train_examples_per_s": summary["train_examples_per_s"], "config": config["config"],
+                    "resolved": config["resolved"]}
         for name in FRONTIER_EVALS:  # each attack has its own sample: clean accuracy from the largest
             results = run / "eval" / name / "results.json"
             report = json.loads(read_text(results)) if results.is_file() else {}
@@ -301,7 +308,8 @@ def frontier_rows(root: Path, settings: dict) -> list[dict]:
                 n = metrics[1]["examples"]
                 row |= {f"{name}_examples": n, f"{name}_accuracy": metrics[1]["accuracy_under_attack"],
                         f"{name}_success_rate": metrics[1]["attack_success_rate"],
-                        f"{name}_se": binomial_se(metrics[1]["accuracy_under_attack"], n)}
+                        f"{name}_se": binomial_se(metrics[1]["accuracy_under_attack"], n),
+                        f"{name}_settings": report["settings"]}
                 if n > row.get("examples", 0):
                     row |= {"examples": n, "clean_accuracy": metrics[0]["clean_accuracy"],
                             "clean_se": binomial_se(metrics[0]["clean_accuracy"], n)}

@@ -88,7 +88,7 @@ def parity_rows(model: str, source: str, folder: Path) -> list[dict]:
                       "accuracy_under_attack": pwws["accuracy_under_attack"],
                       "attack_success_rate": pwws["attack_success_rate"],
                       "words_perturbed_pct": pwws["words_perturbed_pct"], "avg_queries": pwws["avg_queries"],
-                      "model_texts": pwws["avg_queries"], "seconds_per_example": pwws["seconds_per_example"],
+                      "model_texts": pwws["avg_model_calls"], "seconds_per_example": pwws["seconds_per_example"],
                       "same_outcome": agree, "speedup": peer["seconds_per_example"] / pwws["seconds_per_example"]}]
 
 

@@ -10,7 +10,8 @@
 WordNet comes from nltk's own data when `nltk.download("wordnet")` has put it there, else from
 Debian's wordnet-base (these machines reach no download server); the table and the vectors are
 found under --data-dir, $RIFT_DATA or the cache, else downloaded from their authors' repositories.
-A source only proposes words: attacks.py decides where a text may change and which proposals fit.
+A source only proposes words: attacks.py decides where a text may change and which proposals fit
+(the stopword lists it reads are kept here, beside the other word lists).
 """
 
 import hashlib
@@ -24,6 +25,47 @@ from pathlib import Path
 import numpy as np
 
 from data import CACHE, UsageError, data_roots, download, locate, read_text
+
+# NLTK's English stopwords (nltk_data's corpora/stopwords/english, the classic 179 words), which
+# TextAttack's StopwordModification reads; written out here because that corpus needs a download.
+NLTK_STOPWORDS = frozenset("""
+i me my myself we our ours ourselves you you're you've you'll you'd your yours yourself yourselves he him his
+himself she she's her hers herself it it's its itself they them their theirs themselves what which who whom
+this that that'll these those am is are was were be been being have has had having do does did doing a an the
+and but if or because as until while of at by for with about against between into through during before after
+above below to from up down in out on off over under again further then once here there when where why how all
+any both each few more most other some such no nor not only own same so than too very s t can will just don
+don't should should've now d ll m o re ve y ain aren aren't couldn couldn't didn didn't doesn doesn't hadn
+hadn't hasn hasn't haven haven't isn isn't ma mightn mightn't mustn mustn't needn needn't shan shan't shouldn
+shouldn't wasn wasn't weren weren't won won't wouldn wouldn't
+""".split())
+
+# The stricter variant adds more function words ("even", "well", "never", "one" ...), which carry
+# the grammar rather than the sentiment or the entailment: swapping them mostly breaks the sentence.
+EXTENDED_STOPWORDS = NLTK_STOPWORDS | frozenset("""
+about above across after afterwards again against all almost alone along already also although
+always am among amongst an and another any anyhow anyone anything anyway anywhere are around as at
+be became because become becomes becoming been before beforehand behind being below beside besides
+between beyond both but by can cannot could did do does doing done down due during each either else
+elsewhere enough etc even ever every everyone everything everywhere except few for former formerly
+from further had has have having he hence her here hereafter hereby herein hereupon hers herself him
+himself his how however i if in indeed into is it its itself just latter latterly least less many
+may me meanwhile might mine more moreover most mostly much must my myself namely neither never
+nevertheless next no nobody none noone nor not nothing now nowhere of off often on once one only
+onto or other others otherwise our ours ourselves out over own per perhaps please rather re same
+seem seemed seeming seems several she should since so some somehow someone something sometime
+sometimes somewhere still such than that the their theirs them themselves then thence there
+thereafter thereby therefore therein thereupon these they this those though through throughout thru
+thus to together too toward towards under unless until up upon us very via was we well were what
+whatever when whence whenever where whereafter whereas whereby wherein whereupon wherever whether
+which while whither who whoever whole whom whose why will with within without would yet you your
+yours yourself yourselves n't 's 're 've 'd 'll 'm
+""".split())
+
+STOPWORDS = {  # word -> is it a stopword; TextAttack matches as spelled, the stricter list in any case
+    "nltk": lambda word: word in NLTK_STOPWORDS,
+    "extended": lambda word: word.lower() in EXTENDED_STOPWORDS,
+}
 
 # WordNet 3.0's lexicographer files (lexnames(5WN)); Debian's wordnet-base leaves this file out
 # and nltk will not open WordNet without it.

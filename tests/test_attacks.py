@@ -21,6 +21,7 @@ import attacks
 import rift
 from attacks import Tally, Victim
 from data import Example
+from synonyms import NLTK_STOPWORDS
 
 MAX_LENGTH = 64
 
@@ -87,7 +88,7 @@ def expected_swaps(token: str, synonyms) -> list[str]:
     """An independent statement of the substitution rules for a token of one word: punctuation kept,
     NLTK stopwords (as spelled) and the word itself left out, no change of case."""
     words = ta_words(token)
-    if len(words) != 1 or words[0] in attacks.NLTK_STOPWORDS:
+    if len(words) != 1 or words[0] in NLTK_STOPWORDS:
         return []
     start = token.index(words[0])
     return [token[:start] + s + token[start + len(words[0]):] for s in synonyms(words[0]) if s != words[0]]
@@ -228,48 +229,124 @@ def test_genetic_finds_a_single_swap_flip_of_a_binary_model(tokenizer):
 # PWWS is TextAttack's search
 
 
-def textattack_pwws(tokenizer, weight, words, label, options):
+def textattack_options(words, synonyms) -> dict[int, list[str]]:
+    """TextAttack's indices_to_order and their swaps: every token holding one non-stopword word,
+    with or without synonyms ("Sweet," may hold no table entry: it is still ranked)."""
+    return {i: expected_swaps(w, synonyms) for i, w in enumerate(words)
+            if len(ta_words(w)) == 1 and ta_words(w)[0] not in NLTK_STOPWORDS}
+
+
+def textattack_pwws(tokenizer, weight, words, label, options, budget=None):
     """GreedyWordSwapWIR("weighted-saliency") restated from TextAttack's source on the toy model,
-    without attacks.py: (perturbed text, whether it succeeded). options: position -> swaps."""
+    without attacks.py, with its query count (GoalFunction.get_results: each list cut to what is
+    left of the budget, every text of it counted, cached or not, the original's first query too;
+    the search is over once the count reaches the budget): (perturbed text, whether it succeeded,
+    queries). options: position -> swaps; a position without swaps is made [UNK] all the same."""
+    queries = 1  # init_attack_example: the original's verdict
+
     def goal(texts):
-        logits = reference_logits(tokenizer, weight, texts)
+        nonlocal queries
+        texts = texts if budget is None else texts[:budget - queries]
+        queries += len(texts)
+        logits = reference_logits(tokenizer, weight, texts) if texts else np.zeros((0, weight.shape[1]))
         p = np.exp(logits - logits.max(1, keepdims=True))
-        return 1 - (p / p.sum(1, keepdims=True))[:, label], logits.argmax(1)
+        return 1 - (p / p.sum(1, keepdims=True))[:, label], logits.argmax(1), queries == budget
 
     def swapped(text, i, token):
         return text[:i] + (token,) + text[i + 1:]
 
+    def score(text):  # the goal score without a query: TextAttack holds the original's result
+        logits = reference_logits(tokenizer, weight, [text])[0]
+        return 1 - np.exp(logits[label] - logits.max()) / np.exp(logits - logits.max()).sum()
+
     indices = sorted(options)
-    saliency, _ = goal([swapped(words, i, words[i].replace(ta_words(words[i])[0], "[UNK]")) for i in indices])
+    saliency, _, over = goal([swapped(words, i, words[i].replace(ta_words(words[i])[0], "[UNK]")) for i in indices])
+    delta = []
+    for i in indices:
+        if over:
+            return words, False, queries
+        if options[i]:
+            scores, _, over = goal([swapped(words, i, c) for c in options[i]])
+            delta.append(scores.max())
+        else:
+            delta.append(0.0)
+    if over:
+        return words, False, queries
     weights = torch.softmax(torch.tensor(saliency, dtype=torch.float32), 0).numpy()
-    delta = np.array([goal([swapped(words, i, c) for c in options[i]])[0].max() for i in indices])
-    current, score = words, goal([words])[0][0]
-    for i in np.array(indices)[(-(weights * delta)).argsort()]:
+    current, current_score = words, score(words)
+    for i in np.array(indices)[(-(weights * np.array(delta))).argsort()]:
+        if over:
+            break
         candidates = sorted((swapped(current, i, c) for c in options[i]), key=" ".join)
-        scores, predicted = goal(candidates)
+        if not candidates:
+            continue
+        scores, predicted, over = goal(candidates)
         best = int(np.argmax(scores))
-        if scores[best] > score:
-            current, score = candidates[best], scores[best]
+        if scores[best] > current_score:
+            current, current_score = candidates[best], scores[best]
             if predicted[best] != label:
-                return current, True
-    return current, False
+                return current, True, queries
+    return current, False, queries
 
 
 def test_pwws_takes_textattacks_path_on_random_cases(tokenizer):
-    """The same texts, step for step: ranking by softmax(saliency) x best swap's goal score, then
-    greedy on the current text, best-scoring swap kept only when it beats the current score."""
+    """The same texts, step for step, and the same query count: ranking by softmax(saliency) x
+    best swap's goal score, then greedy on the current text, best-scoring swap kept only when it
+    beats the current score."""
     compared = 0
     for seed in range(800, 860):
         words, label, table, weight = random_case(tokenizer, seed, num_classes=2 + seed % 2)
-        options = {i: expected_swaps(w, dict_synonyms(table)) for i, w in enumerate(words)}
-        options = {i: o for i, o in options.items() if o}
-        expected, succeeded = textattack_pwws(tokenizer, weight, words, label, options)
+        options = textattack_options(words, dict_synonyms(table))
+        expected, succeeded, queries = textattack_pwws(tokenizer, weight, words, label, options)
         result = attack_one(Victim(BagOfWords(weight), tokenizer, MAX_LENGTH), Example(words, label), "pwws",
                             dict_synonyms(table))
         assert result.perturbed == expected, (words, table)
         assert (result.status == "successful") == succeeded
+        assert result.queries == queries
         compared += 1
     assert compared == 60
+
+
+def test_a_query_budget_cuts_pwws_where_textattack_would(tokenizer):
+    """Every budget from 1 to beyond the search's need, as N and as Nx: the same text, outcome and
+    count as TextAttack's search under that budget."""
+    for seed in range(860, 872):
+        words, label, table, weight = random_case(tokenizer, seed)
+        options = textattack_options(words, dict_synonyms(table))
+        *_, needed = textattack_pwws(tokenizer, weight, words, label, options)
+        budgets = [(n, n) for n in range(1, needed + 2)] + [(f"{k}x", k * word_count(words)) for k in (1, 2, 3, 5)]
+        for budget, texts in budgets:
+            expected, succeeded, queries = textattack_pwws(tokenizer, weight, words, label, options, texts)
+            result = attack_one(Victim(BagOfWords(weight), tokenizer, MAX_LENGTH), Example(words, label), "pwws",
+                                dict_synonyms(table), budget=budget)
+            assert (result.perturbed, result.status == "successful", result.queries) == (expected, succeeded, queries), \
+                (seed, budget)
+
+
+def test_pwws_queries_by_hand():
+    """ "good movie plot", label 0, swaps good -> fine | great and movie -> film, plot none; only
+    "great" moves the model (to class 1). TextAttack's count: the original 1, [UNK] for each of the
+    three words 3 (plot too), the three swaps 3, then the greedy step on "good", its two swaps
+    again (cache hits, counted): 9. The model scores 8 texts: the original, 6 ranking texts, and
+    the success re-checked alone. Budgets: 9 (= 3x) reaches the flip; 8 cuts the greedy step after
+    "fine movie plot", which still beats the original, so it is kept and the search ends; 6 (= 2x)
+    cuts the ranking: the original, failed."""
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(rift.model_path(rift.DEFAULT_MODEL))
+    weight = np.zeros((tokenizer.vocab_size, 2), dtype=np.float32)
+    weight[tokenizer.convert_tokens_to_ids("good"), 0] = 1.0
+    weight[tokenizer.convert_tokens_to_ids("great"), 1] = 5.0
+    table = dict_synonyms({"good": ("great", "fine"), "movie": ("film",)})
+    example = Example(("good", "movie", "plot"), 0)
+    outcomes = {}
+    for budget in (None, 9, "3x", 8, 7, 6, "2x"):
+        model = BagOfWords(weight)
+        result = attack_one(Victim(model, tokenizer, MAX_LENGTH), example, "pwws", table, budget=budget)
+        outcomes[budget] = (result.status, " ".join(result.perturbed), result.queries, result.model_calls)
+    assert outcomes[None] == outcomes[9] == outcomes["3x"] == ("successful", "great movie plot", 9, 8)
+    assert outcomes[8] == ("failed", "fine movie plot", 8, 7)  # 1 + 6 ranking texts: "fine" was cached
+    assert outcomes[7] == ("failed", "good movie plot", 7, 7)  # the ranking, exactly: no greedy step left
+    assert outcomes[6] == outcomes["2x"] == ("failed", "good movie plot", 6, 6)
 
 
 def test_many_examples_at_once_give_the_results_of_one_at_a_time(tokenizer):
@@ -378,7 +455,8 @@ def drive(tally: Tally, model, tokenizer, texts, amp=False):
         return done.value
 
 
-def test_tally_counts_each_distinct_text_once_and_cache_hits_not_at_all(tokenizer):
+def test_tally_counts_every_text_handed_in_and_scores_each_distinct_text_once(tokenizer):
+    """TextAttack's count: every text of every list, cached or not; model_calls: only the new ones."""
     rng = np.random.default_rng(0)
     weight = rng.normal(size=(tokenizer.vocab_size, 2)).astype(np.float32)
     model = BagOfWords(weight)
@@ -386,39 +464,39 @@ def test_tally_counts_each_distinct_text_once_and_cache_hits_not_at_all(tokenize
     a, b, c, d = ("a", "good", "film"), ("a", "bad", "film"), ("dull",), ("a", "great", "movie", "indeed")
     p = drive(tally, model, tokenizer, [a, b, a])
     assert p.shape == (3, 2) and np.array_equal(p[0], p[2])
-    assert tally.queries == 2 and len(model.rows) == 2
+    assert (tally.queries, tally.model_calls) == (3, 2) and len(model.rows) == 2
     p2 = drive(tally, model, tokenizer, [b, c, a, d])
-    assert tally.queries == 4 and len(model.rows) == 4  # only c and d were new
+    assert (tally.queries, tally.model_calls) == (7, 4) and len(model.rows) == 4  # only c and d were new
     assert np.array_equal(p2[0], p[1])
     expected = torch.tensor(reference_logits(tokenizer, weight, [a, b, c, d])).softmax(-1).numpy()
     np.testing.assert_allclose(np.stack([p[0], p[1], p2[1], p2[3]]), expected, rtol=1e-4, atol=1e-5)
-    assert len(drive(tally, model, tokenizer, [a], amp=True)) == 1 and tally.queries == 5  # bf16 is another cache
+    assert len(drive(tally, model, tokenizer, [a], amp=True)) == 1 and tally.model_calls == 5  # bf16 is another cache
 
 
-def test_tally_returns_the_affordable_prefix_and_never_exceeds_the_budget(tokenizer):
+def test_tally_cuts_each_list_to_what_is_left_of_the_budget_cached_or_not(tokenizer):
     model = BagOfWords(np.random.default_rng(1).normal(size=(tokenizer.vocab_size, 3)).astype(np.float32))
-    tally = Tally(3, 3)
+    tally = Tally(5, 3)
     texts = [("word", str(n)) for n in range(6)]
-    assert drive(tally, model, tokenizer, texts).shape == (3, 3)
-    assert tally.queries == 3 and len(model.rows) == 3
-    assert drive(tally, model, tokenizer, [texts[1], texts[4], texts[0]]).shape == (1, 3)  # texts[4] is unaffordable
-    assert drive(tally, model, tokenizer, [texts[4], texts[0]]).shape == (0, 3)
-    assert drive(tally, model, tokenizer, [texts[2], texts[0]]).shape == (2, 3)  # cached texts stay free
-    assert tally.queries == 3 and len(model.rows) == 3
+    assert drive(tally, model, tokenizer, texts[:3]).shape == (3, 3)
+    assert drive(tally, model, tokenizer, [texts[1], texts[4], texts[0]]).shape == (2, 3)  # texts[1] counts again
+    assert (tally.queries, tally.model_calls) == (5, 4)
+    assert drive(tally, model, tokenizer, [texts[0]]).shape == (0, 3)  # spent: a cached text is refused too
+    assert (tally.queries, tally.model_calls) == (5, 4) and len(model.rows) == 4
 
 
 @pytest.mark.parametrize("search", attacks.SEARCHES)
-def test_attack_queries_are_the_texts_the_model_scored_and_stay_within_the_budget(tokenizer, search):
+def test_attack_model_calls_are_the_texts_the_model_scored_and_queries_stay_within_the_budget(tokenizer, search):
     for seed in range(400, 412):
         words, label, table, weight = random_case(tokenizer, seed)
-        for budget in (None, 7):
+        for budget in (None, 7, "2x"):
             model = BagOfWords(weight)
             victim = Victim(model, tokenizer, MAX_LENGTH, batch_size=4)
             result = attack_one(victim, Example(words, label), search, dict_synonyms(table), 1.0, budget, seed)
             rechecked = result.status == "successful" or result.recheck_mismatch
             searched = model.rows[:len(model.rows) - rechecked]
-            assert result.queries == len(searched) + rechecked and len(set(searched)) == len(searched)
-            assert result.queries <= (budget or 10**6) + rechecked
+            assert result.model_calls == len(model.rows) and len(set(searched)) == len(searched)
+            assert result.model_calls <= result.queries + rechecked  # the cache only saves
+            assert result.queries <= {None: 10**6, 7: 7, "2x": 2 * result.words}[budget]  # the re-check is no query
             assert model.calls[0] == 1  # the verdict on the original: one plain pass
             if rechecked:
                 assert model.calls[-1] == 1 and model.rows[-1] in searched  # one plain pass of a scored text
@@ -428,7 +506,7 @@ def test_skipped_example_costs_one_query_and_is_not_attacked(tokenizer):
     words, label, table, weight = random_case(tokenizer, 7)
     model = BagOfWords(weight)
     result = attack_one(Victim(model, tokenizer, MAX_LENGTH), Example(words, 1 - label), "pwws", dict_synonyms(table))
-    assert result.status == "skipped" and result.queries == 1 and len(model.rows) == 1
+    assert result.status == "skipped" and result.queries == result.model_calls == 1 and len(model.rows) == 1
     assert result.perturbed == words and result.changed == []
 
 
@@ -471,7 +549,7 @@ def test_a_bf16_success_that_fp32_refutes_is_searched_again_in_fp32(tokenizer, s
             assert result.status == "successful"  # the bf16 find held in fp32
             continue
         assert (result.status, result.perturbed, result.changed) == (plain.status, plain.perturbed, plain.changed)
-        assert result.queries > plain.queries
+        assert result.queries == plain.queries and result.model_calls > plain.model_calls  # the rerun's own count
         reruns += 1
     assert reruns >= 2
 
@@ -487,8 +565,8 @@ def test_summary_of_a_normal_model_has_no_recheck_mismatch(tokenizer):
 
 
 def make_record(status, changed, words, queries, mismatch=False):
-    return {"status": status, "changed": changed, "words": words, "queries": queries, "recheck_mismatch": mismatch,
-            "fp32_rerun": False}
+    return {"status": status, "changed": changed, "words": words, "queries": queries, "model_calls": queries // 2,
+            "recheck_mismatch": mismatch, "fp32_rerun": False}
 
 
 def test_summarize_by_hand():
@@ -504,6 +582,7 @@ def test_summarize_by_hand():
     assert s["attack_success_rate"] == pytest.approx(2 / 4)
     assert s["words_perturbed_pct"] == pytest.approx(100 * (1 / 4 + 3 / 6) / 2)
     assert s["avg_queries"] == pytest.approx((10 + 20 + 30 + 40) / 4)  # skipped ones are not attacked
+    assert s["avg_model_calls"] == pytest.approx((5 + 10 + 15 + 20) / 4)
     assert s["recheck_mismatches"] == 1 and s["fp32_reruns"] == 0
 
 
@@ -572,8 +651,8 @@ def test_substitutions_keep_punctuation_skip_stopwords_as_spelled_and_sort_by_te
     table = {"Movie": ("picture", "film", "Movie"), "GOOD": ("great",), "brilliant": ("superb", "ace-high", "a.m."),
              "the": ("thee",), "The": ("Thee",), "not": ("nay",), "was": ("existed",), "plot": ()}
     words = ("The", "Movie", "was", "GOOD", ",", "(brilliant,", "--", "not", "plot", "...")
-    assert attacks.substitutions(words, dict_synonyms(table)) == {
-        (0, 0): ["Thee"], (1, 0): ["film", "picture"], (3, 0): ["great"], (5, 0): ["ace-high", "superb"]}
+    assert attacks.substitutions(words, dict_synonyms(table)) == {  # "plot" may change but has no synonym
+        (0, 0): ["Thee"], (1, 0): ["film", "picture"], (3, 0): ["great"], (5, 0): ["ace-high", "superb"], (8, 0): []}
     extended = attacks.substitutions(words, dict_synonyms(table), "extended")
     assert (0, 0) not in extended and (1, 0) in extended  # the stricter list, in any case
 
@@ -583,7 +662,7 @@ def test_substitutions_never_touch_clitics_that_are_stopwords():
     WordNet's "second" or "sulfur" never replace it."""
     table = {"s": ("second", "sulfur"), "m": ("meter",), "d": ("calciferol",), "good": ("great",)}
     words = ("it", "'s", "good", ",", "i", "'m", "sure", "you", "'d", "agree")
-    assert attacks.substitutions(words, dict_synonyms(table)) == {(2, 0): ["great"]}
+    assert attacks.substitutions(words, dict_synonyms(table)) == {(2, 0): ["great"], (6, 0): [], (9, 0): []}
 
 
 # ---------------------------------------------------------------------------------------------

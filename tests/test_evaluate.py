@@ -19,19 +19,20 @@ import attacks
 import data
 import synonyms
 from conftest import REPO, assert_one_line_error, run_cli
+from synonyms import NLTK_STOPWORDS
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 WORD_ATTACKS = ("pwws", "textfooler", "genetic")
 NONE_KEYS = {"attack", "examples", "clean_accuracy"}
 WORD_KEYS = {"attack", "synonyms", "examples", "clean_accuracy", "accuracy_under_attack", "attack_success_rate",
-             "words_perturbed_pct", "avg_queries", "successful", "failed", "skipped", "recheck_mismatches",
+             "words_perturbed_pct", "avg_queries", "avg_model_calls", "successful", "failed", "skipped", "recheck_mismatches",
              "fp32_reruns", "seconds_per_example", "model_time_share"}
 PGD_KEYS = {"attack", "eps", "examples", "clean_accuracy", "accuracy_under_attack", "seconds_per_example"}
 LINE_KEYS = {"attack", "index", "status", "label", "context", "original", "perturbed", "changed", "words",
-             "pred_before", "pred_after", "probs_before", "probs_after", "queries", "seconds", "recheck_mismatch",
+             "pred_before", "pred_after", "probs_before", "probs_after", "queries", "model_calls", "seconds", "recheck_mismatch",
              "fp32_rerun"}
 HEADINGS = ["attack", "synonyms", "clean acc", "acc under attack", "success rate", "% words perturbed", "queries",
-            "succ", "fail", "skip", "fp32 reruns", "s/example", "time in model"]
+            "model calls", "succ", "fail", "skip", "fp32 reruns", "s/example", "time in model"]
 
 
 def evaluate(*args, cache):
@@ -198,7 +199,7 @@ def test_cli_never_changes_a_stopword_or_punctuation_token(attacked, synonyms):
         original = tuple(line["original"].split())
         slots = attacks.slots(original)
         for n in line["changed"]:
-            assert attacks.word_at(original, slots[n]) not in attacks.NLTK_STOPWORDS, original[slots[n][0]]
+            assert attacks.word_at(original, slots[n]) not in NLTK_STOPWORDS, original[slots[n][0]]
 
 
 def test_summary_table_is_printed(attacked):
@@ -382,7 +383,7 @@ def fake_results_runs(root: Path) -> dict:
             {"method": method, "best_dev_accuracy": 0.7 + n / 100, "train_examples_per_s": 10.0 + n,
              "train_minutes": 3.5 + n}))
         (run / "config.json").write_text(json.dumps(
-            {"config": {"method": method, "seed": 42},
+            {"config": {"method": method, "seed": 42}, "resolved": {"max_length": 64},
              "environment": {"platform": "Linux-test", "cpus": 2, "device": "cpu", "python": "3.11.0",
                              "torch": "2.13.0", "transformers": "5.24.0", "git_commit": "abc123"}}))
         clean = 0.8 + n / 100
@@ -390,7 +391,8 @@ def fake_results_runs(root: Path) -> dict:
             under = 0.1 * (k + 1) + n / 100
             folder = run / "eval" / f"{attack}-{synonyms}"
             folder.mkdir()
-            (folder / "results.json").write_text(json.dumps({"environment": {"git_commit": "def456"}, "metrics": [
+            (folder / "results.json").write_text(json.dumps({"environment": {"git_commit": "def456"},
+                                                             "settings": {"attack": attack, "synonyms": synonyms}, "metrics": [
                 {"attack": "none", "examples": 500, "clean_accuracy": clean},
                 {"attack": attack, "synonyms": synonyms, "examples": 500, "clean_accuracy": clean,
                  "accuracy_under_attack": under, "attack_success_rate": 0.5, "words_perturbed_pct": 12.0,
@@ -403,7 +405,7 @@ def fake_results_runs(root: Path) -> dict:
                         "accuracy_under_attack": clean - eps / 4, "seconds_per_example": 0.01})
             expected[(method, f"pgd_{eps:g}")] = clean - eps / 4
         (run / "eval" / "pgd" / "results.json").write_text(json.dumps({"environment": {"git_commit": "def789"},
-                                                                       "metrics": pgd}))
+                                                                       "settings": {"attack": "pgd"}, "metrics": pgd}))
         expected[(method, "clean_accuracy")] = clean
         expected[(method, "dev_accuracy")] = 0.7 + n / 100
     return expected
@@ -419,11 +421,17 @@ def test_write_results_builds_the_table_from_finished_runs(tmp_path, capsys):
         for (method, key), value in expected.items():
             if method == row["method"]:
                 assert row[key] == pytest.approx(value), key
+    evaluations = [f"{a}_{s}" for a, s in experiments.RESULTS_ATTACKS]
     assert set(report["table"][0]) == {"method", "dev_accuracy", "train_examples_per_s", "train_minutes",
-                                       "clean_accuracy", "pwws_wordnet", "pwws_counterfitted",
-                                       "textfooler_counterfitted"} | {f"pgd_{eps:g}" for eps in experiments.RESULTS["eps"]}
+                                       "clean_accuracy", *evaluations, "config", "resolved", "pgd_settings",
+                                       *(f"{e}_settings" for e in evaluations)} | {
+                                       f"pgd_{eps:g}" for eps in experiments.RESULTS["eps"]}
+    for row in report["table"]:  # each run's whole training config and each evaluation's settings
+        assert row["config"] == {"method": row["method"], "seed": 42} and row["resolved"] == {"max_length": 64}
+        assert row["pgd_settings"] == {"attack": "pgd"}
+        assert all(row[f"{a}_{s}_settings"] == {"attack": a, "synonyms": s} for a, s in experiments.RESULTS_ATTACKS)
     assert len(report["attack_details"]) == len(experiments.METHODS) * len(experiments.RESULTS_ATTACKS)
-    assert report["environment"]["git_commit"] == "abc123" and report["train_config"]["method"] == "rift"
+    assert report["environment"]["git_commit"] == "abc123"
     markdown = (tmp_path / "results" / "sst2-minilm.md").read_text()
     assert markdown.startswith("# SST-2") and "training abc123, evaluation def456, def789" in markdown and "Linux-test" in markdown
     assert "pwws/counterfitted" in markdown and f"pgd {experiments.RESULTS['eps'][-1]:g}" in markdown
@@ -472,7 +480,9 @@ def test_a_corrupt_run_configuration_is_a_usage_error(tiny_run, tmp_path, cache)
 
 @pytest.mark.parametrize("flag,value", [("--max-modify-rate", "1.5"), ("--num-examples", "0"),
                                         ("--eps", "-0.1"), ("--batch-size", "0"), ("--query-budget", "0"),
-                                        ("--eps", "nan"), ("--min-cos", "nan"), ("--max-modify-rate", "nan")])
+                                        ("--query-budget", "0x"), ("--query-budget", "1.5x"), ("--query-budget", "x"),
+                                        ("--query-budget", "50xx"), ("--eps", "nan"), ("--min-cos", "nan"),
+                                        ("--max-modify-rate", "nan")])
 def test_out_of_range_settings_are_refused_by_argparse(flag, value, tmp_path, cache):
     result = evaluate("--checkpoint", tmp_path, flag, value, cache=cache)
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -552,12 +562,12 @@ def test_parity_rows_join_both_tools_example_by_example(tmp_path):
         "seconds_per_example": 3.0}))
     (folder / "rift" / "results.json").write_text(json.dumps({"metrics": [
         {"attack": "none"}, {"attack": "pwws", "clean_accuracy": 0.75, "accuracy_under_attack": 0.0,
-                             "attack_success_rate": 1.0, "words_perturbed_pct": 12.0, "avg_queries": 41.0,
-                             "seconds_per_example": 1.0}]}))
+                             "attack_success_rate": 1.0, "words_perturbed_pct": 12.0, "avg_queries": 48.0,
+                             "avg_model_calls": 41.0, "seconds_per_example": 1.0}]}))
     peer, ours = parity.parity_rows("m", "wordnet", folder)
     assert peer["tool"].startswith("TextAttack") and peer["model_texts"] == 40.0 and "same_outcome" not in peer
     assert ours["same_outcome"] == pytest.approx(3 / 4) and ours["speedup"] == pytest.approx(3.0)
-    assert ours["attack_success_rate"] == 1.0 and ours["model_texts"] == 41.0
+    assert ours["attack_success_rate"] == 1.0 and ours["model_texts"] == 41.0 and ours["avg_queries"] == 48.0
 
 
 def test_parity_without_the_harness_or_checkpoints_is_a_one_line_error(tmp_path, cache):

@@ -12,6 +12,7 @@ import pytest
 import evaluate
 import train
 from conftest import run_cli
+from data import Example
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +85,32 @@ def test_paper_protocol_sets_the_papers_evaluation_and_flags_win():
     assert evaluate.parse_args([]).attack == "synonym"
 
 
+def test_textdefender_protocol_sets_its_budget_cap_examples_rule_and_candidates():
+    args = evaluate.parse_args(["--protocol", "textdefender"])
+    assert (args.query_budget, args.max_modify_rate, args.num_examples, args.seed, args.split) == ("50x", 0.3, 1000, 42, "test")
+    assert (args.synonyms, args.neighbours, args.min_cos) == ("counterfitted-vectors", 50, 0.0)
+    assert (args.min_words, args.length_rule) == (5, "textdefender")  # len(text_a.split(' ')) > 4
+    assert evaluate.parse_args(["--protocol", "textdefender", "--query-budget", "20"]).query_budget == 20
+
+
+def test_query_budget_takes_a_number_of_texts_or_a_number_per_word():
+    assert evaluate.parse_args(["--query-budget", "7"]).query_budget == 7
+    assert evaluate.parse_args(["--query-budget", "50x"]).query_budget == "50x"
+    assert evaluate.parse_args(["--query-budget", "050x"]).query_budget == "50x"
+    assert evaluate.parse_args([]).query_budget is None
+
+
+def test_the_length_rules_count_as_textattack_and_as_textdefender():
+    """TextDefender keeps len(text_a.split(' ')) > 4: space-separated tokens, punctuation included,
+    of the first text (the premise of a pair); rift's default counts TextAttack's words of the
+    attacked text."""
+    short = Example(tuple("a film , truly .".split()), 0)  # 5 tokens, 3 words
+    pair = Example(("yes",), 0, context="a man is on a horse")
+    words, textdefender = evaluate.LENGTH_RULES["words"], evaluate.LENGTH_RULES["textdefender"]
+    assert (words(short), textdefender(short)) == (3, 5)
+    assert (words(pair), textdefender(pair)) == (1, 6)
+
+
 def test_paper_protocol_runs_pwws_and_genetic_with_the_counterfitted_table(ascc_run, shared_data, workspace):
     out = workspace / "protocol"
     result = run_cli("--checkpoint", ascc_run, "--protocol", "paper", "--num-examples", 4, "--population", 4,
@@ -121,13 +148,16 @@ def test_frontier_trains_attacks_and_measures_every_run_and_writes_the_table(fro
     assert [r["name"] for r in report["runs"]] == [r["name"] for r in runs]
     for row in report["runs"]:
         run = workspace / "frontier" / row["name"]
-        config = json.loads((run / "config.json").read_text())["config"]
+        recorded = json.loads((run / "config.json").read_text())
+        config = recorded["config"]
         assert config["method"] == row["method"] and config["max_steps"] == 2
+        assert row["config"] == config and row["resolved"] == recorded["resolved"]  # the JSON says how it was trained
         assert config["adversary"] == ("pgd" if row["method"] == "standard" else "ascc")
         assert row["beta"] == (None if row["method"] == "standard" else 10.0)
         genetic = json.loads((run / "eval" / "genetic" / "results.json").read_text())
         assert genetic["settings"]["synonyms"] == "counterfitted" and genetic["settings"]["num_examples"] == 3
         assert json.loads((run / "eval" / "pwws" / "results.json").read_text())["settings"]["attack"] == "pwws"
+        assert row["genetic_settings"] == genetic["settings"] and row["pwws_settings"]["attack"] == "pwws"
         assert row["examples"] == row["pwws_examples"] == 4 and row["genetic_examples"] == 3
         assert 0 <= row["teacher_cka"] <= 1 + 1e-9
         for key, n in (("clean", 4), ("pwws", 4), ("pwws_counterfitted", 4), ("genetic", 3)):  # clean accuracy: that of the larger sample

@@ -43,3 +43,10 @@ def test_rift_pwws_reaches_textattacks_outcomes(victim, source, shared_data):
     assert abs(success["rift"] - success["textattack"]) <= 2, success
     assert all(len(r.changed) == line["words_changed"] for r, line in zip(ours, golden)
                if r.status == line["result"] == "successful" and " ".join(r.perturbed) == line["perturbed_text"])
+    # Queries, counted by TextAttack's rule (every text handed in, cache hits too): recorded 95 of
+    # 100 equal under WordNet and 99 under the table (18 and 19 when rift counted only the texts it
+    # scored); the others are 1-4 short of TextAttack's, not yet explained.
+    same_queries = sum(r.queries == line["queries"] for r, line in zip(ours, golden))
+    assert same_queries >= 93, same_queries
+    assert all(abs(r.queries - line["queries"]) <= 5 for r, line in zip(ours, golden)
+               if " ".join(r.perturbed) == line["perturbed_text"])
