@@ -517,8 +517,9 @@ def ascc_attack(model, tokenizer, examples: list[Example], neighbours, max_lengt
     written back as words and scored in fp32 as any other attack's: the verdict is the text's, not
     the mixture's. Examples go in fixed chunks of batch_size, each chunk's random start drawn from
     (seed, chunk), so a chunk gives the same texts however many chunks ran before; chunks whose
-    positions are all in `done` are skipped (a resumed evaluation). queries: the model's passes
-    for the example (the clean one, the attack's steps, the final text's), each a model call too."""
+    positions are all in `done` are skipped (a resumed evaluation's, or another process's).
+    queries: the model's passes for the example (the clean one, the attack's steps, the final
+    text's), each a model call too."""
     device = next(model.parameters()).device
     for start in range(0, len(examples), batch_size):
         positions = range(start, min(start + batch_size, len(examples)))

@@ -13,11 +13,12 @@ import os
 import platform
 import subprocess
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.distributed as dist
 import transformers
 
 from data import UsageError
@@ -73,7 +74,8 @@ def newest_run(root: str = "runs") -> Path | None:
 # The machine
 
 def pick_device(flag: str) -> torch.device:
-    """--device: cuda, cpu, cuda:N, or auto (cuda when there is one)."""
+    """--device: cuda, cpu, cuda:N, or auto (cuda when there is one). Under torchrun a GPU is the
+    one of the process's local rank, so that each process has a GPU of its own."""
     if flag == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -82,7 +84,28 @@ def pick_device(flag: str) -> torch.device:
         raise UsageError(f"--device {flag} is not a device: use cpu, cuda, cuda:N or auto") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {flag}, but torch sees no CUDA device")
+    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
     return device
+
+
+def process_group(backend: str, timeout: timedelta | None = None) -> tuple[int, int]:
+    """(rank, world size): under torchrun this process joins the others (backend nccl or gloo);
+    alone, (0, 1)."""
+    if "RANK" not in os.environ:
+        return 0, 1
+    dist.init_process_group(backend, timeout=timeout)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def from_rank_zero(value):
+    """Rank 0's value (any picklable object) on every process; alone, the value itself."""
+    if not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def default_amp(device: torch.device) -> bool:

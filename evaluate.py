@@ -8,6 +8,7 @@
     python evaluate.py --protocol paper                        # the paper's: PWWS and genetic, counter-fitted
     python evaluate.py --protocol textdefender --attack pwws   # TextDefender's: 50x queries, 30% of the words
     python evaluate.py --attack ascc                           # the paper's third: ASCC, then the discrete text
+    torchrun --nproc-per-node 4 evaluate.py --attack all       # the examples shared out among 4 processes
 
 The word attacks follow TextAttack 0.3.11 by default (PWWS: no cap on the words changed, no query
 budget, NLTK's stopwords, every WordNet sense); README's parity table measures how closely. The
@@ -16,8 +17,11 @@ fewer than --min-words words. --protocol textdefender sets TextDefender's benchm
 <run>/eval/<attack>-<synonyms>-<time>/:
     results.json       every setting, the sampled indices, the metrics of each attack ("complete"
                        false until the end: --resume OUT finishes the evaluation)
-    adversarial.jsonl  one line per attacked example, written as it finishes: original and perturbed
+    adversarial.jsonl  one line per attacked example, written as it finishes and put in order at the
+                       end (attack by attack, in the order of the indices): original and perturbed
                        text, changed words, label, predictions and probabilities before and after
+                       (under torchrun each process writes its own adversarial.rank<R>.jsonl, and
+                       rank 0 merges them)
 and prints the summary table (clean accuracy, accuracy under attack, success rate, % words
 perturbed, queries, successful/failed/skipped, seconds per example, share of time in the model).
 """
@@ -26,17 +30,18 @@ import argparse
 import json
 import random
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from tqdm.auto import tqdm
 
 import attacks
 import synonyms
-from cli import (at_least, default_amp, environment, format_table, fraction, newest_run, pick_device, pyplot,
-                 run_command)
+from cli import (at_least, default_amp, environment, format_table, fraction, from_rank_zero, newest_run, pick_device,
+                 process_group, pyplot, run_command)
 from data import TASKS, UsageError, custom_task, infer_labels, load_split, read_text
 from rift import load_classifier, neighbour_table, predict_proba
 
@@ -58,6 +63,8 @@ PROTOCOLS = {"paper": dict(attack="paper", synonyms="counterfitted", num_example
              "textdefender": dict(query_budget="50x", max_modify_rate=0.3, num_examples=1000, seed=42,
                                   synonyms="counterfitted-vectors", neighbours=50, min_cos=0.0,
                                   min_words=5, length_rule="textdefender", split="test")}
+# Under torchrun a process that has attacked its share waits for the others, which may take hours longer.
+PROCESS_TIMEOUT = timedelta(days=7)
 # How --min-words counts an example's length: TextAttack's words of the attacked text, or
 # TextDefender's len(text_a.split(' ')), the space-separated tokens of the first text.
 LENGTH_RULES = {"words": lambda ex: attacks.word_count(ex.words),
@@ -213,18 +220,11 @@ def load_synonyms(args):
     return synonyms.vector_synonyms(args.synonyms_path, args.data_dir, args.neighbours, args.min_cos)
 
 
-def resume(out: str) -> tuple[argparse.Namespace, list[dict]]:
-    """The settings of an interrupted evaluation and the lines it finished. A last line cut short
-    by the interruption is dropped (its example is attacked again)."""
-    folder = Path(out)
-    try:
-        saved = json.loads(read_text(folder / "results.json"))
-        settings = saved["settings"]
-    except (OSError, UsageError, json.JSONDecodeError, KeyError, TypeError) as err:
-        raise UsageError(f"--resume {out}: not an evaluate.py results folder ({err})") from None
-    lines, path = [], folder / "adversarial.jsonl"
+def read_part(path: Path) -> list[dict]:
+    """The lines of one adversarial file (adversarial.jsonl, or one process's part). A last line
+    cut short by an interruption is dropped from the file (its example is attacked again)."""
     text = read_text(path) if path.is_file() else ""
-    rows = text.splitlines()
+    rows, lines = text.splitlines(), []
     for number, row in enumerate(rows, 1):
         try:
             lines.append(json.loads(row))
@@ -232,14 +232,51 @@ def resume(out: str) -> tuple[argparse.Namespace, list[dict]]:
             if number < len(rows) or text.endswith("\n"):
                 raise UsageError(f"{path}:{number}: not a JSON line; the evaluation cannot be resumed") from None
             path.write_text("".join(r + "\n" for r in rows[:-1]))  # the line the interruption cut short
+    return lines
+
+
+def parts(folder: Path) -> list[Path]:
+    """adversarial.jsonl and the parts of the processes of a torchrun evaluation not yet merged."""
+    return [folder / "adversarial.jsonl", *sorted(folder.glob("adversarial.rank*.jsonl"))]
+
+
+def resume(out: str) -> tuple[argparse.Namespace, list[dict]]:
+    """The settings of an interrupted evaluation and the lines it finished, in every part (however
+    many processes wrote them, and however many go on)."""
+    folder = Path(out)
+    try:
+        saved = json.loads(read_text(folder / "results.json"))
+        settings = saved["settings"]
+    except (OSError, UsageError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise UsageError(f"--resume {out}: not an evaluate.py results folder ({err})") from None
+    lines = [line for path in parts(folder) for line in read_part(path)]
     defaults = vars(parse_args([]))  # settings a folder from an older rift lacks
     return argparse.Namespace(**{**defaults, **settings, "out": str(folder), "resume": str(folder)}), lines
 
 
-def main(args: argparse.Namespace) -> dict:
+def merge(folder: Path, searches: list[str], indices: list[int]) -> list[dict]:
+    """Every part's lines as the one adversarial.jsonl, attack by attack in the order they ran and
+    each attack's in example order (results.json's indices): the same file however many processes
+    wrote it, in whatever order their examples finished, and whether or not it was resumed. The
+    parts go once merged; a line in two files (a merge cut short) is kept once."""
+    position = {index: n for n, index in enumerate(indices)}
+    lines = {(line["attack"], line["index"]): line for path in parts(folder) for line in read_part(path)}
+    ordered = sorted(lines.values(), key=lambda line: (searches.index(line["attack"]), position[line["index"]]))
+    staged = folder / "adversarial.jsonl.merging"
+    staged.write_text("".join(json.dumps(line) + "\n" for line in ordered))
+    staged.replace(folder / "adversarial.jsonl")
+    for path in parts(folder)[1:]:
+        path.unlink()
+    return ordered
+
+
+def main(args: argparse.Namespace) -> dict | None:
+    """The evaluation; under torchrun, each process attacks its share of the examples and writes
+    its own part, and rank 0 merges them and writes results.json (the other processes return None)."""
+    rank, world_size = process_group("gloo", PROCESS_TIMEOUT)  # only barriers and settings cross
     done = []
-    if args.resume:
-        args, done = resume(args.resume)
+    if args.resume:  # rank 0 alone reads the parts (and drops their cut-short lines) before any goes on
+        args, done = from_rank_zero(resume(args.resume) if rank == 0 else None)
     device = pick_device(args.device)
     amp = default_amp(device) if args.amp is None else args.amp
     if args.plot:
@@ -269,7 +306,7 @@ def main(args: argparse.Namespace) -> dict:
         where = Path(model_dir).parent / "eval" if run else Path("runs") / "eval" / Path(model_dir).name
         source_name = "counterfitted" if args.attack == "ascc" else args.synonyms
         out = where / f"{args.attack}-{source_name}-{datetime.now():%Y%m%d-%H%M%S}"
-    if not args.resume and out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if rank == 0 and not args.resume and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"results folder {out} already exists; pass a new --out, or --resume {out}")
     word_attacks = [a for a in ATTACKS[args.attack] if a != "pgd"]
     synonym_source, source = load_synonyms(args)
@@ -283,44 +320,44 @@ def main(args: argparse.Namespace) -> dict:
         "settings": {k: v for k, v in vars(args).items() if k != "resume"},
         "resolved": {"model": model_dir, "task": task.name, "labels": task.labels, "max_length": max_length,
                      "synonym_source": source, "amp": amp},
-        "environment": environment(device),
+        "environment": environment(device) | {"processes": world_size},
         "indices": indices,
         "metrics": None,
         "complete": False,  # true once every attack has finished; until then --resume OUT goes on
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    if rank == 0:  # before any other process writes its part there
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+    out = Path(from_rank_zero(str(out)))  # the default folder's time is rank 0's
 
-    rows = []
-    labels = torch.tensor([ex.label for ex in examples])
-    clean = (predict_proba(model, tokenizer, examples, max_length, args.batch_size, amp=amp).argmax(-1) == labels)
-    rows.append({"attack": "none", "examples": len(examples), "clean_accuracy": clean.float().mean().item()})
-
-    position = {index: n for n, index in enumerate(indices)}
-    lines = list(done)
-    with attacks.Victim(model, tokenizer, max_length, args.batch_size, amp) as victim, \
-            open(out / "adversarial.jsonl", "a") as jsonl:
+    # Example n is attacked by process n % world_size; ASCC's chunk n (attacks.ascc_attack) by
+    # process n % world_size, whole chunks, so that each chunk's texts are a one-process run's.
+    lines, timing = list(done), {}
+    part = out / ("adversarial.jsonl" if world_size == 1 else f"adversarial.rank{rank}.jsonl")
+    with attacks.Victim(model, tokenizer, max_length, args.batch_size, amp) as victim, open(part, "a") as jsonl:
         for search in word_attacks:
             options = {"population": args.population, "generations": args.generations} if search == "genetic" else {}
-            finished = {line["index"] for line in lines if line["attack"] == search}
-            todo = [(index, ex) for index, ex in zip(indices, examples) if index not in finished]
+            finished = {line["index"] for line in done if line["attack"] == search}
+            share = [n for n in range(len(examples))
+                     if (n // args.batch_size if search == "ascc" else n) % world_size == rank]
+            todo = [n for n in share if indices[n] not in finished]
             started, model_seconds = time.perf_counter(), victim.model_seconds
             source_name = "counterfitted" if search == "ascc" else args.synonyms
-            bar = tqdm(total=len(examples), initial=len(examples) - len(todo), desc=f"{search} ({source_name})",
-                       dynamic_ncols=True)
+            bar = tqdm(total=len(share), initial=len(share) - len(todo), desc=f"{search} ({source_name})",
+                       dynamic_ncols=True, disable=rank != 0)
             if search == "ascc":
-                outcomes = ((indices[n], result) for n, result in attacks.ascc_attack(
+                skip = set(range(len(examples))) - set(todo)  # whole chunks of skip are not attacked
+                outcomes = ((n, result) for n, result in attacks.ascc_attack(
                     model, tokenizer, examples, neighbours, max_length, args.seed, steps=args.ascc_steps,
-                    batch_size=args.batch_size, amp=amp, done={position[i] for i in finished})
-                    if indices[n] not in finished)
+                    batch_size=args.batch_size, amp=amp, done=skip) if n not in skip)
             else:
-                seeds = [[args.seed, index] for index, _ in todo]  # per example: results do not depend on order
-                outcomes = ((todo[n][0], result) for n, result in attacks.attack_examples(
-                    victim, [ex for _, ex in todo], search, synonym_source, seeds, stopwords=args.stopwords,
+                seeds = [[args.seed, indices[n]] for n in todo]  # per example: results do not depend on order
+                outcomes = ((todo[k], result) for k, result in attacks.attack_examples(
+                    victim, [examples[n] for n in todo], search, synonym_source, seeds, stopwords=args.stopwords,
                     max_modify_rate=args.max_modify_rate, query_budget=args.query_budget,
                     at_once=args.examples_at_once, **options))
-            for index, result in outcomes:
-                lines.append({"attack": search, "index": index, **result.record()})
+            for n, result in outcomes:
+                lines.append({"attack": search, "index": indices[n], **result.record()})
                 jsonl.write(json.dumps(lines[-1]) + "\n")
                 jsonl.flush()  # a line written is a line kept, whatever stops the process
                 so_far = attacks.summarize([line for line in lines if line["attack"] == search])
@@ -329,10 +366,21 @@ def main(args: argparse.Namespace) -> dict:
                                 success=f"{so_far['attack_success_rate']:.3f}")
             bar.close()
             seconds = time.perf_counter() - started
-            records = sorted((line for line in lines if line["attack"] == search), key=lambda l: position[l["index"]])
-            rows.append({"attack": search, "synonyms": source_name, **attacks.summarize(records),
-                         "seconds_per_example": seconds / max(len(todo), 1),  # this process's examples only
-                         "model_time_share": (victim.model_seconds - model_seconds) / max(seconds, 1e-9)})
+            timing[search] = {"seconds_per_example": seconds / max(len(todo), 1),  # this process's (rank 0's) only
+                              "model_time_share": (victim.model_seconds - model_seconds) / max(seconds, 1e-9)}
+    if world_size > 1:
+        dist.barrier()  # every part is whole
+        dist.destroy_process_group()
+    if rank != 0:
+        return None
+
+    lines = merge(out, word_attacks, indices)
+    labels = torch.tensor([ex.label for ex in examples])
+    clean = (predict_proba(model, tokenizer, examples, max_length, args.batch_size, amp=amp).argmax(-1) == labels)
+    rows = [{"attack": "none", "examples": len(examples), "clean_accuracy": clean.float().mean().item()}]
+    for search in word_attacks:
+        rows.append({"attack": search, "synonyms": "counterfitted" if search == "ascc" else args.synonyms,
+                     **attacks.summarize([line for line in lines if line["attack"] == search]), **timing[search]})
     if "pgd" in ATTACKS[args.attack]:
         for eps in tqdm(args.eps, desc=f"pgd ({args.pgd_norm}, {args.pgd_steps} steps)"):
             torch.manual_seed(args.seed)  # each radius from the same random starts, whatever ran before

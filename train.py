@@ -25,7 +25,6 @@ moment leaves the previous best/ and last/ whole.
 
 import argparse
 import math
-import os
 import random
 import signal
 import sys
@@ -44,7 +43,7 @@ import attacks
 import synonyms
 from checkpoints import (FLAGS_RESUME_MAY_CHANGE, LoopState, RunFolder, TrainingClock, load_training_state,
                          restored_loop, resumed_settings)
-from cli import at_least, environment, format_table, fraction, pick_device, positive, run_command
+from cli import at_least, environment, format_table, fraction, pick_device, positive, process_group, run_command
 from data import (DEFAULT_TASK, TASKS, Task, UsageError, balanced_batches, custom_task, infer_labels, load_split,
                   tokenize)
 from rift import (ADVERSARIES, ASCC, ASCC_ENTROPY, DEFAULT_MODEL, FEATURES, METHODS, PGD, Critics, Neighbours,
@@ -172,13 +171,7 @@ def setup_distributed(device_flag: str) -> tuple[int, int, torch.device]:
     """(rank, world size, device). Under torchrun each process takes the GPU of its local rank
     (NCCL), or shares the CPU (gloo)."""
     device = pick_device(device_flag)
-    if "RANK" not in os.environ:
-        return 0, 1, device
-    if device.type == "cuda":
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-        torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size(), device
+    return (*process_group("nccl" if device.type == "cuda" else "gloo"), device)
 
 
 def accuracy(model, tokenizer, examples, max_length: int, amp: bool) -> float:

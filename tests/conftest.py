@@ -52,6 +52,15 @@ def tiny_classifier(tiny_model, tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def torchrun() -> list[str]:
+    """The launcher of two processes on this machine (gloo on CPUs), as run_cli's launcher."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    if not torchrun.exists():
+        pytest.skip(f"no torchrun beside {sys.executable}")
+    return [str(torchrun), "--standalone", "--nproc-per-node", "2"]
+
+
 def run_cli(*args, cache: Path | None = None, script: str = "train.py", launcher: list[str] | None = None,
             timeout: float = 300) -> subprocess.CompletedProcess:
     """Run one of the project's command lines in the repository root, as a user would.

@@ -521,10 +521,84 @@ def test_resume_finishes_an_interrupted_evaluation_as_if_never_stopped(tiny_run,
     assert without_timing(resumed["metrics"]) == without_timing(expected["metrics"])
     assert {k: v for k, v in resumed["settings"].items() if k != "out"} == \
         {k: v for k, v in expected["settings"].items() if k != "out"}
-    order = lambda rows: sorted(rows, key=lambda line: (line["attack"], line["index"]))
     resumed_lines = read_lines(cut)
-    assert resumed_lines[:11] == [json.loads(line) for line in kept]  # what was written stays as it was
-    assert order(without_timing(resumed_lines)) == order(without_timing(read_lines(whole)))
+    assert all(json.loads(line) in resumed_lines for line in kept)  # what was written stays as it was
+    assert without_timing(resumed_lines) == without_timing(read_lines(whole))  # in the same order
+
+
+# ---------------------------------------------------------------------------------------------
+# torchrun: the examples shared out among processes
+
+PROBABILITIES = {"probs_before", "probs_after"}
+
+
+def assert_same_evaluation(folder: Path, expected: Path) -> None:
+    """The same results.json, timing and the machine aside, and the same adversarial.jsonl, line by
+    line in the same order, the probabilities to 1e-6 (another batch composition rounds floats
+    otherwise), and nothing else left in the folder."""
+    assert sorted(path.name for path in folder.iterdir()) == ["adversarial.jsonl", "results.json"]
+    got, want = (json.loads((f / "results.json").read_text()) for f in (folder, expected))
+    assert got["complete"] is True and got["indices"] == want["indices"] and got["resolved"] == want["resolved"]
+    assert without_timing(got["metrics"]) == without_timing(want["metrics"])
+    assert {k: v for k, v in got["settings"].items() if k != "out"} == \
+        {k: v for k, v in want["settings"].items() if k != "out"}
+    lines, expected_lines = read_lines(folder), read_lines(expected)
+    assert [(line["attack"], line["index"]) for line in lines] == \
+        [(line["attack"], line["index"]) for line in expected_lines]
+    for line, want_line in zip(without_timing(lines), without_timing(expected_lines)):
+        assert {k: v for k, v in line.items() if k not in PROBABILITIES} == \
+            {k: v for k, v in want_line.items() if k not in PROBABILITIES}
+        for key in PROBABILITIES:
+            assert line[key] == pytest.approx(want_line[key], abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def in_processes(tiny_run, shared_data, workspace, cache, torchrun):
+    """An evaluation run by one process and the same by two: attack -> (its flags, one, two)."""
+    def run(attack: str) -> tuple[list, Path, Path]:
+        args = ["--checkpoint", tiny_run, "--attack", attack, "--num-examples", 8, "--eps", 0.5, "--pgd-steps", 2,
+                "--population", 6, "--generations", 2, "--synonyms", "counterfitted", "--batch-size", 2,
+                "--data-dir", shared_data]  # batch size 2: four ASCC chunks, two for each process
+        one, two = workspace / f"{attack}-one", workspace / f"{attack}-two"
+        if not one.exists():
+            result = evaluate(*args, "--out", one, cache=cache)
+            assert result.returncode == 0, result.stderr[-3000:]
+            result = run_cli(*args, "--out", two, script="evaluate.py", cache=cache, launcher=torchrun)
+            assert result.returncode == 0, result.stderr[-3000:]
+        return args, one, two
+    return run
+
+
+@pytest.mark.parametrize("attack", ["all", "ascc"])
+def test_two_torchrun_processes_write_what_one_process_writes(in_processes, attack):
+    """Each process attacks every other example (ASCC: every other chunk), writing its own part;
+    rank 0 merges the parts into the one process's adversarial.jsonl and writes its results.json."""
+    _, one, two = in_processes(attack)
+    assert json.loads((two / "results.json").read_text())["environment"]["processes"] == 2
+    assert_same_evaluation(two, one)
+
+
+def test_a_killed_two_process_evaluation_resumes_as_if_never_stopped(in_processes, tmp_path, cache, torchrun):
+    """The state a kill leaves: results.json as written at the start, each process's part with the
+    lines of the examples it finished and a last line cut short, no adversarial.jsonl yet."""
+    _, one, two = in_processes("all")
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    started = json.loads((two / "results.json").read_text()) | {"metrics": None, "complete": False}
+    (cut / "results.json").write_text(json.dumps(started))
+    position = {index: n for n, index in enumerate(started["indices"])}
+    kept = {}
+    for rank, keep in enumerate([6, 3]):  # rank 0: pwws's 4 and 2 of textfooler; rank 1: 3 of pwws
+        part = [line for line in (two / "adversarial.jsonl").read_text().splitlines()
+                if position[json.loads(line)["index"]] % 2 == rank]
+        kept[rank] = part[:keep]
+        (cut / f"adversarial.rank{rank}.jsonl").write_text("".join(line + "\n" for line in part[:keep])
+                                                           + part[keep][:40])
+    result = run_cli("--resume", cut, script="evaluate.py", cache=cache, launcher=torchrun)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = read_lines(cut)
+    assert all(json.loads(line) in resumed for part in kept.values() for line in part)  # kept as written
+    assert_same_evaluation(cut, one)
 
 
 def test_resume_of_a_folder_that_is_no_evaluation_is_a_usage_error(tmp_path, cache):

@@ -3,7 +3,6 @@
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 from textwrap import dedent
 
@@ -323,14 +322,6 @@ def test_existing_non_empty_out_folder_is_refused_and_left_untouched(tiny_model,
 
 # ---------------------------------------------------------------------------------------------
 # Distributed
-
-
-@pytest.fixture(scope="module")
-def torchrun() -> list[str]:
-    torchrun = Path(sys.executable).parent / "torchrun"
-    if not torchrun.exists():
-        pytest.skip(f"no torchrun beside {sys.executable}")
-    return [str(torchrun), "--standalone", "--nproc-per-node", "2"]
 
 
 @pytest.fixture(scope="module")
