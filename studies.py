@@ -165,18 +165,20 @@ class Study:
     runs: tuple[Run, ...]
     evaluations: dict  # name (its folder eval/<name>) -> (evaluate.py flags, examples attacked)
     cka_examples: int = 872  # dev examples the CKA is measured on
+    train_file: str | None = None  # a file under the data folders to train on instead of the task's train split
     smoke: dict = field(default_factory=dict)  # what --smoke replaces: a tiny model, a few steps and examples
 
 
-def train_file(study: Study, data_dir: str | None) -> list[str]:
-    """SNLI's shared copy has a 20,000-pair train subset, not the full train split."""
-    if "snli" not in study.train:
+def train_file_flags(study: Study, data_dir: str | None) -> list[str]:
+    """--train-file for a study that trains on a file of the data folders (SNLI's shared copy has a
+    20,000-pair train subset, not the full train split)."""
+    if study.train_file is None:
         return []
-    subset = locate("snli/train_subset.tsv", data_dir)
-    if subset is None:
-        raise UsageError("the SNLI study trains on snli/train_subset.tsv (../shared/data): pass --data-dir or set "
-                         "RIFT_DATA to the folder that holds it")
-    return ["--train-file", str(subset)]
+    found = locate(study.train_file, data_dir)
+    if found is None:
+        raise UsageError(f"the {study.command} study trains on {study.train_file} (../shared/data): pass --data-dir "
+                         "or set RIFT_DATA to the folder that holds it")
+    return ["--train-file", str(found)]
 
 
 def run_study(study: Study, model: str, data_dir: str | None, root: Path, folder: Path, table_only: bool) -> None:
@@ -185,7 +187,7 @@ def run_study(study: Study, model: str, data_dir: str | None, root: Path, folder
         for run in study.runs:
             out = root / run.name
             run_cli(["train.py", *study.train, "--model", model, "--method", run.method, "--seed", str(run.seed),
-                     *run.flags, "--out", str(out), *train_file(study, data_dir), *data], out)
+                     *run.flags, "--out", str(out), *train_file_flags(study, data_dir), *data], out)
             for feature in CKA_FEATURES:
                 teacher_cka(out, study.cka_examples, data_dir, feature)
             for name, (flags, examples) in study.evaluations.items():
@@ -418,7 +420,7 @@ SNLI = Study(
           Run("rift", "rift", 42, against="adv"), Run("standard-seed43", "standard", 43),
           Run("adv-seed43", "adv", 43, against="standard-seed43"), Run("rift-seed43", "rift", 43, against="adv-seed43")),
     evaluations={"pwws_counterfitted": (PWWS_COUNTERFITTED, 500), "ascc": (ASCC, 500), "genetic": (GENETIC, 200)},
-    cka_examples=1000,
+    cka_examples=1000, train_file="snli/train_subset.tsv",
 )
 SNLI = replace(SNLI, smoke=dict(
     train=SNLI.train + SMOKE_TRAIN, runs=SNLI.runs[:3], cka_examples=16,
