@@ -325,6 +325,14 @@ def example_outcomes(folder: Path) -> dict[int, tuple[int, int]]:
     return {line["index"]: (int(line["status"] != "skipped"), int(line["status"] == "failed")) for line in lines}
 
 
+def paired_difference(root: Path, ours: str, theirs: str, evaluation: str, after: int) -> tuple[float, float]:
+    """(mean, standard error) of run `ours` minus run `theirs`, example by example, right before
+    (after=0) or after (after=1) the attack of evaluation folder `evaluation`: sd / sqrt(n)."""
+    a, b = (example_outcomes(root / name / "eval" / evaluation) for name in (ours, theirs))
+    differences = [a[i][after] - b[i][after] for i in a]
+    return statistics.fmean(differences), statistics.stdev(differences) / math.sqrt(len(differences))
+
+
 def frontier_gaps(root: Path, rows: list[dict]) -> list[dict]:
     """rift minus adv at each beta and seed where both have finished, for clean accuracy (on the
     PWWS sentences) and under each attack. Both models met the same sentences, so the difference is
@@ -335,10 +343,7 @@ def frontier_gaps(root: Path, rows: list[dict]) -> list[dict]:
         gap = {"beta": adv["beta"], "seed": adv["seed"]}
         for key, (folder, after) in {"clean": ("pwws", 0), **{name: (name, 1) for name in FRONTIER_EVALS}}.items():
             if f"{key}_accuracy" in adv and f"{key}_accuracy" in rift:
-                ours, theirs = (example_outcomes(root / r["name"] / "eval" / folder) for r in (rift, adv))
-                differences = [ours[i][after] - theirs[i][after] for i in ours]
-                gap[key] = statistics.fmean(differences)
-                gap[f"{key}_se"] = statistics.stdev(differences) / math.sqrt(len(differences))
+                gap[key], gap[f"{key}_se"] = paired_difference(root, rift["name"], adv["name"], folder, after)
         if len(gap) > 2:
             gaps.append(gap)
     return gaps

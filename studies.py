@@ -33,7 +33,7 @@ import torch
 
 from cli import format_table, pyplot
 from data import TASKS, UsageError, balanced_batches, load_split, locate, read_text, tokenize
-from experiments import binomial_se, example_outcomes, run_cli, teacher_cka, tiny_model
+from experiments import binomial_se, paired_difference, run_cli, teacher_cka, tiny_model
 from rift import (DEFAULT_MODEL, Critics, conditional_info_nce, load_classifier, make_teacher, teacher_features,
                   warmup_linear_decay)
 
@@ -263,10 +263,7 @@ def paired_gaps(study: Study, root: Path, rows: list[dict]) -> list[dict]:
             keys = {"clean": (row["clean_evaluation"], 0)} | keys
         for key, (name, after) in keys.items():
             if f"{name}_accuracy" in row and f"{name}_accuracy" in other:
-                ours, theirs = (example_outcomes(root / r["name"] / "eval" / name) for r in (row, other))
-                differences = [ours[i][after] - theirs[i][after] for i in ours]
-                gap[key] = statistics.fmean(differences)
-                gap[f"{key}_se"] = statistics.stdev(differences) / math.sqrt(len(differences))
+                gap[key], gap[f"{key}_se"] = paired_difference(root, row["name"], other["name"], name, after)
         if len(gap) > 2:
             gaps.append(gap)
     return gaps
