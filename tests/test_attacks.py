@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+import adversaries
 import attacks
 import rift
 from attacks import Tally, Victim
@@ -94,10 +95,10 @@ def expected_swaps(token: str, synonyms) -> list[str]:
     return [token[:start] + s + token[start + len(words[0]):] for s in synonyms(words[0]) if s != words[0]]
 
 
-def attack_one(victim, example, search, synonyms, rate=1.0, budget=None, seed=0, **options):
+def attack_one(victim, example, search, synonyms, rate=1.0, budget=None, seed=0, **search_options):
     """One example's result through attack_examples, as evaluate.py runs it."""
     [(_, result)] = attacks.attack_examples(victim, [example], search, synonyms, [seed], max_modify_rate=rate,
-                                            query_budget=budget, **options)
+                                            query_budget=budget, **search_options)
     return result
 
 
@@ -538,12 +539,12 @@ def test_a_bf16_success_that_fp32_refutes_is_searched_again_in_fp32(tokenizer, s
         words, label, table, weight = random_case(tokenizer, seed)
         if label != 0:
             continue
-        options = {"population": 8, "generations": 5} if search == "genetic" else {}
+        search_options = {"population": 8, "generations": 5} if search == "genetic" else {}
         shifted = BagOfWords(weight, bf16_shift=np.array([-50.0, 50.0]))
         result = attack_one(Victim(shifted, tokenizer, MAX_LENGTH, amp=True), Example(words, 0), search,
-                            dict_synonyms(table), seed=seed, **options)
+                            dict_synonyms(table), seed=seed, **search_options)
         plain = attack_one(Victim(BagOfWords(weight), tokenizer, MAX_LENGTH), Example(words, 0), search,
-                           dict_synonyms(table), seed=seed, **options)
+                           dict_synonyms(table), seed=seed, **search_options)
         assert not result.recheck_mismatch
         if not result.fp32_rerun:
             assert result.status == "successful"  # the bf16 find held in fp32
@@ -678,8 +679,8 @@ def test_pgd_accuracy_at_eps_zero_is_clean_accuracy_and_gives_one_bool_per_examp
     predicted = rift.predict_proba(model, tokenizer, examples, 32).argmax(-1).tolist()
     # half right, half wrong, so clean accuracy is not all or nothing
     labelled = [Example(ex.words, p if n % 2 == 0 else 1 - p) for n, (ex, p) in enumerate(zip(examples, predicted))]
-    clean = attacks.pgd_accuracy(model, tokenizer, labelled, 32, 0.0, 3, "l2", batch_size=3)
+    clean = adversaries.pgd_accuracy(model, tokenizer, labelled, 32, 0.0, 3, "l2", batch_size=3)
     assert clean == [n % 2 == 0 for n in range(len(labelled))]
     for norm in ("l2", "linf"):
-        robust = attacks.pgd_accuracy(model, tokenizer, labelled, 32, 2.0, 2, norm, batch_size=4)
+        robust = adversaries.pgd_accuracy(model, tokenizer, labelled, 32, 2.0, 2, norm, batch_size=4)
         assert len(robust) == len(labelled) and all(type(r) is bool for r in robust)

@@ -49,7 +49,7 @@ def debian_wordnet(tmp_path_factory):
     with pytest.MonkeyPatch.context() as monkeypatch:
         no_nltk_data(monkeypatch, cache)
         reader = synonyms.load_wordnet()
-        every_sense, usual_sense = synonyms.wordnet_synonyms("all"), synonyms.wordnet_synonyms("usual")
+        (every_sense, _), (usual_sense, _) = synonyms.wordnet_synonyms("all"), synonyms.wordnet_synonyms("usual")
         yield reader, (every_sense, usual_sense), cache, list(SpyLoader.raised)
 
 
