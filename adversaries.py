@@ -27,6 +27,7 @@ from rift import classify, eval_mode, predict_proba
 
 ADVERSARIES = ("pgd", "ascc")
 
+
 # ---------------------------------------------------------------------------------------------
 # PGD in word-embedding space
 

@@ -321,7 +321,7 @@ def main(args: argparse.Namespace) -> dict | None:
         (out / "results.json").write_text(json.dumps(results, indent=2))
     out = Path(from_rank_zero(str(out)))  # the default folder's time is rank 0's
 
-    # Example n is attacked by process n % world_size; ASCC's chunk n (attacks.ascc_attack) by
+    # Example n is attacked by process n % world_size; ASCC's chunk n (adversaries.ascc_attack) by
     # process n % world_size, whole chunks, so that each chunk's texts are a one-process run's.
     lines, timing = list(done), {}
     part = out / ("adversarial.jsonl" if world_size == 1 else f"adversarial.rank{rank}.jsonl")

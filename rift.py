@@ -251,7 +251,7 @@ def kl_objective(clean_logits: torch.Tensor):
 # ---------------------------------------------------------------------------------------------
 # 4. The loss of each method
 
-# The weights of the terms, and the critic's temperature (train.py's --alpha, --beta, --tau).
+# The weights of the terms, and the critics' temperature (train.py's --alpha, --beta, --tau).
 ALPHA = 0.1  # the InfoNCE term I(S;T|Y) (paper: IMDB 0.1, SNLI 0.7)
 BETA = 10.0  # the adversarial KL term (paper: IMDB 10, SNLI 5)
 TAU = 0.2  # InfoNCE temperature (paper: 0.2)
@@ -294,6 +294,7 @@ def training_loss(method: str, model, batch, adversary=None, *, teacher=None, cr
         terms |= {"mi_nce": mi_nce.detach(), "mi_bound": mi_bound}
     return {"loss": loss} | terms
 
+
 # ---------------------------------------------------------------------------------------------
 # 5. What the student keeps of the teacher
 
@@ -324,6 +325,7 @@ def teacher_similarity(model, teacher, tokenizer, examples: list[Example], max_l
             t.append(teacher_features(teacher, batch, feature).float().cpu())
     return linear_cka(torch.cat(s), torch.cat(t))
 
+
 # ---------------------------------------------------------------------------------------------
 # 6. The optimiser
 
@@ -342,7 +344,6 @@ def warmup_linear_decay(optimizer, total_steps: int, warmup_steps: int):
     warmup_steps, then linear decay to 0 at total_steps."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
         (s + 1) / max(warmup_steps, 1), max(0.0, (total_steps - s) / max(total_steps - warmup_steps, 1))))
-
 
 
 def build_optimizer(model, critics: Critics | None, total_steps: int, *, lr: float, critic_lr: float,

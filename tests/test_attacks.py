@@ -10,6 +10,7 @@ accuracy_by_modify_rate, the word and substitution rules and pgd_accuracy."""
 
 import itertools
 import math
+import random
 import re
 from types import SimpleNamespace
 
@@ -684,3 +685,29 @@ def test_pgd_accuracy_at_eps_zero_is_clean_accuracy_and_gives_one_bool_per_examp
     for norm in ("l2", "linf"):
         robust = adversaries.pgd_accuracy(model, tokenizer, labelled, 32, 2.0, 2, norm, batch_size=4)
         assert len(robust) == len(labelled) and all(type(r) is bool for r in robust)
+
+
+# ---------------------------------------------------------------------------------------------
+# Which examples are attacked
+
+
+def test_sample_examples_draws_what_evaluate_parity_bench_and_train_drew_before_it_was_shared(shared_data):
+    """One function for the examples attacked: the same draws, bit for bit, as the four copies it
+    replaced (written out here as they stood), on SST-2's test split and on pairs."""
+    import data
+    sst2 = data.load_split(data.TASKS["sst2"], "test", str(shared_data))
+    pairs = [Example(tuple("a b c d e f".split()[:n % 6 + 1]), 0, context="x " * (n % 9)) for n in range(300)]
+    old_rules = {"words": lambda ex: attacks.word_count(ex.words),
+                 "textdefender": lambda ex: len((ex.context or ex.text).split(" "))}
+    for examples in (sst2, pairs):
+        for rule, min_words, n, seed in (("words", 4, 1000, 42), ("words", 0, 50, 7), ("textdefender", 5, 100, 42),
+                                         ("words", 4, 10 ** 6, 1)):
+            eligible = [i for i, ex in enumerate(examples) if old_rules[rule](ex) >= min_words]  # evaluate.py's
+            assert attacks.sample_examples(examples, n, seed, min_words, rule) == \
+                random.Random(seed).sample(eligible, min(n, len(eligible)))
+        eligible = [i for i, ex in enumerate(examples) if attacks.word_count(ex.words) >= 4]  # parity.py's
+        assert attacks.sample_examples(examples, 40, 42) == random.Random(42).sample(eligible, 40)
+        assert [examples[i] for i in attacks.long_enough(examples)] == \
+            [ex for ex in examples if attacks.word_count(ex.words) >= 4]  # bench.py's
+        assert [examples[i] for i in attacks.sample_examples(examples, 300, 0, min_words=0)] == \
+            random.Random(0).sample(examples, min(300, len(examples)))  # train.py's robust-selection sentences

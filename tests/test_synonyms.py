@@ -95,6 +95,12 @@ def test_wordnet_synonyms_take_every_sense_as_textattack_does(debian_wordnet):
     assert every_sense("qwertyuiop") == ()
 
 
+def test_wordnet_gives_its_synonyms_and_their_record_as_every_source_does(debian_wordnet):
+    for pos in synonyms.WORDNET_POS:
+        words, source = synonyms.wordnet_synonyms(pos)
+        assert source == {"synonyms": "wordnet", "pos": pos} and "movie" in words("film")
+
+
 def test_wordnet_synonyms_of_the_usual_part_of_speech(debian_wordnet):
     _, (_, usual_sense), _, _ = debian_wordnet
     assert "film" in usual_sense("movie")
