@@ -279,7 +279,7 @@ def pgd_accuracy(model, tokenizer, examples: list[Example], max_length: int, eps
 def ascc_attack(model, tokenizer, examples: list[Example], neighbours, max_length: int, seed: int = 0, *,
                 steps: int = ASCC_STEPS, lr: float = ASCC_LR, entropy_weight: float = ASCC_ENTROPY, batch_size: int = 32,
                 amp: bool = False, done: set[int] = frozenset()) -> Iterator[tuple[int, AttackResult]]:
-    """ASCC, the paper's third attack (ascc_substitution: 10 Adam steps on the cross-entropy of
+    """ASCC, the paper's third attack (ascc_substitution: `steps` Adam steps on the cross-entropy of
     the true label over the convex hull of each word's counter-fitted neighbours, then each word
     becomes its highest-weight candidate), as AttackResults in example order. The discrete text is
     written back as words and scored in fp32 as any other attack's: the verdict is the text's, not

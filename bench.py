@@ -207,7 +207,7 @@ def cost(args) -> dict:
     task = TASKS["sst2"]
     train = load_split(task, "train", args.data_dir)
     test_split = load_split(task, "test", args.data_dir)
-    test = [test_split[i] for i in attacks.long_enough(test_split)]  # evaluate.py's rule: at least 4 words
+    test = [test_split[i] for i in attacks.long_enough(test_split)]  # evaluate.py's default rule
     imdb = load_split(TASKS["imdb"], "test", args.data_dir)[:8 if args.smoke else 50]
     scratch = Path(tempfile.mkdtemp())
     try:
