@@ -30,6 +30,7 @@ that fp32 does not confirm is searched again, from the start, in fp32.
 """
 
 import math
+import random
 import re
 import time
 from dataclasses import dataclass
@@ -38,9 +39,8 @@ from typing import Iterator, NamedTuple
 import numpy as np
 import torch
 
-from data import Example, tokenize
-from rift import (ASCC_ENTROPY, ascc_substitution, batch_candidates, classify, eval_mode, misclassification_objective,
-                  pgd_perturbation, predict_proba)
+from data import Example
+from rift import predict_proba
 from synonyms import STOPWORDS
 
 # ---------------------------------------------------------------------------------------------
@@ -83,6 +83,24 @@ def swap(words: tuple[str, ...], slot: Slot, new: str) -> tuple[str, ...]:
 def word_count(words: tuple[str, ...]) -> int:
     """Words as the modification rate and % words perturbed count them (TextAttack's)."""
     return sum(len(word_spans(token)) for token in words)
+
+
+# The examples an evaluation attacks have at least MIN_WORDS words (evaluate.py --min-words), counted as
+# TextAttack counts the attacked text's or as TextDefender does: len(text_a.split(' ')), the first text's.
+MIN_WORDS = 4
+LENGTH_RULES = {"words": lambda ex: word_count(ex.words),
+                "textdefender": lambda ex: len((ex.context or ex.text).split(" "))}
+
+
+def long_enough(examples: list[Example], min_words: int = MIN_WORDS, length_rule: str = "words") -> list[int]:
+    return [i for i, ex in enumerate(examples) if LENGTH_RULES[length_rule](ex) >= min_words]
+
+
+def sample_examples(examples: list[Example], n: int, seed: int, min_words: int = MIN_WORDS,
+                    length_rule: str = "words") -> list[int]:
+    """The positions of n long-enough examples (all when fewer) drawn with `seed`: the ones attacked."""
+    eligible = long_enough(examples, min_words, length_rule)
+    return random.Random(seed).sample(eligible, min(n, len(eligible)))
 
 
 def changed_words(original: tuple[str, ...], perturbed: tuple[str, ...]) -> list[int]:
@@ -191,8 +209,11 @@ def textfooler(score, words, label: int, start, options: dict, max_changes: int,
     return current
 
 
+POPULATION, GENERATIONS = 60, 40  # the genetic attack's, as Alzantot et al. and the paper run it
+
+
 def genetic(score, words, label: int, start, options: dict, max_changes: int, rng,
-            population: int = 60, generations: int = 40, temperature: float = 0.3):
+            population: int = POPULATION, generations: int = GENERATIONS, temperature: float = 0.3):
     """The genetic attack of Alzantot et al. (2018) as Jia et al. (2019) run it (without its
     language model, which is not available offline). Fitness = 1 - p(y). Each generation keeps
     its best member (elitism), draws parent pairs with probability softmax(fitness / temperature),
@@ -483,76 +504,3 @@ def accuracy_by_modify_rate(records: list[dict], rates: list[float]) -> list[flo
         return record["status"] == "failed" or (
             record["status"] == "successful" and len(record["changed"]) > math.floor(rate * record["words"]))
     return [sum(robust(r, rate) for r in records) / max(len(records), 1) for rate in rates]
-
-
-# ---------------------------------------------------------------------------------------------
-# The embedding-space adversary, as an evaluation
-
-def pgd_accuracy(model, tokenizer, examples: list[Example], max_length: int, eps: float, steps: int,
-                 norm: str, batch_size: int = 64, amp: bool = False) -> list[bool]:
-    """For each example: still classified correctly after rift.py's PGD at radius eps, aimed at a
-    wrong label (the training adversary's KL goal would leave many examples standing: it is as
-    happy to make a prediction more confident as to flip it). eps 0 gives clean accuracy."""
-    device = next(model.parameters()).device
-    robust = []
-    with eval_mode(model):
-        for start in range(0, len(examples), batch_size):
-            batch = tokenize(tokenizer, examples[start:start + batch_size], max_length).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                embeds = model.get_input_embeddings()(batch["input_ids"]).detach()
-                objective = misclassification_objective(batch["labels"])
-                delta = pgd_perturbation(model, embeds, batch, objective, eps, steps, norm) if eps > 0 else 0
-                with torch.no_grad():
-                    logits, _ = classify(model, embeds + delta, batch)
-            robust += (logits.argmax(-1) == batch["labels"]).tolist()
-    return robust
-
-
-def ascc_attack(model, tokenizer, examples: list[Example], neighbours, max_length: int, seed: int = 0, *,
-                steps: int = 10, lr: float = 1.0, entropy_weight: float = ASCC_ENTROPY, batch_size: int = 32,
-                amp: bool = False, done: set[int] = frozenset()) -> Iterator[tuple[int, AttackResult]]:
-    """ASCC, the paper's third attack (rift.ascc_substitution: 10 Adam steps on the cross-entropy of
-    the true label over the convex hull of each word's counter-fitted neighbours, then each word
-    becomes its highest-weight candidate), as AttackResults in example order. The discrete text is
-    written back as words and scored in fp32 as any other attack's: the verdict is the text's, not
-    the mixture's. Examples go in fixed chunks of batch_size, each chunk's random start drawn from
-    (seed, chunk), so a chunk gives the same texts however many chunks ran before; chunks whose
-    positions are all in `done` are skipped (a resumed evaluation's, or another process's).
-    queries: the model's passes for the example (the clean one, the attack's steps, the final
-    text's), each a model call too."""
-    device = next(model.parameters()).device
-    for start in range(0, len(examples), batch_size):
-        positions = range(start, min(start + batch_size, len(examples)))
-        if all(n in done for n in positions):
-            continue
-        began = time.perf_counter()
-        chunk = [examples[n] for n in positions]
-        batch = tokenize(tokenizer, chunk, max_length).to(device)
-        generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, start]).generate_state(1)[0]))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            ids = ascc_substitution(model, batch, batch_candidates(neighbours, batch), steps, lr, entropy_weight,
-                                    generator)
-        texts = [substituted_words(tokenizer, ex, batch, row, ids[row]) for row, ex in enumerate(chunk)]
-        before = predict_proba(model, tokenizer, chunk, max_length, batch_size)  # fp32
-        after = predict_proba(model, tokenizer, chunk, max_length, batch_size, words=texts)
-        seconds = (time.perf_counter() - began) / len(chunk)
-        for n, ex, text, p, q in zip(positions, chunk, texts, before, after):
-            right = int(p.argmax()) == ex.label
-            status = "skipped" if not right else "failed" if int(q.argmax()) == ex.label else "successful"
-            perturbed = text if right else ex.words
-            yield n, AttackResult(status, ex.label, ex.words, perturbed, changed_words(ex.words, perturbed),
-                                  word_count(ex.words), p.tolist(), (q if right else p).tolist(),
-                                  2 + steps if right else 1, 2 + steps if right else 1, seconds, ex.context)
-
-
-def substituted_words(tokenizer, example: Example, batch, row: int, ids: torch.Tensor) -> tuple[str, ...]:
-    """The example's words with each token that ASCC changed replaced, in the text, by its
-    substitute (a whole word: ASCC changes only single-token words into single-token neighbours),
-    found through the fast tokenizer's character offsets; the punctuation around it stays."""
-    text = " ".join(example.words)
-    changed = (ids != batch["input_ids"][row]).nonzero().flatten().tolist()
-    offsets = batch.encodings[row].offsets
-    for t in sorted(changed, key=lambda t: -offsets[t][0]):  # right to left: earlier offsets stay valid
-        start, end = offsets[t]
-        text = text[:start] + tokenizer.convert_ids_to_tokens(int(ids[t])) + text[end:]
-    return tuple(text.split(" "))

@@ -46,9 +46,10 @@ from data import TASKS, UsageError, load_split, tokenize
 from experiments import frontier, plot_run, results, tiny_model
 from parity import parity
 from studies import critics_study, study_command
-from rift import (ADVERSARIES, ASCC, DEFAULT_MODEL, METHODS, PGD, Critics, ascc_weights, batch_candidates, classify,
-                  kl_objective, load_classifier, make_teacher, neighbour_table, pgd_perturbation, predict_proba,
-                  teacher_features, training_loss)
+from adversaries import (ADVERSARIES, ASCC, ASCC_STEPS, PGD, PGD_EPS, PGD_STEPS, ascc_weights, batch_candidates,
+                         neighbour_table, pgd_perturbation)
+from rift import (ALPHA, BATCH_SIZE, BETA, DEFAULT_MODEL, METHODS, TAU, Critics, classify, kl_objective,
+                  load_classifier, make_teacher, predict_proba, teacher_features, training_loss)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -89,7 +90,7 @@ def training_cost(model_name: str, examples, device, batch_size: int, steps: int
     """Seconds per optimiser step of each method; `steps` are PGD's or ASCC's, as `adversary` says."""
     model, tokenizer = load_classifier(model_name, num_labels=2)
     neighbours = neighbour_table(tokenizer, synonyms).to(device) if adversary == "ascc" else None
-    training_adversary = ASCC(neighbours, steps) if adversary == "ascc" else PGD(eps, steps, "l2")
+    training_adversary = ASCC(neighbours, steps) if adversary == "ascc" else PGD(eps, steps)
     teacher = make_teacher(model).to(device)
     model.to(device).train()
     critics = Critics(2, model.config.hidden_size, teacher.config.hidden_size).to(device)
@@ -98,7 +99,7 @@ def training_cost(model_name: str, examples, device, batch_size: int, steps: int
     half = batch_size // 2
     batches = [tokenize(tokenizer, by_class[0][i * half:(i + 1) * half] + by_class[1][i * half:(i + 1) * half],
                         max_length).to(device) for i in range(4)]
-    loss_kwargs = dict(teacher=teacher, critics=critics, alpha=0.1, beta=10.0, tau=0.2)
+    loss_kwargs = dict(teacher=teacher, critics=critics, alpha=ALPHA, beta=BETA, tau=TAU)
 
     def optimiser_step(method):
         def step(batch):
@@ -119,13 +120,13 @@ def training_cost(model_name: str, examples, device, batch_size: int, steps: int
         if adversary == "ascc":
             ascc_weights(model, batch, kl_objective(clean_logits), batch_candidates(neighbours, batch), steps)
         else:
-            pgd_perturbation(model, embeds, batch, kl_objective(clean_logits), eps, steps, "l2")
+            pgd_perturbation(model, embeds, batch, kl_objective(clean_logits), eps, steps, training_adversary.norm)
 
     def autocast(fn):
-        def run(batch):
+        def under_autocast(batch):
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 fn(batch)
-        return run
+        return under_autocast
 
     passes = {"forward_backward": forward_backward, "attack": attack, "teacher": lambda b: teacher_features(teacher, b)}
     fns = {method: optimiser_step(method) for method in METHODS} | passes
@@ -152,7 +153,7 @@ def attack_cost(checkpoint: str, examples, device, max_length: int, batch_size: 
     outcomes differ from the fp32 one-at-a-time run."""
     model, tokenizer = load_classifier(checkpoint)
     model.to(device).eval()
-    word_synonyms = synonyms.wordnet_synonyms()
+    word_synonyms, _ = synonyms.wordnet_synonyms()
     predict_proba(model, tokenizer, examples, max_length, batch_size)  # warm-up
     started = time.perf_counter()
     predict_proba(model, tokenizer, examples, max_length, batch_size)
@@ -205,7 +206,8 @@ def cost(args) -> dict:
     torch.manual_seed(0)
     task = TASKS["sst2"]
     train = load_split(task, "train", args.data_dir)
-    test = [ex for ex in load_split(task, "test", args.data_dir) if attacks.word_count(ex.words) >= 4]
+    test_split = load_split(task, "test", args.data_dir)
+    test = [test_split[i] for i in attacks.long_enough(test_split)]  # evaluate.py's default rule
     imdb = load_split(TASKS["imdb"], "test", args.data_dir)[:8 if args.smoke else 50]
     scratch = Path(tempfile.mkdtemp())
     try:
@@ -214,12 +216,12 @@ def cost(args) -> dict:
             args.checkpoint or newest_checkpoint())
         steps = args.ascc_steps if args.adversary == "ascc" else args.adv_steps
         neighbour_words = synonyms.counterfitted_synonyms(None, args.data_dir)[0] if args.adversary == "ascc" else None
-        rows = training_cost(model, train[:2000], device, args.batch_size, steps, 0.1, task.max_length,
+        rows = training_cost(model, train[:2000], device, args.batch_size, steps, PGD_EPS, task.max_length,
                              1 if args.smoke else args.repeats, args.adversary, neighbour_words, args.amp)
         attack = attack_cost(checkpoint, test[:8 if args.smoke else args.attack_examples], device,
                              task.max_length, 32)
         window = window_savings(load_classifier(checkpoint)[1], imdb, TASKS["imdb"].max_length,
-                                synonyms.wordnet_synonyms())
+                                synonyms.wordnet_synonyms()[0])
     finally:
         shutil.rmtree(scratch)
     report = {"environment": environment(device), "smoke": args.smoke,
@@ -278,10 +280,10 @@ def main(argv=None) -> None:
                    help="cost: the encoder whose training steps are timed; frontier, critics, pilot, snli, long: the "
                         "pre-trained encoder")
     p.add_argument("--checkpoint", help="cost: the fine-tuned model attacked (default: the newest run)")
-    p.add_argument("--batch-size", type=at_least(2), default=32, help="cost: training batch, even (default: %(default)s)")
+    p.add_argument("--batch-size", type=at_least(2), default=BATCH_SIZE, help="cost: training batch, even (default: %(default)s)")
     p.add_argument("--adversary", default="pgd", choices=ADVERSARIES, help="cost: the training adversary (default: %(default)s)")
-    p.add_argument("--adv-steps", type=at_least(1), default=3, help="cost: PGD steps K (default: %(default)s)")
-    p.add_argument("--ascc-steps", type=at_least(1), default=10, help="cost: ASCC steps K (default: %(default)s)")
+    p.add_argument("--adv-steps", type=at_least(1), default=PGD_STEPS, help="cost: PGD steps K (default: %(default)s)")
+    p.add_argument("--ascc-steps", type=at_least(1), default=ASCC_STEPS, help="cost: ASCC steps K (default: %(default)s)")
     p.add_argument("--amp", action="store_true", help="cost: time the training steps under bf16 autocast")
     p.add_argument("--repeats", type=at_least(1), default=3,
                    help="cost: timed passes over the 4 batches (default: %(default)s)")

@@ -1,9 +1,12 @@
-"""What the three command lines (train.py, evaluate.py, bench.py) share, and nothing else does.
+"""What the three command lines (train.py, evaluate.py, bench.py) share.
 
 Bad input is a data.UsageError, which `run_command` prints as one line `error: ...`; argparse
-types refuse out-of-range numbers before anything runs; the device, the newest run folder and the
-record of the environment are found the same way by every command; results print as plain
-tables and, with the optional matplotlib, as figures. Only the command lines import this module.
+types refuse out-of-range numbers before anything runs, and the data flags of train.py and
+evaluate.py are written once; the device, the newest run folder and the record of the environment
+are found the same way by every command; results print as plain tables and, with the optional
+matplotlib, as figures. The command lines import this module, and so do bench.py's runners
+(experiments.py, parity.py, studies.py), which print and plot its tables and figures; the library
+below them (data, rift, adversaries, synonyms, attacks, checkpoints) does not.
 """
 
 import argparse
@@ -62,6 +65,17 @@ def fraction(text: str) -> float:
     if not 0 <= value <= 1:  # NaN fails this too
         raise argparse.ArgumentTypeError(f"must lie between 0 and 1, not {text}")
     return value
+
+
+def add_data_flags(group, *, labels: str, max_length: str) -> None:
+    """The flags that say where a task's files are and how to read a custom task's (train.py's and
+    evaluate.py's alike); `labels` and `max_length` say what their defaults are for that command."""
+    group.add_argument("--data-dir", help="folder holding <task>/<split>.tsv (else $RIFT_DATA, else the cache)")
+    group.add_argument("--text-column", default="text", help="custom task: column of the text, the one attacks change")
+    group.add_argument("--label-column", default="label", help="custom task: column of the label")
+    group.add_argument("--context-column", help="custom task: column of a first sentence that is never attacked")
+    group.add_argument("--labels", help=f"custom task: label values in class order, comma-separated (default: {labels})")
+    group.add_argument("--max-length", type=at_least(1), help=f"tokens per example (default: {max_length})")
 
 
 def newest_run(root: str = "runs") -> Path | None:

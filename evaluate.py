@@ -28,7 +28,6 @@ perturbed, queries, successful/failed/skipped, seconds per example, share of tim
 
 import argparse
 import json
-import random
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -40,10 +39,11 @@ from tqdm.auto import tqdm
 
 import attacks
 import synonyms
-from cli import (at_least, default_amp, environment, format_table, fraction, from_rank_zero, newest_run, pick_device,
-                 process_group, pyplot, run_command)
+from adversaries import ASCC_STEPS, PGD_ATTACK_STEPS, PGD_NORM, ascc_attack, neighbour_table, pgd_accuracy
+from cli import (add_data_flags, at_least, default_amp, environment, format_table, fraction, from_rank_zero, newest_run,
+                 pick_device, process_group, pyplot, run_command)
 from data import TASKS, UsageError, custom_task, infer_labels, load_split, read_text
-from rift import load_classifier, neighbour_table, predict_proba
+from rift import load_classifier, predict_proba
 
 ATTACKS = {"synonym": ["pwws"], "pwws": ["pwws"], "textfooler": ["textfooler"], "genetic": ["genetic"],
            "ascc": ["ascc"], "pgd": ["pgd"], "none": [], "all": ["pwws", "textfooler", "genetic", "pgd"], "paper": ["pwws", "genetic"]}
@@ -65,10 +65,6 @@ PROTOCOLS = {"paper": dict(attack="paper", synonyms="counterfitted", num_example
                                   min_words=5, length_rule="textdefender", split="test")}
 # Under torchrun a process that has attacked its share waits for the others, which may take hours longer.
 PROCESS_TIMEOUT = timedelta(days=7)
-# How --min-words counts an example's length: TextAttack's words of the attacked text, or
-# TextDefender's len(text_a.split(' ')), the space-separated tokens of the first text.
-LENGTH_RULES = {"words": lambda ex: attacks.word_count(ex.words),
-                "textdefender": lambda ex: len((ex.context or ex.text).split(" "))}
 
 
 def query_budget(value: str) -> int | str:
@@ -98,21 +94,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--task", choices=[*TASKS, "custom"], help="the task (default: the run's; "
                                                                   "required for a plain model folder)")
     data.add_argument("--split", default="test", choices=["train", "dev", "test"], help="(default: %(default)s)")
-    data.add_argument("--data-dir", help="folder holding <task>/<split>.tsv (else $RIFT_DATA, else the cache)")
     data.add_argument("--file", help="a .tsv/.csv/.jsonl file to evaluate on instead of the task's split")
-    data.add_argument("--text-column", default="text", help="custom task: column of the attacked text")
-    data.add_argument("--label-column", default="label", help="custom task: column of the label")
-    data.add_argument("--context-column", help="custom task: column of a first sentence that is never attacked")
-    data.add_argument("--labels", help="custom task: label values in class order, comma-separated")
+    add_data_flags(data, labels="the run's, else those of --file, sorted", max_length="the run's, else the task's")
     data.add_argument("--num-examples", type=at_least(1), default=1000,
                       help="examples drawn with --seed (default: %(default)s)")
-    data.add_argument("--min-words", type=at_least(0), default=4,
+    data.add_argument("--min-words", type=at_least(0), default=attacks.MIN_WORDS,
                       help="leave out examples with fewer words (default: %(default)s)")
-    data.add_argument("--length-rule", default="words", choices=LENGTH_RULES,
+    data.add_argument("--length-rule", default="words", choices=attacks.LENGTH_RULES,
                       help="what --min-words counts: words, the attacked text's words as TextAttack counts them; "
                            "textdefender, the space-separated tokens of the first text (the premise of a pair), "
                            "as TextDefender's len(text_a.split(' ')) (default: %(default)s)")
-    data.add_argument("--max-length", type=at_least(1), help="tokens per example (default: the run's, else the task's)")
     words = p.add_argument_group("word substitution (defaults: TextAttack 0.3.11's PWWS)")
     words.add_argument("--synonyms", default="wordnet", choices=["wordnet", "counterfitted", "counterfitted-vectors"],
                        help="WordNet 3.0; Jia et al.'s table of <= 8 counter-fitted neighbours; or the "
@@ -124,9 +115,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                        help="words never changed: nltk, NLTK's 179 as TextAttack; extended, 319 function "
                             "words incl. even, never, well (default: %(default)s)")
     words.add_argument("--synonyms-path", help="the neighbour table (.json) or the vectors (.txt/.zip) to use")
-    words.add_argument("--neighbours", type=at_least(1), default=50,
+    words.add_argument("--neighbours", type=at_least(1), default=synonyms.VECTOR_NEIGHBOURS,
                        help="counterfitted-vectors: nearest words kept (default: %(default)s, TextFooler's)")
-    words.add_argument("--min-cos", type=fraction, default=0.5,
+    words.add_argument("--min-cos", type=fraction, default=synonyms.VECTOR_MIN_COS,
                        help="counterfitted-vectors: least cosine kept (default: %(default)s, TextFooler's)")
     words.add_argument("--max-modify-rate", type=fraction, default=1.0,
                        help="largest share of an example's words changed (default: %(default)s, no cap, as "
@@ -137,32 +128,34 @@ def parse_args(argv=None) -> argparse.Namespace:
                             "search hands in, cached or not, and the original's first query; the fp32 re-check of "
                             "a success is not one. model_calls in the results: the texts really scored "
                             "(default: no limit, as TextAttack's PWWS)")
-    words.add_argument("--population", type=at_least(2), default=60, help="genetic: population size (default: %(default)s)")
-    words.add_argument("--generations", type=at_least(1), default=40, help="genetic: iterations (default: %(default)s)")
+    words.add_argument("--population", type=at_least(2), default=attacks.POPULATION,
+                       help="genetic: population size (default: %(default)s)")
+    words.add_argument("--generations", type=at_least(1), default=attacks.GENERATIONS,
+                       help="genetic: iterations (default: %(default)s)")
     ascc = p.add_argument_group("ASCC (defaults: the release's test attack)")
-    ascc.add_argument("--ascc-steps", type=at_least(1), default=10, help="Adam steps on the weights (default: %(default)s)")
+    ascc.add_argument("--ascc-steps", type=at_least(1), default=ASCC_STEPS, help="Adam steps on the weights (default: %(default)s)")
     pgd = p.add_argument_group("embedding-space PGD")
     pgd.add_argument("--eps", type=at_least(0.0, float), nargs="+", default=[0.02, 0.05, 0.1],
                      help="radii, per token (default: %(default)s)")
-    pgd.add_argument("--pgd-steps", type=at_least(1), default=10, help="(default: %(default)s)")
-    pgd.add_argument("--pgd-norm", default="l2", choices=["l2", "linf"], help="(default: %(default)s)")
-    run = p.add_argument_group("bookkeeping")
-    run.add_argument("--batch-size", type=at_least(1), default=32,
-                     help="texts per forward pass (default: %(default)s, the fastest on a 2-core CPU)")
-    run.add_argument("--examples-at-once", type=at_least(1), default=32,
-                     help="examples attacked together, their candidates sharing forward passes; 1 = one at "
-                          "a time, with the same results up to float rounding (default: %(default)s)")
-    run.add_argument("--seed", type=int, default=42, help="draws the examples; seeds the genetic attack and PGD")
-    run.add_argument("--out", help="results folder (default: <run>/eval/<attack>-<synonyms>-<time>); must not exist")
-    run.add_argument("--resume", metavar="OUT", help="finish the interrupted evaluation in OUT with its own settings "
-                                                     "(every other flag is ignored), skipping the examples done")
-    run.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto: cuda when there is one")
-    run.add_argument("--amp", action=argparse.BooleanOptionalAction,
-                     help="bf16 autocast for the searches and PGD; every success is re-checked in fp32 "
-                          "(default: on with CUDA and on CPUs with native bf16: AVX512-BF16 or AMX)")
-    run.add_argument("--plot", action="store_true",
-                     help="also draw robustness.png: accuracy against PGD radius and against the share of "
-                          "words changed (needs matplotlib: requirements-extra.txt)")
+    pgd.add_argument("--pgd-steps", type=at_least(1), default=PGD_ATTACK_STEPS, help="(default: %(default)s)")
+    pgd.add_argument("--pgd-norm", default=PGD_NORM, choices=["l2", "linf"], help="(default: %(default)s)")
+    bookkeeping = p.add_argument_group("bookkeeping")
+    bookkeeping.add_argument("--batch-size", type=at_least(1), default=32,
+                             help="texts per forward pass (default: %(default)s, the fastest on a 2-core CPU)")
+    bookkeeping.add_argument("--examples-at-once", type=at_least(1), default=32,
+                             help="examples attacked together, their candidates sharing forward passes; 1 = one at "
+                                  "a time, with the same results up to float rounding (default: %(default)s)")
+    bookkeeping.add_argument("--seed", type=int, default=42, help="draws the examples; seeds the genetic attack and PGD")
+    bookkeeping.add_argument("--out", help="results folder (default: <run>/eval/<attack>-<synonyms>-<time>); must not exist")
+    bookkeeping.add_argument("--resume", metavar="OUT", help="finish the interrupted evaluation in OUT with its own settings "
+                                                             "(every other flag is ignored), skipping the examples done")
+    bookkeeping.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto: cuda when there is one")
+    bookkeeping.add_argument("--amp", action=argparse.BooleanOptionalAction,
+                             help="bf16 autocast for the searches and PGD; every success is re-checked in fp32 "
+                                  "(default: on with CUDA and on CPUs with native bf16: AVX512-BF16 or AMX)")
+    bookkeeping.add_argument("--plot", action="store_true",
+                             help="also draw robustness.png: accuracy against PGD radius and against the share of "
+                                  "words changed (needs matplotlib: requirements-extra.txt)")
     protocol = p.parse_known_args(argv)[0].protocol
     if protocol:
         p.set_defaults(**PROTOCOLS[protocol])
@@ -179,24 +172,24 @@ def resolve_checkpoint(checkpoint: str | None) -> tuple[str, dict | None]:
     if not ((path / "best").is_dir() and (path / "config.json").is_file()):
         return str(path), None
     try:
-        run = json.loads(read_text(path / "config.json"))
-        run["config"]["task"], run["resolved"]["labels"], run["resolved"]["max_length"]
+        run_config = json.loads(read_text(path / "config.json"))
+        run_config["config"]["task"], run_config["resolved"]["labels"], run_config["resolved"]["max_length"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise UsageError(f"{path}/config.json is not a train.py run configuration ({err!r})") from None
-    return str(path / "best"), run
+    return str(path / "best"), run_config
 
 
-def resolve_task(args, run: dict | None):
+def resolve_task(args, run_config: dict | None):
     """The task and its max length: from the run where there is one (a flag may override), else the flags."""
-    if run is None and args.task is None:
+    if run_config is None and args.task is None:
         raise UsageError("a plain model folder needs --task (its labels must be in that task's order)")
-    settings = run["config"] if run else vars(args)
+    settings = run_config["config"] if run_config else vars(args)
     name = args.task or settings["task"]
-    max_length = args.max_length or (run["resolved"]["max_length"] if run else None)
+    max_length = args.max_length or (run_config["resolved"]["max_length"] if run_config else None)
     if name != "custom":
         return TASKS[name], max_length or TASKS[name].max_length
-    if run and settings["task"] == "custom":
-        labels = tuple(run["resolved"]["labels"])
+    if run_config and settings["task"] == "custom":
+        labels = tuple(run_config["resolved"]["labels"])
     elif args.labels:
         labels = tuple(args.labels.split(","))
     elif args.file:
@@ -214,7 +207,7 @@ def load_synonyms(args):
     if args.synonyms == "wordnet":
         if args.synonyms_path:
             raise UsageError("--synonyms-path is for the counter-fitted sources; WordNet is found by itself")
-        return synonyms.wordnet_synonyms(args.wordnet_pos), {"synonyms": "wordnet", "pos": args.wordnet_pos}
+        return synonyms.wordnet_synonyms(args.wordnet_pos)
     if args.synonyms == "counterfitted":
         return synonyms.counterfitted_synonyms(args.synonyms_path, args.data_dir)
     return synonyms.vector_synonyms(args.synonyms_path, args.data_dir, args.neighbours, args.min_cos)
@@ -281,9 +274,9 @@ def main(args: argparse.Namespace) -> dict | None:
     amp = default_amp(device) if args.amp is None else args.amp
     if args.plot:
         pyplot()  # fail now, not after the attacks, when matplotlib is missing
-    model_dir, run = resolve_checkpoint(args.checkpoint)
+    model_dir, run_config = resolve_checkpoint(args.checkpoint)
     model, tokenizer = load_classifier(model_dir)
-    task, max_length = resolve_task(args, run)
+    task, max_length = resolve_task(args, run_config)
     saved_labels = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
     if model.config.num_labels != len(task.labels) or (set(saved_labels) == set(task.labels) and saved_labels != task.labels):
         raise UsageError(f"the model has {len(saved_labels)} classes ({', '.join(saved_labels)}); task {task.name} "
@@ -292,34 +285,32 @@ def main(args: argparse.Namespace) -> dict | None:
 
     # ---- the examples: TextDefender's protocol, drawn once so every attack sees the same ones
     split = load_split(task, args.split, args.data_dir, args.file)
-    length = LENGTH_RULES[args.length_rule]
-    eligible = [i for i, ex in enumerate(split) if length(ex) >= args.min_words]
-    if not eligible:
+    indices = attacks.sample_examples(split, args.num_examples, args.seed, args.min_words, args.length_rule)
+    if not indices:
         raise UsageError(f"no example of the {args.split} split has {args.min_words} words or more "
                          f"(--length-rule {args.length_rule})")
-    indices = random.Random(args.seed).sample(eligible, min(args.num_examples, len(eligible)))
     examples = [split[i] for i in indices]
 
     if args.out:
         out = Path(args.out)
     else:
-        where = Path(model_dir).parent / "eval" if run else Path("runs") / "eval" / Path(model_dir).name
+        where = Path(model_dir).parent / "eval" if run_config else Path("runs") / "eval" / Path(model_dir).name
         source_name = "counterfitted" if args.attack == "ascc" else args.synonyms
         out = where / f"{args.attack}-{source_name}-{datetime.now():%Y%m%d-%H%M%S}"
     if rank == 0 and not args.resume and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"results folder {out} already exists; pass a new --out, or --resume {out}")
     word_attacks = [a for a in ATTACKS[args.attack] if a != "pgd"]
-    synonym_source, source = load_synonyms(args)
+    word_synonyms, synonym_source = load_synonyms(args)
     neighbours = None
     if "ascc" in word_attacks:  # ASCC is defined on the counter-fitted table, whatever --synonyms says
         table, table_source = synonyms.counterfitted_synonyms(args.synonyms_path if args.synonyms == "counterfitted"
                                                               else None, args.data_dir)
         neighbours = neighbour_table(tokenizer, table).to(device)
-        source = source or table_source
+        synonym_source = synonym_source or table_source
     results = {
         "settings": {k: v for k, v in vars(args).items() if k != "resume"},
         "resolved": {"model": model_dir, "task": task.name, "labels": task.labels, "max_length": max_length,
-                     "synonym_source": source, "amp": amp},
+                     "synonym_source": synonym_source, "amp": amp},
         "environment": environment(device) | {"processes": world_size},
         "indices": indices,
         "metrics": None,
@@ -330,13 +321,13 @@ def main(args: argparse.Namespace) -> dict | None:
         (out / "results.json").write_text(json.dumps(results, indent=2))
     out = Path(from_rank_zero(str(out)))  # the default folder's time is rank 0's
 
-    # Example n is attacked by process n % world_size; ASCC's chunk n (attacks.ascc_attack) by
+    # Example n is attacked by process n % world_size; ASCC's chunk n (adversaries.ascc_attack) by
     # process n % world_size, whole chunks, so that each chunk's texts are a one-process run's.
     lines, timing = list(done), {}
     part = out / ("adversarial.jsonl" if world_size == 1 else f"adversarial.rank{rank}.jsonl")
     with attacks.Victim(model, tokenizer, max_length, args.batch_size, amp) as victim, open(part, "a") as jsonl:
         for search in word_attacks:
-            options = {"population": args.population, "generations": args.generations} if search == "genetic" else {}
+            search_options = {"population": args.population, "generations": args.generations} if search == "genetic" else {}
             finished = {line["index"] for line in done if line["attack"] == search}
             share = [n for n in range(len(examples))
                      if (n // args.batch_size if search == "ascc" else n) % world_size == rank]
@@ -347,15 +338,15 @@ def main(args: argparse.Namespace) -> dict | None:
                        dynamic_ncols=True, disable=rank != 0)
             if search == "ascc":
                 skip = set(range(len(examples))) - set(todo)  # whole chunks of skip are not attacked
-                outcomes = ((n, result) for n, result in attacks.ascc_attack(
+                outcomes = ((n, result) for n, result in ascc_attack(
                     model, tokenizer, examples, neighbours, max_length, args.seed, steps=args.ascc_steps,
                     batch_size=args.batch_size, amp=amp, done=skip) if n not in skip)
             else:
                 seeds = [[args.seed, indices[n]] for n in todo]  # per example: results do not depend on order
                 outcomes = ((todo[k], result) for k, result in attacks.attack_examples(
-                    victim, [examples[n] for n in todo], search, synonym_source, seeds, stopwords=args.stopwords,
+                    victim, [examples[n] for n in todo], search, word_synonyms, seeds, stopwords=args.stopwords,
                     max_modify_rate=args.max_modify_rate, query_budget=args.query_budget,
-                    at_once=args.examples_at_once, **options))
+                    at_once=args.examples_at_once, **search_options))
             for n, result in outcomes:
                 lines.append({"attack": search, "index": indices[n], **result.record()})
                 jsonl.write(json.dumps(lines[-1]) + "\n")
@@ -385,8 +376,8 @@ def main(args: argparse.Namespace) -> dict | None:
         for eps in tqdm(args.eps, desc=f"pgd ({args.pgd_norm}, {args.pgd_steps} steps)"):
             torch.manual_seed(args.seed)  # each radius from the same random starts, whatever ran before
             started = time.perf_counter()
-            robust = attacks.pgd_accuracy(model, tokenizer, examples, max_length, eps, args.pgd_steps,
-                                          args.pgd_norm, args.batch_size, amp)
+            robust = pgd_accuracy(model, tokenizer, examples, max_length, eps, args.pgd_steps, args.pgd_norm,
+                                  args.batch_size, amp)
             rows.append({"attack": f"pgd eps={eps:g}", "eps": eps, "examples": len(examples),
                          "clean_accuracy": rows[0]["clean_accuracy"],
                          "accuracy_under_attack": float(np.mean(robust)),

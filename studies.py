@@ -34,18 +34,18 @@ import torch
 from cli import format_table, pyplot
 from data import TASKS, UsageError, balanced_batches, load_split, locate, read_text, tokenize
 from experiments import binomial_se, paired_difference, run_cli, teacher_cka, tiny_model
-from rift import (DEFAULT_MODEL, Critics, conditional_info_nce, load_classifier, make_teacher, teacher_features,
-                  warmup_linear_decay)
+from rift import (DEFAULT_MODEL, TAU, WARMUP, WEIGHT_DECAY, Critics, conditional_info_nce, load_classifier,
+                  make_teacher, teacher_features, warmup_linear_decay)
 
 # ---------------------------------------------------------------------------------------------
 # The critics alone: how fast can they learn the ideal S = T?
 #
 # With S = T exactly the true I(S; T | Y) is as large as it gets, so the InfoNCE bound is limited
-# only by log B_y and by how far the critics have learned. Everything else as in train.py: the
-# same 4,800 training sentences as the frontier, class-balanced batches of 16 + 16, tau 0.2,
-# AdamW with weight decay 0.01, 10% warm-up then linear decay, 150 steps.
+# only by log B_y and by how far the critics have learned. Everything else as in train.py, whose
+# defaults the tau, the AdamW weight decay and the warm-up (then linear decay) are: the same 4,800
+# training sentences as the frontier, class-balanced batches of 16 + 16, 150 steps.
 
-CRITICS = dict(task="sst2", train_examples=4800, steps=150, batch_size=32, tau=0.2, weight_decay=0.01, warmup=0.1,
+CRITICS = dict(task="sst2", train_examples=4800, steps=150, batch_size=32, tau=TAU, weight_decay=WEIGHT_DECAY, warmup=WARMUP,
                seed=42, lrs=(2e-5, 5e-5, 1e-4, 3e-4, 1e-3, 3e-3), features=("mean", "cls"), checkpoints=(10, 25, 50))
 CRITICS_SMOKE = dict(CRITICS, train_examples=64, steps=12, batch_size=8, lrs=(1e-3,), features=("cls",),
                      checkpoints=(5,))
@@ -117,7 +117,7 @@ def critics_study(model: str, data_dir: str | None, folder: Path, smoke: bool) -
         f"(weight decay {s['weight_decay']}), {s['warmup']:.0%} warm-up then linear decay, {s['steps']} steps. "
         f"\"bound at step c\": the mean of the 5 steps up to c; the ceiling is log B_y = log "
         f"{s['batch_size'] // 2} = {ceiling:.3f} nats.\n\n```\n{format_table(rows, columns)}\n```\n\n"
-        f"train.py's `--critic-lr` default is chosen from this table (train.CRITIC_LR); `--preset paper-*` "
+        f"train.py's `--critic-lr` default is chosen from this table (rift.CRITIC_LR); `--preset paper-*` "
         f"keeps the release's choice, the encoder's 2e-5.\n")
     plot_critics(curves, ceiling, folder / "critic-lr.png")
     print(format_table(rows, columns))

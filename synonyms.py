@@ -1,4 +1,5 @@
-"""Synonym sources for the word-substitution attacks: each is a function word -> candidate words.
+"""Synonym sources for the word-substitution attacks: each gives (synonyms, source), a function
+word -> candidate words and the record of where they came from (results.json's synonym_source).
 
     wordnet        WordNet 3.0 (Miller 1995) through nltk, as TextAttack's WordSwapWordNet reads it:
                    every synset of the word, single-word lemma names as WordNet spells them
@@ -122,8 +123,8 @@ def load_wordnet():
 WORDNET_POS = ("all", "usual")
 
 
-def wordnet_synonyms(pos: str = "all"):
-    """WordNet synonyms of a word, as the word is spelled in the text.
+def wordnet_synonyms(pos: str = "all") -> tuple:
+    """(synonyms, source): WordNet's synonyms of a word, as the word is spelled in the text.
 
     pos "all" is TextAttack's WordSwapWordNet (PWWS's source): the lemma names of every synset that
     nltk finds for the word (any part of speech; nltk lower-cases it and its morphy finds the base
@@ -160,7 +161,7 @@ def wordnet_synonyms(pos: str = "all"):
                         found.setdefault(lemma.lower(), None)
         return tuple(found)
 
-    return every_sense if pos == "all" else usual_sense
+    return (every_sense if pos == "all" else usual_sense), {"synonyms": "wordnet", "pos": pos}
 
 
 NEIGHBOURS_URL = "https://raw.githubusercontent.com/robinjia/certified-word-sub/master/data/counterfitted_neighbors.json"
@@ -250,7 +251,11 @@ def counterfitted_synonyms(path: str | None = None, data_dir: str | None = None)
     return (lambda word: tuple(table.get(word.lower(), ()))), {"synonyms": "counterfitted", "path": str(path)}
 
 
-def vector_synonyms(path: str | None = None, data_dir: str | None = None, k: int = 50, min_cos: float = 0.5) -> tuple:
+VECTOR_NEIGHBOURS, VECTOR_MIN_COS = 50, 0.5  # TextFooler's preset: the 50 nearest words, at cosine >= 0.5
+
+
+def vector_synonyms(path: str | None = None, data_dir: str | None = None, k: int = VECTOR_NEIGHBOURS,
+                    min_cos: float = VECTOR_MIN_COS) -> tuple:
     """(synonyms, source): the k nearest words with cosine >= min_cos in the counter-fitted vectors
     (Mrksic et al. 2016; TextFooler's preset is k 50, cosine 0.5), from `path`, else
     synonyms/counter-fitted-vectors.txt(.zip) under --data-dir, $RIFT_DATA or the cache, else

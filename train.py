@@ -39,32 +39,31 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-import attacks
 import synonyms
+from adversaries import (ADVERSARIES, ASCC, ASCC_ENTROPY, ASCC_LR, ASCC_STEPS, PGD, PGD_ATTACK_STEPS, PGD_EPS, PGD_NORM,
+                         PGD_STEPS, Neighbours, ascc_attack, neighbour_table, pgd_accuracy)
+from attacks import sample_examples
 from checkpoints import (FLAGS_RESUME_MAY_CHANGE, LoopState, RunFolder, TrainingClock, load_training_state,
                          restored_loop, resumed_settings)
-from cli import at_least, environment, format_table, fraction, pick_device, positive, process_group, run_command
-from data import (DEFAULT_TASK, TASKS, Task, UsageError, balanced_batches, custom_task, infer_labels, load_split,
-                  tokenize)
-from rift import (ADVERSARIES, ASCC, ASCC_ENTROPY, DEFAULT_MODEL, FEATURES, METHODS, PGD, Critics, Neighbours,
-                  load_classifier, make_teacher, model_path, neighbour_table, predict_proba, resolve_feature,
-                  training_loss, warmup_linear_decay)
+from cli import (add_data_flags, at_least, environment, format_table, fraction, pick_device, positive, process_group,
+                 run_command)
+from data import DEFAULT_TASK, TASKS, Task, UsageError, balanced_batches, custom_task, infer_labels, load_split, tokenize
+from rift import (ALPHA, BATCH_SIZE, BETA, CRITIC_LR, DEFAULT_MODEL, FEATURES, LR, METHODS, TAU, WARMUP, WEIGHT_DECAY,
+                  Critics, build_optimizer, load_classifier, make_teacher, model_path, predict_proba, resolve_feature,
+                  training_loss)
 
 # The paper's settings (REFERENCE.md section 2; the release's rift_train.sh and opts.py). A preset
 # only sets defaults: any flag given wins. bert-base-uncased needs the hub or a local copy (not
 # reachable on an offline machine): with --model another encoder runs the preset's other settings.
 # Not reproduced: the release's learning rate stays flat after its warm-up; here it decays linearly.
-# The release trains its critics at the encoder's learning rate, over about 15,600 steps.
+# The release trains its critics at the encoder's learning rate, over about 15,600 steps (this
+# project's own rate: rift.CRITIC_LR).
 PRESETS = {
     "paper-imdb": dict(task="imdb", model="bert-base-uncased", max_length=300, batch_size=32, epochs=20.0,
                        alpha=0.1, beta=10.0, lr=2e-5, critic_lr=2e-5, weight_decay=2e-4, adversary="ascc"),
     "paper-snli": dict(task="snli", model="bert-base-uncased", max_length=80, batch_size=120, epochs=20.0,
                        alpha=0.7, beta=5.0, lr=2e-5, critic_lr=2e-5, weight_decay=2e-4, adversary="ascc"),
 }
-# The critics' own learning rate: results/critic-lr.md (python bench.py critics) trains them alone
-# on S = T. At 1e-3 they reach 85% of log B_y by step 50 (3e-3 adds 0.1 nats); at the encoder's
-# 2e-5 or 5e-5, 2-8%, so the MI term would push S towards two random maps for most of a short run.
-CRITIC_LR = 1e-3
 SELECT_EXAMPLES = 300  # dev sentences attacked by ASCC at each evaluation under --select-on robust
 
 
@@ -78,24 +77,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     data = p.add_argument_group("data")
     data.add_argument("--task", default=DEFAULT_TASK, choices=[*TASKS, "custom"],
                       help="task to train on; 'custom' reads --train-file/--dev-file (default: %(default)s)")
-    data.add_argument("--data-dir", help="folder holding <task>/{train,dev,test}.tsv (else $RIFT_DATA, else the cache)")
     data.add_argument("--train-file", help="a .tsv/.csv/.jsonl file to train on instead of the task's")
     data.add_argument("--dev-file", help="a .tsv/.csv/.jsonl file for model selection instead of the task's")
-    data.add_argument("--text-column", default="text", help="custom task: column of the text (the one attacks change)")
-    data.add_argument("--label-column", default="label", help="custom task: column of the label")
-    data.add_argument("--context-column", help="custom task: column of a first sentence that is never attacked")
-    data.add_argument("--labels", help="custom task: label values in class order, comma-separated "
-                                       "(default: those of the train file, sorted)")
     data.add_argument("--max-train-examples", type=at_least(1), help="train on a random subset of this size (drawn with --seed)")
-    data.add_argument("--max-length", type=at_least(1), help="tokens per example (default: the task's: 64 Rotten Tomatoes and SST-2, 256 IMDB, 80 SNLI, 128 custom)")
+    add_data_flags(data, labels="those of the train file, sorted",
+                   max_length="the task's: 64 Rotten Tomatoes and SST-2, 256 IMDB, 80 SNLI, 128 custom")
     method = p.add_argument_group("model and method")
     method.add_argument("--model", default=DEFAULT_MODEL,
                         help="pre-trained encoder: local folder or hub name (paper: bert-base-uncased; default: %(default)s)")
     method.add_argument("--method", default="rift", choices=METHODS,
                         help="standard: CE; adv: CE + beta KL(p(x)||p(x_adv)); rift: adv + alpha InfoNCE (default: %(default)s)")
-    method.add_argument("--alpha", type=at_least(0.0, float), default=0.1, help="weight of the InfoNCE term I(S;T|Y) (paper: IMDB 0.1, SNLI 0.7)")
-    method.add_argument("--beta", type=at_least(0.0, float), default=10.0, help="weight of the adversarial KL term (paper: IMDB 10, SNLI 5)")
-    method.add_argument("--tau", type=at_least(1e-3, float), default=0.2, help="InfoNCE temperature (paper: 0.2)")
+    method.add_argument("--alpha", type=at_least(0.0, float), default=ALPHA,
+                        help="weight of the InfoNCE term I(S;T|Y) (paper: IMDB 0.1, SNLI 0.7; default: %(default)s)")
+    method.add_argument("--beta", type=at_least(0.0, float), default=BETA,
+                        help="weight of the adversarial KL term (paper: IMDB 10, SNLI 5; default: %(default)s)")
+    method.add_argument("--tau", type=at_least(1e-3, float), default=TAU, help="InfoNCE temperature (paper: 0.2; default: %(default)s)")
     method.add_argument("--feature", default="auto", choices=FEATURES,
                         help="S and T: cls (h_[CLS]), mean (mean of the token states), pooler (tanh(W h_cls), the "
                              "paper's), or auto: the checkpoint's sentence-transformers pooling where it has one, "
@@ -106,12 +102,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     method.add_argument("--adversary", default="pgd", choices=ADVERSARIES,
                         help="pgd: embedding-space PGD (--adv-*); ascc: the paper's, each word a convex combination "
                              "of its counter-fitted synonyms' embeddings (--ascc-*) (default: %(default)s)")
-    method.add_argument("--adv-norm", default="l2", choices=["l2", "linf"], help="PGD ball, per token (default: %(default)s)")
-    method.add_argument("--adv-eps", type=at_least(0.0, float), default=0.1,
+    method.add_argument("--adv-norm", default=PGD_NORM, choices=["l2", "linf"], help="PGD ball, per token (default: %(default)s)")
+    method.add_argument("--adv-eps", type=at_least(0.0, float), default=PGD_EPS,
                         help="PGD radius per token in embedding space; all words move at once (default: %(default)s)")
-    method.add_argument("--adv-steps", type=at_least(1), default=3, help="PGD steps per batch (default: %(default)s)")
-    method.add_argument("--ascc-steps", type=at_least(1), default=10, help="ASCC Adam steps per batch (paper: 10)")
-    method.add_argument("--ascc-lr", type=at_least(0.0, float), default=1.0, help="ASCC Adam learning rate (paper: 1)")
+    method.add_argument("--adv-steps", type=at_least(1), default=PGD_STEPS, help="PGD steps per batch (default: %(default)s)")
+    method.add_argument("--ascc-steps", type=at_least(1), default=ASCC_STEPS, help="ASCC Adam steps per batch (paper: 10)")
+    method.add_argument("--ascc-lr", type=at_least(0.0, float), default=ASCC_LR, help="ASCC Adam learning rate (paper: 1)")
     method.add_argument("--ascc-entropy", type=at_least(0.0, float), default=ASCC_ENTROPY,
                         help="ASCC: weight of the weights' entropy per word, which keeps them near one synonym "
                              "(paper: 15 / (300 x 128))")
@@ -120,36 +116,37 @@ def parse_args(argv=None) -> argparse.Namespace:
     optim = p.add_argument_group("optimisation")
     optim.add_argument("--epochs", type=at_least(1e-3, float), default=3.0, help="passes over the training data (default: %(default)s)")
     optim.add_argument("--max-steps", type=at_least(1), help="stop after this many optimiser steps (overrides --epochs)")
-    optim.add_argument("--batch-size", type=at_least(1), default=32,
+    optim.add_argument("--batch-size", type=at_least(1), default=BATCH_SIZE,
                        help="examples per forward pass and process, a multiple of the classes (default: %(default)s)")
     optim.add_argument("--grad-accum", type=at_least(1), default=1, help="forward passes per optimiser step (default: %(default)s)")
-    optim.add_argument("--lr", type=positive, default=2e-5, help="peak AdamW learning rate (paper: 2e-5)")
-    optim.add_argument("--weight-decay", type=at_least(0.0, float), default=0.01, help="AdamW weight decay, on the heads only as in the paper")
-    optim.add_argument("--warmup", type=fraction, default=0.1,
+    optim.add_argument("--lr", type=positive, default=LR, help="peak AdamW learning rate (paper: 2e-5)")
+    optim.add_argument("--weight-decay", type=at_least(0.0, float), default=WEIGHT_DECAY,
+                       help="AdamW weight decay, on the heads only as in the paper (default: %(default)s)")
+    optim.add_argument("--warmup", type=fraction, default=WARMUP,
                        help="share of steps with linear learning-rate warm-up, then linear decay to 0 (default: %(default)s)")
     optim.add_argument("--max-grad-norm", type=at_least(1e-6, float), default=1.0, help="gradient clipping norm (default: %(default)s)")
-    run = p.add_argument_group("bookkeeping")
-    run.add_argument("--eval-every", type=at_least(1), help="optimiser steps between dev evaluations (default: once per epoch)")
-    run.add_argument("--select-on", choices=["clean", "robust", "last"],
-                     help="which evaluation's checkpoint best/ keeps: the best clean dev accuracy, the best accuracy "
-                          "on --select-examples dev sentences under the --adversary as an attack (ASCC: its discrete "
-                          "text; PGD: aimed at the true label) (ties: the better clean accuracy), or the last "
-                          "(default: robust for adv and rift, as the paper; clean for standard)")
-    run.add_argument("--select-examples", type=at_least(1), default=SELECT_EXAMPLES,
-                     help="--select-on robust: dev sentences attacked, the same ones for every run (drawn with "
-                          "seed 0) (default: %(default)s)")
-    run.add_argument("--log-every", type=at_least(1), default=10, help="optimiser steps between metrics.jsonl lines (default: %(default)s)")
-    run.add_argument("--save-every", type=at_least(1), default=500,
-                     help="optimiser steps between saves of last/, which --resume continues from; also saved at the "
-                          "end and on Ctrl-C (default: %(default)s)")
-    run.add_argument("--seed", type=int, default=42, help="seeds python, numpy and torch; draws the subset and the batches")
-    run.add_argument("--out", help="run folder (default: runs/<task>-<method>-<time>); must not exist yet")
-    run.add_argument("--device", default="auto", help="cpu, cuda, or auto: cuda when there is one (torchrun: one GPU per process)")
-    run.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast (default: on with CUDA)")
-    run.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; the first steps are slow)")
-    run.add_argument("--resume", metavar="RUN",
-                     help="continue the run in folder RUN from its last/, with the settings it began with; of "
-                          f"the other flags only {', '.join(FLAGS_RESUME_MAY_CHANGE)} may be given")
+    bookkeeping = p.add_argument_group("bookkeeping")
+    bookkeeping.add_argument("--eval-every", type=at_least(1), help="optimiser steps between dev evaluations (default: once per epoch)")
+    bookkeeping.add_argument("--select-on", choices=["clean", "robust", "last"],
+                             help="which evaluation's checkpoint best/ keeps: the best clean dev accuracy, the best accuracy "
+                                  "on --select-examples dev sentences under the --adversary as an attack (ASCC: its discrete "
+                                  "text; PGD: aimed at the true label) (ties: the better clean accuracy), or the last "
+                                  "(default: robust for adv and rift, as the paper; clean for standard)")
+    bookkeeping.add_argument("--select-examples", type=at_least(1), default=SELECT_EXAMPLES,
+                             help="--select-on robust: dev sentences attacked, the same ones for every run (drawn with "
+                                  "seed 0) (default: %(default)s)")
+    bookkeeping.add_argument("--log-every", type=at_least(1), default=10, help="optimiser steps between metrics.jsonl lines (default: %(default)s)")
+    bookkeeping.add_argument("--save-every", type=at_least(1), default=500,
+                             help="optimiser steps between saves of last/, which --resume continues from; also saved at the "
+                                  "end and on Ctrl-C (default: %(default)s)")
+    bookkeeping.add_argument("--seed", type=int, default=42, help="seeds python, numpy and torch; draws the subset and the batches")
+    bookkeeping.add_argument("--out", help="run folder (default: runs/<task>-<method>-<time>); must not exist yet")
+    bookkeeping.add_argument("--device", default="auto", help="cpu, cuda, or auto: cuda when there is one (torchrun: one GPU per process)")
+    bookkeeping.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast (default: on with CUDA)")
+    bookkeeping.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; the first steps are slow)")
+    bookkeeping.add_argument("--resume", metavar="RUN",
+                             help="continue the run in folder RUN from its last/, with the settings it began with; of "
+                                  f"the other flags only {', '.join(FLAGS_RESUME_MAY_CHANGE)} may be given")
     preset = p.parse_known_args(argv)[0].preset
     if preset:
         p.set_defaults(**PRESETS[preset])
@@ -181,19 +178,19 @@ def accuracy(model, tokenizer, examples, max_length: int, amp: bool) -> float:
 
 def robust_accuracy(model, tokenizer, examples, max_length: int, amp: bool, adversary: PGD | ASCC) -> float:
     """Accuracy on dev sentences under the training adversary turned attack: ASCC's discrete text
-    (attacks.ascc_attack, the release's selection attack), or PGD aimed at the true label at the
-    training radius, 10 steps. Its random draws are its own (seed 0, the generators restored after):
+    (adversaries.ascc_attack, the release's selection attack), or PGD aimed at the true label at the
+    training radius, PGD_ATTACK_STEPS steps. Its random draws are its own (seed 0, the generators restored after):
     selecting leaves the training's draws alone, so the rule changes only which checkpoint is kept."""
     device = next(model.parameters()).device
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(0)
         if isinstance(adversary, ASCC):
-            results = attacks.ascc_attack(model, tokenizer, examples, adversary.neighbours, max_length, seed=0,
+            results = ascc_attack(model, tokenizer, examples, adversary.neighbours, max_length, seed=0,
                                           steps=adversary.steps, lr=adversary.lr, entropy_weight=adversary.entropy,
                                           amp=amp)
             return sum(result.status == "failed" for _, result in results) / len(examples)
-        return float(np.mean(attacks.pgd_accuracy(model, tokenizer, examples, max_length, adversary.eps, 10,
-                                                  adversary.norm, amp=amp)))
+        return float(np.mean(pgd_accuracy(model, tokenizer, examples, max_length, adversary.eps, PGD_ATTACK_STEPS,
+                                          adversary.norm, amp=amp)))
 
 
 def evaluate(model, tokenizer, dev, select_dev, max_length: int, amp: bool, adversary, step: int) -> dict:
@@ -264,19 +261,6 @@ def table_coverage(neighbours: Neighbours) -> dict:
     moves = neighbours.ids[:, 1] >= 0  # (V,): the tokens with a neighbour
     return {"vocabulary_words_with_neighbours": int(moves.sum()),
             "mean_neighbours_of_those": round(float((neighbours.ids[:, 1:] >= 0).sum() / moves.sum().clamp(min=1)), 3)}
-
-
-def build_optimizer(model, critics: Critics | None, total_steps: int, *, lr: float, critic_lr: float,
-                    weight_decay: float, warmup: float):
-    """AdamW and its schedule. Weight decay on the heads only, as in the paper; the critics at their
-    own learning rate; every group warms up linearly over the `warmup` share of the steps, then decays."""
-    head_params = [p for n, p in model.named_parameters() if not n.startswith(model.base_model_prefix + ".")]
-    groups = [{"params": list(model.base_model.parameters()), "weight_decay": 0.0},
-              {"params": head_params, "weight_decay": weight_decay}]
-    if critics:
-        groups.append({"params": list(critics.parameters()), "weight_decay": weight_decay, "lr": critic_lr})
-    optimizer = torch.optim.AdamW(groups, lr=lr)
-    return optimizer, warmup_linear_decay(optimizer, total_steps, int(warmup * total_steps))
 
 
 def average_gradients(module: torch.nn.Module, world_size: int) -> None:
@@ -380,6 +364,8 @@ def summarise(cfg: argparse.Namespace, run: RunFolder, task: str, feature: str, 
 
 def main(cfg: argparse.Namespace) -> dict:
     rank, world_size, device = setup_distributed(cfg.device)
+    # bf16 by default on CUDA only, where evaluate.py also takes it on CPUs with native bf16
+    # (cli.default_amp): an attack's verdict is re-checked in fp32, the weights training learns are not.
     amp = device.type == "cuda" if cfg.amp is None else cfg.amp
     seed_everything(cfg.seed)
 
@@ -398,7 +384,7 @@ def main(cfg: argparse.Namespace) -> dict:
     batches = balanced_batches([ex.label for ex in train], num_classes, cfg.batch_size, cfg.seed, rank, world_size)
     steps_per_epoch, total_steps, eval_every = schedule(cfg, len(train), world_size)
     # The robust selection attacks the same dev sentences in every run, whatever its --seed.
-    select_dev = random.Random(0).sample(dev, min(cfg.select_examples, len(dev))) if select_on == "robust" else []
+    select_dev = [dev[i] for i in sample_examples(dev, cfg.select_examples, 0, min_words=0)] if select_on == "robust" else []
     resolved = {"labels": task.labels, "max_length": max_length, "model_path": model_path(cfg.model),
                 "train_examples": len(train), "dev_examples": len(dev), "total_steps": total_steps,
                 "steps_per_epoch": steps_per_epoch, "amp": amp, "task_source": task.source, "select_on": select_on,

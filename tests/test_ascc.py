@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import adversaries
 import data
 import rift
 from data import Example
@@ -30,7 +31,7 @@ def tokenizer(tiny_model):
 
 @pytest.fixture(scope="module")
 def table(tokenizer):
-    return rift.neighbour_table(tokenizer, synonyms)
+    return adversaries.neighbour_table(tokenizer, synonyms)
 
 
 def ids(tokenizer, *words):
@@ -57,7 +58,7 @@ def test_table_row_is_the_word_then_its_single_token_neighbours_in_order_without
 
 
 def test_table_keeps_at_most_max_neighbours(tokenizer):
-    small = rift.neighbour_table(tokenizer, synonyms, max_neighbours=1)
+    small = adversaries.neighbour_table(tokenizer, synonyms, max_neighbours=1)
     assert small.ids.shape[1] == 2
     assert row(small, tokenizer, "good") == ids(tokenizer, "good", "nice")
 
@@ -65,14 +66,14 @@ def test_table_keeps_at_most_max_neighbours(tokenizer):
 def candidate_words(tokenizer, table, examples):
     """{(example, token): candidate tokens} for the positions that have neighbours."""
     batch = data.tokenize(tokenizer, examples, 32)
-    candidates = rift.batch_candidates(table, batch)
+    candidates = adversaries.batch_candidates(table, batch)
     found = {}
     for i, encoding in enumerate(batch.encodings):
         for t, token in enumerate(encoding.tokens):
-            options = [c for c in candidates[i, t].tolist() if c >= 0]
-            assert options[0] == batch["input_ids"][i, t]  # column 0 is always the token itself
-            if len(options) > 1:
-                found[(i, token)] = tokenizer.convert_ids_to_tokens(options[1:])
+            ids = [c for c in candidates[i, t].tolist() if c >= 0]
+            assert ids[0] == batch["input_ids"][i, t]  # column 0 is always the token itself
+            if len(ids) > 1:
+                found[(i, token)] = tokenizer.convert_ids_to_tokens(ids[1:])
     return found
 
 
@@ -109,14 +110,14 @@ SENTENCES = ["a good movie and a funny one", "good , good , good", "nothing at a
 
 def batch_and_candidates(tokenizer, table):
     batch = data.tokenize(tokenizer, [Example(tuple(s.split()), i % 2) for i, s in enumerate(SENTENCES)], 32)
-    return batch, rift.batch_candidates(table, batch)
+    return batch, adversaries.batch_candidates(table, batch)
 
 
 def attack(model, batch, candidates, **kwargs):
     embeds = model.get_input_embeddings()(batch["input_ids"])
     logits, _ = rift.classify(model, embeds, batch)
     torch.manual_seed(0)
-    return embeds, logits, rift.ascc_weights(model, batch, rift.kl_objective(logits), candidates, **kwargs)
+    return embeds, logits, adversaries.ascc_weights(model, batch, rift.kl_objective(logits), candidates, **kwargs)
 
 
 def test_weights_are_distributions_over_the_candidates_and_zero_elsewhere(classifier, table):
@@ -134,13 +135,13 @@ def test_the_mixture_stays_in_the_convex_hull_of_the_candidates(classifier, tabl
     model, tokenizer = classifier
     batch, candidates = batch_and_candidates(tokenizer, table)
     _, _, w = attack(model, batch, candidates)
-    mix = rift.convex_mix(model, candidates, w)
-    options = model.get_input_embeddings().weight[candidates.clamp(min=0)]  # (B, T, K, H)
-    assert torch.allclose(mix, torch.einsum("btk,btkh->bth", w, options), atol=1e-6)
+    mix = adversaries.convex_mix(model, candidates, w)
+    candidate_embeds = model.get_input_embeddings().weight[candidates.clamp(min=0)]  # (B, T, K, H)
+    assert torch.allclose(mix, torch.einsum("btk,btkh->bth", w, candidate_embeds), atol=1e-6)
     # Inside the hull: along any direction the mixture lies between the candidates' extremes.
     directions = torch.randn(50, mix.shape[-1], generator=torch.Generator().manual_seed(0))
     valid = (candidates >= 0).unsqueeze(-1)
-    along = options @ directions.T  # (B, T, K, 50)
+    along = candidate_embeds @ directions.T  # (B, T, K, 50)
     low = along.masked_fill(~valid, math.inf).min(2).values
     high = along.masked_fill(~valid, -math.inf).max(2).values
     assert ((mix @ directions.T) >= low - 1e-5).all() and ((mix @ directions.T) <= high + 1e-5).all()
@@ -151,13 +152,13 @@ def test_a_position_with_one_candidate_is_the_word_itself_exactly(classifier, ta
     batch, candidates = batch_and_candidates(tokenizer, table)
     embeds, _, w = attack(model, batch, candidates)
     alone = candidates[..., 1] < 0
-    mix = rift.convex_mix(model, candidates, w)
+    mix = adversaries.convex_mix(model, candidates, w)
     assert torch.equal(mix[alone], embeds[alone]) and alone.sum() > 20
     only_itself = candidates.clone()
     only_itself[..., 1:] = -1
     _, logits, w = attack(model, batch, only_itself)
-    adv_logits, _ = rift.classify(model, rift.convex_mix(model, only_itself, w), batch)
-    assert torch.equal(rift.convex_mix(model, only_itself, w), embeds)
+    adv_logits, _ = rift.classify(model, adversaries.convex_mix(model, only_itself, w), batch)
+    assert torch.equal(adversaries.convex_mix(model, only_itself, w), embeds)
     assert rift.kl_divergence(logits, adv_logits).item() == pytest.approx(0.0, abs=1e-7)
 
 
@@ -168,8 +169,8 @@ def test_ascc_on_a_transformer_reaches_the_best_vertex_found_by_brute_force(clas
     _, logits, w = attack(model, batch, candidates, entropy_weight=0.0)
     uniform = (candidates >= 0).float() / (candidates >= 0).sum(-1, keepdim=True)
     with torch.no_grad():
-        attacked = kl_each(logits, rift.classify(model, rift.convex_mix(model, candidates, w), batch)[0])
-        centre = kl_each(logits, rift.classify(model, rift.convex_mix(model, candidates, uniform), batch)[0])
+        attacked = kl_each(logits, rift.classify(model, adversaries.convex_mix(model, candidates, w), batch)[0])
+        centre = kl_each(logits, rift.classify(model, adversaries.convex_mix(model, candidates, uniform), batch)[0])
         for i in range(len(SENTENCES)):
             positions = [t for t in range(candidates.shape[1]) if candidates[i, t, 1] >= 0]
             if not positions:
@@ -196,7 +197,7 @@ def test_ascc_leaves_the_mode_as_it_found_it_and_computes_no_weight_gradients(cl
     embeds = model.get_input_embeddings()(batch["input_ids"])
     logits, _ = rift.classify(model, embeds, batch)
     model.train(training)
-    rift.ascc_weights(model, batch, rift.kl_objective(logits), candidates, steps=2)
+    adversaries.ascc_weights(model, batch, rift.kl_objective(logits), candidates, steps=2)
     assert all(m.training == training for m in model.modules())
     assert all(p.grad is None for p in model.parameters())
 
@@ -240,10 +241,10 @@ def test_ascc_finds_the_worst_vertex_of_a_linear_model_found_by_brute_force():
         return rift.kl_divergence(clean, model(model.embed(tokens), batch["attention_mask"]).logits).item()
 
     best = max(itertools.product(*[g.tolist() for g in groups]), key=kl_of)
-    weights = rift.ascc_weights(model, batch, rift.kl_objective(clean), candidates)
+    weights = adversaries.ascc_weights(model, batch, rift.kl_objective(clean), candidates)
     chosen = candidates[0, 1:4].gather(1, weights[0, 1:4].argmax(-1, keepdim=True)).squeeze(1).tolist()
     assert tuple(chosen) == best == tuple(g[-1].item() for g in groups)
-    mix = rift.convex_mix(model, candidates, weights)
+    mix = adversaries.convex_mix(model, candidates, weights)
     assert rift.kl_divergence(clean, model(mix, batch["attention_mask"]).logits).item() >= 0.9 * kl_of(best)
     assert (weights[0, 1:4].max(-1).values > 0.9).all()  # near the vertex: the entropy term and the KL agree
 
@@ -258,11 +259,11 @@ def test_the_entropy_term_pulls_the_weights_towards_a_vertex():
         return -(weights * weights.clamp_min(1e-30).log()).sum().item()
 
     torch.manual_seed(0)
-    start = rift.ascc_weights(model, batch, rift.kl_objective(clean), candidates, steps=0)
+    start = adversaries.ascc_weights(model, batch, rift.kl_objective(clean), candidates, steps=0)
     torch.manual_seed(0)
-    still = rift.ascc_weights(model, batch, rift.kl_objective(clean), candidates, entropy_weight=0.0)
+    still = adversaries.ascc_weights(model, batch, rift.kl_objective(clean), candidates, entropy_weight=0.0)
     torch.manual_seed(0)
-    sparse = rift.ascc_weights(model, batch, rift.kl_objective(clean), candidates, entropy_weight=1.0)
+    sparse = adversaries.ascc_weights(model, batch, rift.kl_objective(clean), candidates, entropy_weight=1.0)
     assert torch.equal(still, start)  # no gradient, no step
     assert entropy(sparse) < 0.5 * entropy(start) and entropy(start) > 1.5
 
@@ -275,11 +276,11 @@ def test_adv_loss_with_ascc_is_ce_plus_beta_kl_to_the_soft_mixture(classifier, t
     model, tokenizer = classifier
     batch, candidates = batch_and_candidates(tokenizer, table)
     torch.manual_seed(5)
-    terms = rift.training_loss("adv", model, batch, rift.ASCC(table), beta=3.0)
+    terms = rift.training_loss("adv", model, batch, adversaries.ASCC(table), beta=3.0)
     embeds = model.get_input_embeddings()(batch["input_ids"])
     logits, _ = rift.classify(model, embeds, batch)
     torch.manual_seed(5)
-    w = rift.ascc_weights(model, batch, rift.kl_objective(logits), candidates, steps=10, lr=1.0)
+    w = adversaries.ascc_weights(model, batch, rift.kl_objective(logits), candidates, steps=10, lr=1.0)
     mix = torch.einsum("btk,btkh->bth", w, model.get_input_embeddings().weight[candidates.clamp(min=0)])
     adv_logits, _ = rift.classify(model, mix, batch)
     ce = F.cross_entropy(logits, batch["labels"]).item()
@@ -296,7 +297,7 @@ def test_rift_loss_with_ascc_sends_gradients_to_the_neighbours_embeddings(classi
     teacher = rift.make_teacher(model)
     critics = rift.Critics(2, model.config.hidden_size, teacher.config.hidden_size, hidden=32, out=16)
     model.train()
-    terms = rift.training_loss("rift", model, batch, rift.ASCC(table, steps=2), teacher=teacher, critics=critics,
+    terms = rift.training_loss("rift", model, batch, adversaries.ASCC(table, steps=2), teacher=teacher, critics=critics,
                                alpha=0.5, beta=2.0)
     terms["loss"].backward()
     grad = model.get_input_embeddings().weight.grad

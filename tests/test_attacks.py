@@ -10,6 +10,7 @@ accuracy_by_modify_rate, the word and substitution rules and pgd_accuracy."""
 
 import itertools
 import math
+import random
 import re
 from types import SimpleNamespace
 
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+import adversaries
 import attacks
 import rift
 from attacks import Tally, Victim
@@ -94,10 +96,10 @@ def expected_swaps(token: str, synonyms) -> list[str]:
     return [token[:start] + s + token[start + len(words[0]):] for s in synonyms(words[0]) if s != words[0]]
 
 
-def attack_one(victim, example, search, synonyms, rate=1.0, budget=None, seed=0, **options):
+def attack_one(victim, example, search, synonyms, rate=1.0, budget=None, seed=0, **search_options):
     """One example's result through attack_examples, as evaluate.py runs it."""
     [(_, result)] = attacks.attack_examples(victim, [example], search, synonyms, [seed], max_modify_rate=rate,
-                                            query_budget=budget, **options)
+                                            query_budget=budget, **search_options)
     return result
 
 
@@ -538,12 +540,12 @@ def test_a_bf16_success_that_fp32_refutes_is_searched_again_in_fp32(tokenizer, s
         words, label, table, weight = random_case(tokenizer, seed)
         if label != 0:
             continue
-        options = {"population": 8, "generations": 5} if search == "genetic" else {}
+        search_options = {"population": 8, "generations": 5} if search == "genetic" else {}
         shifted = BagOfWords(weight, bf16_shift=np.array([-50.0, 50.0]))
         result = attack_one(Victim(shifted, tokenizer, MAX_LENGTH, amp=True), Example(words, 0), search,
-                            dict_synonyms(table), seed=seed, **options)
+                            dict_synonyms(table), seed=seed, **search_options)
         plain = attack_one(Victim(BagOfWords(weight), tokenizer, MAX_LENGTH), Example(words, 0), search,
-                           dict_synonyms(table), seed=seed, **options)
+                           dict_synonyms(table), seed=seed, **search_options)
         assert not result.recheck_mismatch
         if not result.fp32_rerun:
             assert result.status == "successful"  # the bf16 find held in fp32
@@ -678,8 +680,34 @@ def test_pgd_accuracy_at_eps_zero_is_clean_accuracy_and_gives_one_bool_per_examp
     predicted = rift.predict_proba(model, tokenizer, examples, 32).argmax(-1).tolist()
     # half right, half wrong, so clean accuracy is not all or nothing
     labelled = [Example(ex.words, p if n % 2 == 0 else 1 - p) for n, (ex, p) in enumerate(zip(examples, predicted))]
-    clean = attacks.pgd_accuracy(model, tokenizer, labelled, 32, 0.0, 3, "l2", batch_size=3)
+    clean = adversaries.pgd_accuracy(model, tokenizer, labelled, 32, 0.0, 3, "l2", batch_size=3)
     assert clean == [n % 2 == 0 for n in range(len(labelled))]
     for norm in ("l2", "linf"):
-        robust = attacks.pgd_accuracy(model, tokenizer, labelled, 32, 2.0, 2, norm, batch_size=4)
+        robust = adversaries.pgd_accuracy(model, tokenizer, labelled, 32, 2.0, 2, norm, batch_size=4)
         assert len(robust) == len(labelled) and all(type(r) is bool for r in robust)
+
+
+# ---------------------------------------------------------------------------------------------
+# Which examples are attacked
+
+
+def test_sample_examples_draws_what_evaluate_parity_bench_and_train_drew_before_it_was_shared(shared_data):
+    """One function for the examples attacked: the same draws, bit for bit, as the four copies it
+    replaced (written out here as they stood), on SST-2's test split and on pairs."""
+    import data
+    sst2 = data.load_split(data.TASKS["sst2"], "test", str(shared_data))
+    pairs = [Example(tuple("a b c d e f".split()[:n % 6 + 1]), 0, context="x " * (n % 9)) for n in range(300)]
+    old_rules = {"words": lambda ex: attacks.word_count(ex.words),
+                 "textdefender": lambda ex: len((ex.context or ex.text).split(" "))}
+    for examples in (sst2, pairs):
+        for rule, min_words, n, seed in (("words", 4, 1000, 42), ("words", 0, 50, 7), ("textdefender", 5, 100, 42),
+                                         ("words", 4, 10 ** 6, 1)):
+            eligible = [i for i, ex in enumerate(examples) if old_rules[rule](ex) >= min_words]  # evaluate.py's
+            assert attacks.sample_examples(examples, n, seed, min_words, rule) == \
+                random.Random(seed).sample(eligible, min(n, len(eligible)))
+        eligible = [i for i, ex in enumerate(examples) if attacks.word_count(ex.words) >= 4]  # parity.py's
+        assert attacks.sample_examples(examples, 40, 42) == random.Random(42).sample(eligible, 40)
+        assert [examples[i] for i in attacks.long_enough(examples)] == \
+            [ex for ex in examples if attacks.word_count(ex.words) >= 4]  # bench.py's
+        assert [examples[i] for i in attacks.sample_examples(examples, 300, 0, min_words=0)] == \
+            random.Random(0).sample(examples, min(300, len(examples)))  # train.py's robust-selection sentences

@@ -169,7 +169,7 @@ def synonym_sources(attacked, shared_data, cache, monkeypatch):
     import nltk
     monkeypatch.setattr(nltk.data, "path", list(nltk.data.path))  # load_wordnet adds the copy's folder
     counterfitted, _ = synonyms.counterfitted_synonyms(data_dir=str(shared_data))
-    return {"wordnet": synonyms.wordnet_synonyms(), "counterfitted": counterfitted}
+    return {"wordnet": synonyms.wordnet_synonyms()[0], "counterfitted": counterfitted}
 
 
 @pytest.mark.parametrize("synonyms", ["wordnet", "counterfitted"])

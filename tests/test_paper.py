@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import attacks
 import evaluate
 import train
 from conftest import run_cli
@@ -106,7 +107,7 @@ def test_the_length_rules_count_as_textattack_and_as_textdefender():
     attacked text."""
     short = Example(tuple("a film , truly .".split()), 0)  # 5 tokens, 3 words
     pair = Example(("yes",), 0, context="a man is on a horse")
-    words, textdefender = evaluate.LENGTH_RULES["words"], evaluate.LENGTH_RULES["textdefender"]
+    words, textdefender = attacks.LENGTH_RULES["words"], attacks.LENGTH_RULES["textdefender"]
     assert (words(short), textdefender(short)) == (3, 5)
     assert (words(pair), textdefender(pair)) == (1, 6)
 

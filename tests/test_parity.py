@@ -26,7 +26,7 @@ def victim():
 def test_rift_pwws_reaches_textattacks_outcomes(victim, source, shared_data):
     if source == "wordnet" and not (synonyms.DEBIAN_WORDNET / "index.noun").is_file():
         pytest.skip("no WordNet: apt-get install wordnet-base (make setup does)")
-    found = (synonyms.wordnet_synonyms() if source == "wordnet"
+    found = (synonyms.wordnet_synonyms()[0] if source == "wordnet"
              else synonyms.counterfitted_synonyms(data_dir=str(shared_data))[0])
     examples = read_examples(GOLDEN / "sentences.tsv", TASKS["sst2"])
     golden = [json.loads(line) for line in (GOLDEN / f"textattack-{source}.jsonl").open()]

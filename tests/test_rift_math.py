@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import adversaries
 import data
 import rift
 from data import Example
@@ -153,37 +154,37 @@ def test_kl_divergence_matches_torch_kl_div_batchmean():
 @pytest.mark.parametrize("norm", ["l2", "linf"])
 def test_project_puts_every_token_inside_the_ball_and_is_idempotent(norm):
     delta = torch.randn(3, 7, 16) * 2
-    projected = rift.project(delta, 0.5, norm)
+    projected = adversaries.project(delta, 0.5, norm)
     if norm == "l2":
         assert (projected.norm(dim=-1) <= 0.5 + 1e-6).all()
     else:
         assert projected.abs().max() <= 0.5
-    assert torch.allclose(rift.project(projected, 0.5, norm), projected, atol=1e-7)
+    assert torch.allclose(adversaries.project(projected, 0.5, norm), projected, atol=1e-7)
 
 
 def test_project_l2_leaves_points_inside_unchanged_and_scales_the_others_to_the_sphere():
     inside, outside = torch.tensor([0.3, 0.0, 0.4]), torch.tensor([3.0, 0.0, 4.0])  # norms 0.5 and 5
-    projected = rift.project(torch.stack([inside, outside]), 1.0, "l2")
+    projected = adversaries.project(torch.stack([inside, outside]), 1.0, "l2")
     assert torch.equal(projected[0], inside)
     assert torch.allclose(projected[1], outside / 5)
 
 
 def test_project_linf_clamps_each_entry():
     delta = torch.tensor([[0.2, -0.9, 1.5, -0.1]])
-    assert torch.equal(rift.project(delta, 0.5, "linf"), torch.tensor([[0.2, -0.5, 0.5, -0.1]]))
+    assert torch.equal(adversaries.project(delta, 0.5, "linf"), torch.tensor([[0.2, -0.5, 0.5, -0.1]]))
 
 
 @pytest.mark.parametrize("norm", ["l2", "linf"])
 def test_random_start_lies_in_the_ball_and_is_not_degenerate(norm):
     torch.manual_seed(0)
-    start = rift.random_start((4, 9, 16), 0.3, norm, "cpu")
+    start = adversaries.random_start((4, 9, 16), 0.3, norm, "cpu")
     assert start.shape == (4, 9, 16)
     if norm == "l2":
         radii = start.norm(dim=-1)
         assert (radii <= 0.3 + 1e-6).all() and radii.min() < 0.1 and radii.max() > 0.2
     else:
         assert start.abs().max() <= 0.3 and start.abs().max() > 0.25
-    assert torch.equal(rift.project(start, 0.3, norm), start)
+    assert torch.equal(adversaries.project(start, 0.3, norm), start)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,7 +220,7 @@ def test_pgd_perturbation_stays_in_the_ball_for_every_token(classifier, norm, ep
     model, tokenizer = classifier
     batch = sentence_batch(tokenizer)
     embeds, logits = clean_pass(model.eval(), batch)
-    delta = rift.pgd_perturbation(model, embeds, batch, rift.kl_objective(logits), eps, steps=4, norm=norm)
+    delta = adversaries.pgd_perturbation(model, embeds, batch, rift.kl_objective(logits), eps, steps=4, norm=norm)
     assert delta.shape == embeds.shape
     if norm == "l2":
         assert (delta.norm(dim=-1) <= eps * (1 + 1e-5)).all()
@@ -232,7 +233,7 @@ def test_pgd_perturbation_is_zero_outside_the_attacked_tokens(classifier):
     model, tokenizer = classifier
     batch = sentence_batch(tokenizer)
     embeds, logits = clean_pass(model.eval(), batch)
-    delta = rift.pgd_perturbation(model, embeds, batch, rift.kl_objective(logits), 0.1, steps=3, norm="l2")
+    delta = adversaries.pgd_perturbation(model, embeds, batch, rift.kl_objective(logits), 0.1, steps=3, norm="l2")
     moved = delta.norm(dim=-1) > 0
     assert torch.equal(moved, batch["attacked_tokens"])
     assert not moved[:, 0].any()  # [CLS]
@@ -244,7 +245,7 @@ def test_pgd_perturbation_never_touches_the_context_of_a_pair(classifier):
     model, tokenizer = classifier
     batch = sentence_batch(tokenizer, contexts=["the premise is here", "a man sleeps", "two dogs", "it rains"])
     embeds, logits = clean_pass(model.eval(), batch)
-    delta = rift.pgd_perturbation(model, embeds, batch, rift.kl_objective(logits), 0.1, steps=3, norm="l2")
+    delta = adversaries.pgd_perturbation(model, embeds, batch, rift.kl_objective(logits), 0.1, steps=3, norm="l2")
     moved = delta.norm(dim=-1) > 0
     hypothesis = torch.tensor([[s == 1 for s in batch.sequence_ids(i)] for i in range(len(SENTENCES))])
     context = torch.tensor([[s == 0 for s in batch.sequence_ids(i)] for i in range(len(SENTENCES))])
@@ -261,9 +262,9 @@ def test_pgd_raises_kl_well_above_a_random_start_of_the_same_radius(classifier, 
     pgd_kl, random_kl = 0.0, 0.0
     for seed in range(3):
         torch.manual_seed(seed)
-        delta = rift.pgd_perturbation(model, embeds, batch, rift.kl_objective(logits), eps, steps=5, norm=norm)
+        delta = adversaries.pgd_perturbation(model, embeds, batch, rift.kl_objective(logits), eps, steps=5, norm=norm)
         pgd_kl += rift.kl_divergence(logits, rift.classify(model, embeds + delta, batch)[0]).item()
-        noise = rift.random_start(embeds.shape, eps, norm, "cpu") * mask
+        noise = adversaries.random_start(embeds.shape, eps, norm, "cpu") * mask
         random_kl += rift.kl_divergence(logits, rift.classify(model, embeds + noise, batch)[0]).item()
     assert pgd_kl > 10 * max(random_kl, 0.0) and pgd_kl > 1e-4
 
@@ -274,15 +275,15 @@ def test_misclassification_pgd_raises_the_true_label_loss_above_a_random_start(c
     batch = sentence_batch(tokenizer)
     embeds, _ = clean_pass(model.eval(), batch)
     mask = batch["attacked_tokens"].unsqueeze(-1)
-    objective = rift.misclassification_objective(batch["labels"])
+    objective = adversaries.misclassification_objective(batch["labels"])
     torch.manual_seed(0)
-    delta = rift.pgd_perturbation(model, embeds, batch, objective, eps, steps=5, norm=norm)
-    noise = rift.random_start(embeds.shape, eps, norm, "cpu") * mask
+    delta = adversaries.pgd_perturbation(model, embeds, batch, objective, eps, steps=5, norm=norm)
+    noise = adversaries.random_start(embeds.shape, eps, norm, "cpu") * mask
     with torch.no_grad():
         attacked = objective(rift.classify(model, embeds + delta, batch)[0]).item()
         random = objective(rift.classify(model, embeds + noise, batch)[0]).item()
         clean = objective(rift.classify(model, embeds, batch)[0]).item()
-    label_zero = rift.misclassification_objective(torch.tensor([0]))
+    label_zero = adversaries.misclassification_objective(torch.tensor([0]))
     assert label_zero(torch.tensor([[2.0, 0.0]])).item() == pytest.approx(math.log(1 + math.exp(-2.0)))
     assert attacked > random + 1e-4 and attacked > clean + 1e-4
 
@@ -311,7 +312,7 @@ def test_pgd_reaches_the_known_worst_case_of_a_linear_model(norm):
     model = LinearBag(w)
     clean = model(embeds, batch["attention_mask"]).logits
     eps = 0.05
-    delta = rift.pgd_perturbation(model, embeds, batch, rift.kl_objective(clean), eps, steps=10, norm=norm)
+    delta = adversaries.pgd_perturbation(model, embeds, batch, rift.kl_objective(clean), eps, steps=10, norm=norm)
     shift = (delta.sum(1) @ w).abs()  # how far the logit moved
     per_token = eps * (w.norm() if norm == "l2" else w.abs().sum())
     assert torch.all(shift >= 0.95 * attacked.sum(1) * per_token), (shift, attacked.sum(1) * per_token)
@@ -323,7 +324,7 @@ def test_pgd_perturbation_leaves_the_model_mode_as_it_found_it(classifier, train
     batch = sentence_batch(tokenizer)
     embeds, logits = clean_pass(model.eval(), batch)
     model.train(training)
-    rift.pgd_perturbation(model, embeds, batch, rift.kl_objective(logits), 0.1, steps=2, norm="l2")
+    adversaries.pgd_perturbation(model, embeds, batch, rift.kl_objective(logits), 0.1, steps=2, norm="l2")
     assert all(m.training == training for m in model.modules())
 
 
@@ -331,7 +332,7 @@ def test_pgd_perturbation_computes_no_weight_gradients(classifier):
     model, tokenizer = classifier
     batch = sentence_batch(tokenizer)
     embeds, logits = clean_pass(model.eval(), batch)
-    rift.pgd_perturbation(model, embeds, batch, rift.kl_objective(logits), 0.1, steps=2, norm="l2")
+    adversaries.pgd_perturbation(model, embeds, batch, rift.kl_objective(logits), 0.1, steps=2, norm="l2")
     assert all(p.grad is None for p in model.parameters())
 
 
@@ -358,7 +359,7 @@ def adversarial_logits_by_hand(model, batch, seed, eps, steps, norm):
     embeds = model.get_input_embeddings()(batch["input_ids"])
     logits = plain_logits(model, batch)
     torch.manual_seed(seed)
-    delta = rift.pgd_perturbation(model, embeds, batch, rift.kl_objective(logits), eps, steps, norm)
+    delta = adversaries.pgd_perturbation(model, embeds, batch, rift.kl_objective(logits), eps, steps, norm)
     out = model(inputs_embeds=embeds + delta, attention_mask=batch["attention_mask"],
                 token_type_ids=batch["token_type_ids"], output_hidden_states=True)
     return logits, out.logits, out.hidden_states[-1][:, 0]
@@ -374,7 +375,7 @@ def test_adv_loss_is_ce_plus_beta_kl_to_the_pgd_adversary(classifier):
     batch = sentence_batch(tokenizer)
     model.eval()  # no dropout: the hand computation sees the same network
     torch.manual_seed(7)
-    terms = rift.training_loss("adv", model, batch, rift.PGD(eps=0.1, steps=3, norm="l2"), beta=4.0)
+    terms = rift.training_loss("adv", model, batch, adversaries.PGD(eps=0.1, steps=3, norm="l2"), beta=4.0)
     logits, adv_logits, _ = adversarial_logits_by_hand(model, batch, 7, 0.1, 3, "l2")
     ce, kl = F.cross_entropy(logits, batch["labels"]), hand_kl(logits, adv_logits)
     assert kl.item() > 1e-4  # the KL term is not negligible, so the check below has teeth
@@ -401,7 +402,7 @@ def test_rift_loss_adds_alpha_times_conditional_info_nce_of_adversarial_student_
     batch = sentence_batch(tokenizer)
     model.eval()
     torch.manual_seed(3)
-    terms = rift.training_loss("rift", model, batch, rift.PGD(eps=0.1, steps=3, norm="l2"), teacher=teacher,
+    terms = rift.training_loss("rift", model, batch, adversaries.PGD(eps=0.1, steps=3, norm="l2"), teacher=teacher,
                                critics=critics, alpha=0.5, beta=2.0, tau=0.2)
     logits, adv_logits, adv_features = adversarial_logits_by_hand(model, batch, 3, 0.1, 3, "l2")
     clean_teacher = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -419,7 +420,7 @@ def test_rift_loss_gradients_reach_student_and_critics_but_not_the_teacher(rift_
     model, tokenizer, teacher, critics = rift_parts
     batch = sentence_batch(tokenizer)
     model.train()
-    terms = rift.training_loss("rift", model, batch, rift.PGD(eps=0.1, steps=2, norm="l2"), teacher=teacher,
+    terms = rift.training_loss("rift", model, batch, adversaries.PGD(eps=0.1, steps=2, norm="l2"), teacher=teacher,
                                critics=critics, alpha=0.5, beta=2.0)
     terms["loss"].backward()
     assert all(not p.requires_grad and p.grad is None for p in teacher.parameters())

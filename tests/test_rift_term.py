@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import attacks
+import adversaries
 import data
 import rift
 import studies
@@ -28,14 +28,14 @@ from test_ascc import SENTENCES, SYNONYMS, LinearBag, synonyms
 
 
 def test_critics_at_the_default_learning_rate_learn_s_equals_t_and_at_the_encoders_barely():
-    """S = T: the bound is limited only by log B_y and by the critics. At train.CRITIC_LR they get
+    """S = T: the bound is limited only by log B_y and by the critics. At rift.CRITIC_LR they get
     most of the way within 60 steps; at the encoder's 2e-5 they stay near 0."""
     torch.manual_seed(0)
     features = torch.randn(512, 32)  # (N, H)
     labels = [i % 2 for i in range(512)]
     settings = dict(studies.CRITICS, steps=60)
     ceiling = math.log(settings["batch_size"] // 2)
-    fast = studies.critic_trajectory(features, labels, train.CRITIC_LR, settings)
+    fast = studies.critic_trajectory(features, labels, rift.CRITIC_LR, settings)
     slow = studies.critic_trajectory(features, labels, 2e-5, settings)
     assert abs(fast[0]) < 0.2 * ceiling  # random critics: S = T, yet the bound starts near 0
     assert statistics.fmean(fast[-10:]) > 0.7 * ceiling
@@ -44,7 +44,7 @@ def test_critics_at_the_default_learning_rate_learn_s_equals_t_and_at_the_encode
 
 
 def test_presets_keep_the_releases_critic_learning_rate_and_a_flag_wins():
-    assert train.parse_args([]).critic_lr == train.CRITIC_LR
+    assert train.parse_args([]).critic_lr == rift.CRITIC_LR
     assert train.parse_args(["--preset", "paper-imdb"]).critic_lr == 2e-5
     assert train.parse_args(["--preset", "paper-snli", "--critic-lr", "1e-3"]).critic_lr == 1e-3
 
@@ -260,16 +260,16 @@ def test_ascc_substitution_picks_the_worst_vertex_of_a_linear_model_found_by_bru
     batch = {"input_ids": candidates[..., 0], "attention_mask": torch.ones(1, 5, dtype=torch.long),
              "labels": torch.tensor([0])}
     best = max(itertools.product(*[g.tolist() for g in groups]), key=lambda choice: score[list(choice)].sum().item())
-    chosen = rift.ascc_substitution(model, batch, candidates)
+    chosen = adversaries.ascc_substitution(model, batch, candidates)
     assert tuple(chosen[0, 1:4].tolist()) == best
     assert chosen[0, 0] == 30 and chosen[0, 4] == 31  # positions without candidates stay
 
 
 def test_ascc_attack_changes_words_only_into_their_neighbours_and_scores_the_text_it_reports(sharp, tiny_model):
     model, tokenizer = sharp
-    table = rift.neighbour_table(tokenizer, synonyms)
+    table = adversaries.neighbour_table(tokenizer, synonyms)
     examples = [Example(tuple(s.split()), i % 2) for i, s in enumerate(SENTENCES)]
-    results = dict(attacks.ascc_attack(model, tokenizer, examples, table, 32, seed=3, batch_size=2))
+    results = dict(adversaries.ascc_attack(model, tokenizer, examples, table, 32, seed=3, batch_size=2))
     assert sorted(results) == list(range(len(examples)))
     changed_any = False
     for n, result in results.items():
@@ -287,10 +287,10 @@ def test_ascc_attack_changes_words_only_into_their_neighbours_and_scores_the_tex
 
 def test_ascc_attack_gives_each_chunk_the_same_texts_whatever_ran_before(sharp):
     model, tokenizer = sharp
-    table = rift.neighbour_table(tokenizer, synonyms)
+    table = adversaries.neighbour_table(tokenizer, synonyms)
     examples = [Example(tuple(s.split()), i % 2) for i, s in enumerate(SENTENCES)]
-    whole = dict(attacks.ascc_attack(model, tokenizer, examples, table, 32, seed=3, batch_size=2))
-    resumed = dict(attacks.ascc_attack(model, tokenizer, examples, table, 32, seed=3, batch_size=2, done={0, 1}))
+    whole = dict(adversaries.ascc_attack(model, tokenizer, examples, table, 32, seed=3, batch_size=2))
+    resumed = dict(adversaries.ascc_attack(model, tokenizer, examples, table, 32, seed=3, batch_size=2, done={0, 1}))
     assert sorted(resumed) == [2, 3]
     assert all(resumed[n].perturbed == whole[n].perturbed and resumed[n].status == whole[n].status for n in resumed)
 

@@ -49,7 +49,7 @@ def debian_wordnet(tmp_path_factory):
     with pytest.MonkeyPatch.context() as monkeypatch:
         no_nltk_data(monkeypatch, cache)
         reader = synonyms.load_wordnet()
-        every_sense, usual_sense = synonyms.wordnet_synonyms("all"), synonyms.wordnet_synonyms("usual")
+        (every_sense, _), (usual_sense, _) = synonyms.wordnet_synonyms("all"), synonyms.wordnet_synonyms("usual")
         yield reader, (every_sense, usual_sense), cache, list(SpyLoader.raised)
 
 
@@ -93,6 +93,12 @@ def test_wordnet_synonyms_take_every_sense_as_textattack_does(debian_wordnet):
         assert found and word not in found and len(found) == len(set(found)), word
         assert not any("_" in s for s in found), (word, found)
     assert every_sense("qwertyuiop") == ()
+
+
+def test_wordnet_gives_its_synonyms_and_their_record_as_every_source_does(debian_wordnet):
+    for pos in synonyms.WORDNET_POS:
+        words, source = synonyms.wordnet_synonyms(pos)
+        assert source == {"synonyms": "wordnet", "pos": pos} and "movie" in words("film")
 
 
 def test_wordnet_synonyms_of_the_usual_part_of_speech(debian_wordnet):

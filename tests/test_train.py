@@ -377,6 +377,42 @@ def test_every_float_setting_refuses_nan_and_infinities_and_a_learning_rate_must
     assert train.parse_args(["--lr", "1e-5"]).lr == 1e-5
 
 
+def test_each_default_has_one_home_and_the_values_it_had():
+    """The command lines take their defaults from the constants beside the code they belong to, and
+    the adversaries' own defaults are the same ones."""
+    import adversaries
+    import attacks
+    import evaluate
+    import synonyms
+    t, e = train.parse_args([]), evaluate.parse_args([])
+    assert (t.alpha, t.beta, t.tau, t.lr, t.critic_lr, t.weight_decay, t.warmup, t.batch_size) == (
+        rift.ALPHA, rift.BETA, rift.TAU, rift.LR, rift.CRITIC_LR, rift.WEIGHT_DECAY, rift.WARMUP, rift.BATCH_SIZE) == (
+        0.1, 10.0, 0.2, 2e-5, 1e-3, 0.01, 0.1, 32)
+    assert adversaries.PGD() == adversaries.PGD(t.adv_eps, t.adv_steps, t.adv_norm) == adversaries.PGD(0.1, 3, "l2")
+    assert adversaries.ASCC(None) == adversaries.ASCC(None, t.ascc_steps, t.ascc_lr, t.ascc_entropy) == \
+        adversaries.ASCC(None, 10, 1.0, 15 / (300 * 128))
+    assert (e.ascc_steps, e.pgd_steps, e.pgd_norm, e.min_words, e.population, e.generations, e.neighbours, e.min_cos) == (
+        adversaries.ASCC_STEPS, adversaries.PGD_ATTACK_STEPS, adversaries.PGD_NORM, attacks.MIN_WORDS,
+        attacks.POPULATION, attacks.GENERATIONS, synonyms.VECTOR_NEIGHBOURS, synonyms.VECTOR_MIN_COS) == (
+        10, 10, "l2", 4, 60, 40, 50, 0.5)
+
+
+def test_train_and_evaluate_read_the_same_data_flags(capsys):
+    """cli.add_data_flags writes them once for both command lines; their ranges are argparse's."""
+    import evaluate
+    flags = ["--data-dir", "D", "--text-column", "t", "--label-column", "l", "--context-column", "c",
+             "--labels", "a,b", "--max-length", "7"]
+    for parse in (train.parse_args, evaluate.parse_args):
+        cfg = parse(flags)
+        assert (cfg.data_dir, cfg.text_column, cfg.label_column, cfg.context_column, cfg.labels, cfg.max_length) == (
+            "D", "t", "l", "c", "a,b", 7)
+        defaults = parse([])
+        assert (defaults.text_column, defaults.label_column, defaults.max_length) == ("text", "label", None)
+        with pytest.raises(SystemExit) as exit:
+            parse(["--max-length", "0"])
+        assert exit.value.code == 2 and "argument --max-length" in capsys.readouterr().err.splitlines()[-1]
+
+
 def test_a_nan_learning_rate_is_a_one_line_argparse_error_before_anything_runs(tmp_path):
     result = run_cli("--lr", "nan", "--out", tmp_path / "run", cache=tmp_path / "cache")
     assert result.returncode == 2 and "Traceback" not in result.stderr
