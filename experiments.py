@@ -8,7 +8,8 @@ bench.py is the command line:
     python bench.py plot RUN    # a train.py run's loss terms, MI bound, dev accuracy -> RUN/training.png
 
 Every runner resumes: a run, evaluation or CKA that has finished is not repeated, and one cut short
-goes on from its last save, so a table can be filled over several sessions.
+goes on from its last save, so a table can be filled over several sessions (runner.py: how a runner
+tells what has finished, and the page writer that keeps the text written below the tables).
 """
 
 import json
