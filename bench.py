@@ -296,17 +296,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     timing = command("cost", "what training and attacks cost on this machine -> bench.json (the default command)")
     timing.add_argument("--smoke", action="store_true", help="a tiny random model, a few batches and examples (seconds)")
-    timing.add_argument("--model", default=DEFAULT_MODEL, help="the encoder whose training steps are timed "
-                                                             "(default: %(default)s)")
+    timing.add_argument("--model", default=DEFAULT_MODEL,
+                        help="the encoder whose training steps are timed (default: %(default)s)")
     timing.add_argument("--checkpoint", help="the fine-tuned model attacked (default: the newest run's best/)")
     timing.add_argument("--batch-size", type=at_least(2), default=32, help="training batch, even (default: %(default)s)")
-    timing.add_argument("--adversary", default="pgd", choices=ADVERSARIES, help="the training adversary "
-                                                                             "(default: %(default)s)")
+    timing.add_argument("--adversary", default="pgd", choices=ADVERSARIES,
+                        help="the training adversary (default: %(default)s)")
     timing.add_argument("--adv-steps", type=at_least(1), default=3, help="PGD steps K (default: %(default)s)")
     timing.add_argument("--ascc-steps", type=at_least(1), default=10, help="ASCC steps K (default: %(default)s)")
     timing.add_argument("--amp", action="store_true", help="time the training steps under bf16 autocast")
-    timing.add_argument("--repeats", type=at_least(1), default=3, help="timed passes over the 4 batches "
-                                                                     "(default: %(default)s)")
+    timing.add_argument("--repeats", type=at_least(1), default=3,
+                        help="timed passes over the 4 batches (default: %(default)s)")
     timing.add_argument("--attack-examples", type=at_least(1), default=200, help="PWWS examples (default: %(default)s)")
     timing.add_argument("--json", default="bench.json", help="where the numbers go (default: %(default)s)")
     command("results", "standard / adv / rift (PGD) on SST-2, attacked -> results/sst2-minilm.*",
