@@ -1,9 +1,10 @@
 """What rift costs, measured on this machine; and the command line of the result tables of
-experiments.py and parity.py (what rift achieves).
+experiments.py, studies.py and parity.py (what rift achieves). Each command has its own flags
+(python bench.py COMMAND --help); with none, the command is cost.
 
     python bench.py                 # cost: training-step ratios and attack time shares -> bench.json
     python bench.py --smoke         # the same on a tiny random model in seconds (CI keeps it working)
-    python bench.py --adversary ascc  # the same with the paper's adversary instead of PGD
+    python bench.py cost --adversary ascc  # the same with the paper's adversary instead of PGD
     python bench.py results         # train standard/adv/rift on SST-2, attack each -> results/
     python bench.py frontier        # adv and rift (ASCC) at several beta, attacked, CKA -> results/
     python bench.py critics         # the InfoNCE critics alone on S = T, by learning rate -> results/critic-lr.*
@@ -33,6 +34,7 @@ import json
 import resource
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,9 +45,10 @@ import attacks
 import synonyms
 from cli import at_least, environment, format_table, newest_run, pick_device, run_command
 from data import TASKS, UsageError, load_split, tokenize
-from experiments import frontier, plot_run, results, tiny_model
+from experiments import frontier, plot_run, results
 from parity import parity
-from studies import critics_study, study_command
+from runner import tiny_model
+from studies import STUDIES, critics_study, study_command
 from adversaries import (ADVERSARIES, ASCC, ASCC_STEPS, PGD, PGD_EPS, PGD_STEPS, ascc_weights, batch_candidates,
                          neighbour_table, pgd_perturbation)
 from rift import (ALPHA, BATCH_SIZE, BETA, DEFAULT_MODEL, METHODS, TAU, Critics, classify, kl_objective,
@@ -265,59 +268,95 @@ def newest_checkpoint() -> str:
 
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """One sub-command per table or figure, each with only its own flags."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", nargs="?", default="cost",
-                   choices=["cost", "results", "frontier", "critics", "pilot", "snli", "long", "parity", "plot"])
-    p.add_argument("run", nargs="?", help="plot: the run folder")
-    p.add_argument("--table-only", action="store_true",
-                   help="results, frontier, pilot, snli, long: write the tables and figure from the runs that have "
-                        "finished; run nothing")
-    p.add_argument("--smoke", action="store_true",
-                   help="cost, frontier, critics, pilot, snli, long: a tiny random model, a few batches and examples "
-                        "(seconds, minutes)")
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help="cost: the encoder whose training steps are timed; frontier, critics, pilot, snli, long: the "
-                        "pre-trained encoder")
-    p.add_argument("--checkpoint", help="cost: the fine-tuned model attacked (default: the newest run)")
-    p.add_argument("--batch-size", type=at_least(2), default=BATCH_SIZE, help="cost: training batch, even (default: %(default)s)")
-    p.add_argument("--adversary", default="pgd", choices=ADVERSARIES, help="cost: the training adversary (default: %(default)s)")
-    p.add_argument("--adv-steps", type=at_least(1), default=PGD_STEPS, help="cost: PGD steps K (default: %(default)s)")
-    p.add_argument("--ascc-steps", type=at_least(1), default=ASCC_STEPS, help="cost: ASCC steps K (default: %(default)s)")
-    p.add_argument("--amp", action="store_true", help="cost: time the training steps under bf16 autocast")
-    p.add_argument("--repeats", type=at_least(1), default=3,
-                   help="cost: timed passes over the 4 batches (default: %(default)s)")
-    p.add_argument("--attack-examples", type=at_least(1), default=200, help="cost: PWWS examples (default: %(default)s)")
-    p.add_argument("--json", default="bench.json", help="cost: where the numbers go (default: %(default)s)")
-    p.add_argument("--data-dir", help="folder holding sst2/ (else $RIFT_DATA, else the cache)")
-    p.add_argument("--runs", help="results, frontier, pilot, snli, long, parity: the run folders (default: "
-                                  "runs/<command>)")
-    p.add_argument("--results-dir", default="results",
-                   help="results, frontier, critics, pilot, snli, long, parity: the tables and figures "
-                        "(default: %(default)s)")
-    p.add_argument("--checkpoints", nargs="+", help="parity: the train.py runs on SST-2 attacked by both tools")
-    p.add_argument("--parity-examples", type=at_least(1), default=200,
-                   help="parity: SST-2 test sentences, drawn with seed 42 (default: %(default)s)")
-    p.add_argument("--peer", default=str(Path(__file__).resolve().parent.parent / "shared" / "peers" / "textattack"),
-                   help="parity: the TextAttack harness folder (default: ../shared/peers/textattack)")
-    args = p.parse_args(argv)
-    if args.command == "plot":
-        if not args.run:
-            raise UsageError("plot needs a run folder: python bench.py plot runs/<run>")
-        plot_run(Path(args.run))
-    elif args.command == "results":
-        results(args)
-    elif args.command == "frontier":
-        frontier(args)
-    elif args.command == "critics":
-        critics_study(args.model, args.data_dir, Path(args.results_dir), args.smoke)
-    elif args.command in ("pilot", "snli", "long"):
-        study_command(args.command, args.model, args.data_dir, Path(args.runs) if args.runs else None,
-                      Path(args.results_dir), args.smoke, args.table_only)
-    elif args.command == "parity":
-        parity(args)
-    else:
+    commands = p.add_subparsers(dest="command", required=True)
+
+    # The flags several commands share, each written once.
+    data = argparse.ArgumentParser(add_help=False)
+    data.add_argument("--data-dir", help="folder holding the data sets (else $RIFT_DATA, else the cache)")
+    results_dir = argparse.ArgumentParser(add_help=False)
+    results_dir.add_argument("--results-dir", type=Path, default=Path("results"),
+                             help="where the tables and figures go (default: %(default)s)")
+    table_only = argparse.ArgumentParser(add_help=False)
+    table_only.add_argument("--table-only", action="store_true",
+                            help="write the tables and figure from the runs that have finished; run nothing")
+    encoder = argparse.ArgumentParser(add_help=False)
+    encoder.add_argument("--model", default=DEFAULT_MODEL, help="the pre-trained encoder (default: %(default)s)")
+    encoder.add_argument("--smoke", action="store_true",
+                         help="a tiny random model, a few steps and examples (seconds to minutes)")
+
+    def runs(command: str) -> argparse.ArgumentParser:
+        flag = argparse.ArgumentParser(add_help=False)
+        flag.add_argument("--runs", type=Path, default=Path("runs") / command,
+                          help="the run folders (default: %(default)s)")
+        return flag
+
+    def command(name: str, summary: str, *parents) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, description=summary, parents=[*parents, data])
+
+    timing = command("cost", "what training and attacks cost on this machine -> bench.json (the default command)")
+    timing.add_argument("--smoke", action="store_true", help="a tiny random model, a few batches and examples (seconds)")
+    timing.add_argument("--model", default=DEFAULT_MODEL,
+                        help="the encoder whose training steps are timed (default: %(default)s)")
+    timing.add_argument("--checkpoint", help="the fine-tuned model attacked (default: the newest run's best/)")
+    timing.add_argument("--batch-size", type=at_least(2), default=BATCH_SIZE, help="training batch, even (default: %(default)s)")
+    timing.add_argument("--adversary", default="pgd", choices=ADVERSARIES,
+                        help="the training adversary (default: %(default)s)")
+    timing.add_argument("--adv-steps", type=at_least(1), default=PGD_STEPS, help="PGD steps K (default: %(default)s)")
+    timing.add_argument("--ascc-steps", type=at_least(1), default=ASCC_STEPS, help="ASCC steps K (default: %(default)s)")
+    timing.add_argument("--amp", action="store_true", help="time the training steps under bf16 autocast")
+    timing.add_argument("--repeats", type=at_least(1), default=3,
+                        help="timed passes over the 4 batches (default: %(default)s)")
+    timing.add_argument("--attack-examples", type=at_least(1), default=200, help="PWWS examples (default: %(default)s)")
+    timing.add_argument("--json", default="bench.json", help="where the numbers go (default: %(default)s)")
+    command("results", "standard / adv / rift (PGD) on SST-2, attacked -> results/sst2-minilm.*",
+            runs("results"), results_dir, table_only)
+    command("frontier", "adv and rift (ASCC) at several beta, attacked, CKA -> results/sst2-frontier.*",
+            runs("frontier"), results_dir, table_only, encoder)
+    command("critics", "the InfoNCE critics alone on S = T, by learning rate -> results/critic-lr.*",
+            results_dir, encoder)
+    for name in STUDIES:
+        command(name, f"{STUDIES[name].title} -> results/{STUDIES[name].name}.*",
+                runs(name), results_dir, table_only, encoder)
+    peers = command("parity", "rift's PWWS beside TextAttack's on the same models -> results/parity-sst2.*",
+                     runs("parity"), results_dir)
+    peers.add_argument("--checkpoints", nargs="+", help="the train.py runs on SST-2 attacked by both tools")
+    peers.add_argument("--examples", type=at_least(1), default=200,
+                        help="SST-2 test sentences, drawn with seed 42 (default: %(default)s)")
+    peers.add_argument("--peer", type=Path, default=Path(__file__).resolve().parent.parent / "shared" / "peers" /
+                        "textattack", help="the TextAttack harness folder (default: ../shared/peers/textattack)")
+    plot = commands.add_parser("plot", help="a train.py run's loss terms, MI bound and dev accuracy -> RUN/training.png",
+                               description="a train.py run's loss terms, MI bound and dev accuracy -> RUN/training.png")
+    plot.add_argument("run", type=Path, help="the run folder")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """No command means cost, and flags before any command are cost's (`python bench.py --smoke`)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
+        argv = ["cost", *argv]
+    return build_parser().parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.command == "cost":
         cost(args)
+    elif args.command == "results":
+        results(args.runs, args.results_dir, args.data_dir, args.table_only)
+    elif args.command == "frontier":
+        frontier(args.runs, args.results_dir, args.data_dir, args.model, args.smoke, args.table_only)
+    elif args.command == "critics":
+        critics_study(args.model, args.data_dir, args.results_dir, args.smoke)
+    elif args.command in STUDIES:
+        study_command(args.command, args.model, args.data_dir, args.runs, args.results_dir, args.smoke, args.table_only)
+    elif args.command == "parity":
+        parity(args.checkpoints, args.peer, args.examples, args.runs, args.results_dir, args.data_dir)
+    else:
+        plot_run(args.run)
 
 
 if __name__ == "__main__":

@@ -8,24 +8,24 @@ bench.py is the command line:
     python bench.py plot RUN    # a train.py run's loss terms, MI bound, dev accuracy -> RUN/training.png
 
 Every runner resumes: a run, evaluation or CKA that has finished is not repeated, and one cut short
-goes on from its last save, so a table can be filled over several sessions.
+goes on from its last save, so a table can be filled over several sessions (runner.py: how a runner
+tells what has finished, and the page writer that keeps the text written below the tables).
 """
 
 import json
 import math
-import shutil
 import statistics
-import subprocess
-import sys
 from datetime import date
 from pathlib import Path
 
 import numpy as np
-import transformers
 
 from cli import format_table, pyplot
-from data import TASKS, UsageError, load_split, read_text
-from rift import DEFAULT_MODEL, METHODS, load_classifier, make_teacher, model_path, teacher_similarity
+from data import UsageError
+from rift import DEFAULT_MODEL, METHODS
+from runner import (ATTACK_SEED, add_evaluation, data_flags, evaluated, example_outcomes, measured_cka, paired_difference,
+                    recorded, run_cli, run_config, teacher_cka, tiny_model, trained, training_log, words_changed,
+                    write_page)
 
 # The results command: the same seed, subset and epochs for all three methods.
 RESULTS = dict(task="sst2", train_examples=8000, epochs=1, seed=42, lr=5e-5, test_examples=500, eps=[0.02, 0.05, 0.1])
@@ -40,50 +40,16 @@ def first_recipe(lr: float) -> list[str]:
     return ["--select-on", "clean", "--feature", "cls", "--critic-lr", str(lr)]
 
 
-def tiny_model(folder: Path) -> str:
-    """A 2-layer random BERT encoder with the default model's tokenizer: the smoke tests' model."""
-    tokenizer = transformers.AutoTokenizer.from_pretrained(model_path(DEFAULT_MODEL))
-    config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
-    transformers.BertModel(config).save_pretrained(folder)  # a pre-trained encoder: any number of classes
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
-
 # ---------------------------------------------------------------------------------------------
 # The results table
 
-def run_cli(command: list[str], folder: Path) -> None:
-    """Run train.py or evaluate.py unless `folder` holds its finished output. An interrupted run
-    is resumed from where it was saved (train.py: its last/, evaluate.py: its results.json); one
-    with nothing saved yet is started again."""
-    if command[0] == "train.py":
-        done = (folder / "summary.json").is_file()
-        resumable = (folder / "last" / "training_state.json").is_file()
-        data = command[command.index("--data-dir"):][:2] if "--data-dir" in command else []
-    else:
-        done = (folder / "results.json").is_file() and json.loads(read_text(folder / "results.json")).get("complete", True)
-        resumable, data = (folder / "results.json").is_file(), []
-    if done:
-        print(f"done already: {folder}")
-        return
-    if resumable:
-        command = [command[0], "--resume", str(folder), *data]
-    elif folder.exists():
-        shutil.rmtree(folder)
-    print("+ python " + " ".join(command), flush=True)
-    if subprocess.run([sys.executable, *command]).returncode != 0:
-        raise UsageError(f"python {' '.join(command)} failed (its error is above); rerun to resume")
-
-
-def results(args) -> None:
+def results(root: Path, results_dir: Path, data_dir: str | None, table_only: bool) -> None:
+    """Train standard, adv and rift under root (unless finished), attack each, write the table."""
     r = RESULTS
-    root = Path(args.runs or "runs/results")
-    if args.table_only:
-        write_results(root, Path(args.results_dir))
+    if table_only:
+        write_results(root, results_dir)
         return
-    data = ["--data-dir", args.data_dir] if args.data_dir else []
+    data = data_flags(data_dir)
     for method in METHODS:
         run = root / f"{r['task']}-{method}"
         run_cli(["train.py", "--task", r["task"], "--method", method, "--max-train-examples", str(r["train_examples"]),
@@ -96,33 +62,35 @@ def results(args) -> None:
         run_cli(["evaluate.py", "--checkpoint", str(run), "--attack", "pgd", "--eps", *map(str, r["eps"]),
                  "--num-examples", str(r["test_examples"]), "--seed", str(r["seed"]),
                  "--out", str(run / "eval" / "pgd"), *data], run / "eval" / "pgd")
-    write_results(root, Path(args.results_dir))
+    write_results(root, results_dir)
 
 
 def write_results(root: Path, folder: Path) -> None:
     """results/<task>-minilm.{md,json,png} from the finished runs and evaluations under root."""
     r = RESULTS
-    missing = [str(root / f"{r['task']}-{method}" / "summary.json") for method in METHODS
-               if not (root / f"{r['task']}-{method}" / "summary.json").is_file()]
+    runs = {method: root / f"{r['task']}-{method}" for method in METHODS}
+    evaluations = [*(f"{attack}-{source}" for attack, source in RESULTS_ATTACKS), "pgd"]
+    missing = [str(run) for run in runs.values() if trained(run) is None]
+    missing += [str(run / "eval" / name) for run in runs.values() for name in evaluations
+                if trained(run) is not None and evaluated(run / "eval" / name) is None]
     if missing:
-        raise UsageError(f"no finished run at {', '.join(missing)}: run python bench.py results")
+        raise UsageError(f"nothing finished at {', '.join(missing)}: run python bench.py results")
     table, details, curves, eval_commits = [], [], {}, set()
-    for method in METHODS:
-        run = root / f"{r['task']}-{method}"
-        summary = json.loads(read_text(run / "summary.json"))
-        config = json.loads(read_text(run / "config.json"))  # the whole training config: what made the checkpoint
+    for method, run in runs.items():
+        summary = trained(run)
+        config = run_config(run)  # the whole training config: what made the checkpoint
         row = {"method": method, "dev_accuracy": summary["best_dev_accuracy"],
                "train_examples_per_s": summary["train_examples_per_s"], "train_minutes": summary["train_minutes"],
                "config": config["config"], "resolved": config["resolved"]}
         for attack, source in RESULTS_ATTACKS:
-            evaluation = json.loads(read_text(run / "eval" / f"{attack}-{source}" / "results.json"))
+            evaluation = evaluated(run / "eval" / f"{attack}-{source}")
             eval_commits.add(str(evaluation["environment"]["git_commit"]))
             metrics = evaluation["metrics"]
             row["clean_accuracy"] = metrics[0]["clean_accuracy"]
             row[f"{attack}_{source}"] = metrics[1]["accuracy_under_attack"]
             row[f"{attack}_{source}_settings"] = evaluation["settings"]
             details.append({**metrics[1], "method": method, "attack": f"{attack}/{source}"})
-        evaluation = json.loads(read_text(run / "eval" / "pgd" / "results.json"))
+        evaluation = evaluated(run / "eval" / "pgd")
         eval_commits.add(str(evaluation["environment"]["git_commit"]))
         row["pgd_settings"] = evaluation["settings"]
         pgd = evaluation["metrics"]
@@ -138,29 +106,35 @@ def write_results(root: Path, folder: Path) -> None:
                       "words_perturbed_pct": "% words perturbed", "avg_queries": "queries",
                       "successful": "succ", "failed": "fail", "skipped": "skip",
                       "seconds_per_example": "s/example", "model_time_share": "time in model"}
-    config = json.loads(read_text(root / f"{r['task']}-rift" / "config.json"))
+    env = run_config(runs["rift"])["environment"]
+    word_settings = [row[f"{a}_{s}_settings"] for row in table for a, s in RESULTS_ATTACKS]
+    pgd_settings = [row["pgd_settings"] for row in table]
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{r['task']}-minilm"
     (folder / f"{name}.json").write_text(json.dumps(
         {"settings": r, "attacks": RESULTS_ATTACKS, "table": table, "attack_details": details,
-         "environment": config["environment"], "evaluation_commits": sorted(eval_commits)}, indent=2))
-    env = config["environment"]
-    (folder / f"{name}.md").write_text(
-        f"# SST-2, {DEFAULT_MODEL}: standard vs adv vs rift\n\n"
+         "environment": env, "evaluation_commits": sorted(eval_commits)}, indent=2))
+    model = recorded([row["config"] for row in table], "model", DEFAULT_MODEL)
+    min_words = recorded(word_settings, "min_words", "evaluate.py's --min-words default")
+    pgd_steps = recorded(pgd_settings, "pgd_steps", "evaluate.py's default number of")
+    pgd_norm = recorded(pgd_settings, "pgd_norm", "l2").upper()  # evaluate.py's default norm is L2
+    write_page(folder / f"{name}.md",
+        f"# SST-2, {model}: standard vs adv vs rift\n\n"
         f"Produced by `python bench.py results` ({date.today().isoformat()}); each method trained on the same "
         f"{r['train_examples']} SST-2 train examples (seed {r['seed']}), epochs {r['epochs']}, lr {r['lr']}, "
         f"selected on the GLUE dev set, attacked on the same {r['test_examples']} test examples "
-        f"(seed {r['seed']}, at least 4 words); word attacks change at most 30% of the words, PGD takes "
-        f"10 steps on the word embeddings (L2 radius per token) aimed at a wrong label.\n\nMachine: {env['platform']}, {env['cpus']} CPUs, device "
+        f"(seed {r['seed']}, at least {min_words} words); word attacks: {words_changed(word_settings)}; PGD takes "
+        f"{pgd_steps} steps on the word embeddings ({pgd_norm} radius per token) aimed at a wrong "
+        f"label.\n\nMachine: {env['platform']}, {env['cpus']} CPUs, device "
         f"{env['device']}; python {env['python']}, torch {env['torch']}, transformers {env['transformers']}; "
         f"code: training {env['git_commit']}, evaluation {', '.join(sorted(eval_commits))}.\n\nAccuracy (columns after `clean acc`: accuracy under that attack):\n\n```\n"
         f"{format_table(table, columns)}\n```\n\nAttack details:\n\n```\n{format_table(details, detail_columns)}\n```\n")
-    plot_results(curves, details, folder / f"{name}.png")
+    plot_results(curves, details, words_changed(word_settings), folder / f"{name}.png")
     print(format_table(table, columns))
     print(f"\n-> {folder / name}.md, .json, .png")
 
 
-def plot_results(curves: dict, details: list[dict], path: Path) -> None:
+def plot_results(curves: dict, details: list[dict], cap: str, path: Path) -> None:
     try:
         plt = pyplot()
     except UsageError as err:
@@ -177,7 +151,7 @@ def plot_results(curves: dict, details: list[dict], path: Path) -> None:
                   for a in attack_names]
         by_attack.bar(np.arange(len(attack_names)) + n * 0.27, values, width=0.27, label=method)
     by_attack.set_xticks(np.arange(len(attack_names)) + 0.27, [name.replace("/", "\n") for name in attack_names])
-    by_attack.set(ylabel="accuracy under attack", title="word substitution (max 30% words)")
+    by_attack.set(ylabel="accuracy under attack", title=f"word substitution ({cap})")
     by_attack.margins(y=0.2)  # room for the legend above the bars
     by_attack.legend(ncols=len(curves), loc="upper center")
     figure.tight_layout()
@@ -226,30 +200,27 @@ def frontier_runs(settings: dict) -> list[dict]:
     return runs
 
 
-def frontier(args) -> None:
+def frontier(root: Path, results_dir: Path, data_dir: str | None, model: str, smoke: bool, table_only: bool) -> None:
     """Two passes, each skipping what has finished: every run is trained, measured against the
     teacher and attacked with both PWWS first; the slow genetic attack comes after, so a session
     cut short still leaves a whole PWWS frontier."""
-    settings = FRONTIER_SMOKE if args.smoke else FRONTIER
-    root = Path(args.runs or "runs/frontier")
-    if args.table_only:
-        write_frontier(root, Path(args.results_dir), settings)
+    s = FRONTIER_SMOKE if smoke else FRONTIER
+    if table_only:
+        write_frontier(root, results_dir, s)
         return
-    model = args.model
-    if args.smoke:
+    if smoke:
         model = str(root / "tiny-model")
         if not (root / "tiny-model" / "config.json").is_file():
             tiny_model(root / "tiny-model")
-    data = ["--data-dir", args.data_dir] if args.data_dir else []
-    s = settings
+    data = data_flags(data_dir)
 
     def attack(run: Path, name: str) -> None:
         run_cli(["evaluate.py", "--checkpoint", str(run), *FRONTIER_EVALS[name],
-                 "--num-examples", str(s["attack_examples"][name]), "--seed", "42", "--out", str(run / "eval" / name),
-                 *s["extra_eval"], *data], run / "eval" / name)
-        write_frontier(root, Path(args.results_dir), settings)  # each finished run's numbers land at once
+                 "--num-examples", str(s["attack_examples"][name]), "--seed", str(ATTACK_SEED),
+                 "--out", str(run / "eval" / name), *s["extra_eval"], *data], run / "eval" / name)
+        write_frontier(root, results_dir, s)  # each finished run's numbers land at once
 
-    for r in frontier_runs(settings):
+    for r in frontier_runs(s):
         run = root / r["name"]
         robust = [] if r["method"] == "standard" else ["--adversary", "ascc", "--beta", str(r["beta"]), "--alpha", str(s["alpha"])]
         run_cli(["train.py", "--task", s["task"], "--model", model, "--method", r["method"], *robust,
@@ -257,34 +228,12 @@ def frontier(args) -> None:
                  "--batch-size", str(s["batch_size"]), "--lr", str(s["lr"]), "--eval-every", str(s["eval_every"]),
                  "--seed", str(r["seed"]), "--save-every", str(s["save_every"]), "--out", str(run),
                  *first_recipe(s["lr"]), *s["extra_train"], *data], run)
-        teacher_cka(run, s["dev_examples"], args.data_dir)
+        teacher_cka(run, s["dev_examples"], data_dir)
         for name in FRONTIER_EVALS:
             if name != "genetic":
                 attack(run, name)
-    for r in frontier_runs(settings):
+    for r in frontier_runs(s):
         attack(root / r["name"], "genetic")
-
-
-def teacher_cka(run: Path, examples: int, data_dir: str | None, feature: str = "cls") -> None:
-    """<run>/cka-<feature>.json: linear CKA between the best checkpoint's feature S and the
-    pre-trained model's T on the first `examples` dev sentences."""
-    path = run / f"cka-{feature}.json"
-    if path.is_file():
-        print(f"done already: {path}")
-        return
-    config = json.loads((run / "config.json").read_text())
-    task = TASKS[config["config"]["task"]]
-    model, tokenizer = load_classifier(str(run / "best"))
-    teacher = make_teacher(load_classifier(config["resolved"]["model_path"], num_labels=len(task.labels))[0])
-    dev = load_split(task, "dev", data_dir)[:examples]
-    cka = teacher_similarity(model, teacher, tokenizer, dev, config["resolved"]["max_length"], feature)
-    path.write_text(json.dumps({"linear_cka": cka, "feature": feature, "examples": len(dev), "split": "dev",
-                                "teacher": config["resolved"]["model_path"]}, indent=2))
-    print(f"{run.name}: linear CKA with the teacher ({feature}) {cka:.4f} -> {path}")
-
-
-def binomial_se(p: float, n: int) -> float:
-    return math.sqrt(p * (1 - p) / n)
 
 
 def frontier_rows(root: Path, settings: dict) -> list[dict]:
@@ -295,43 +244,18 @@ def frontier_rows(root: Path, settings: dict) -> list[dict]:
     for r in frontier_runs(settings):
         run = root / r["name"]
         row = dict(r)
-        if (run / "summary.json").is_file():
-            summary = json.loads((run / "summary.json").read_text())
-            config = json.loads(read_text(run / "config.json"))
+        if (summary := trained(run)) is not None:
+            config = run_config(run)
             row |= {"dev_accuracy": summary["best_dev_accuracy"], "train_minutes": summary["train_minutes"],
                     "train_examples_per_s": summary["train_examples_per_s"], "config": config["config"],
                     "resolved": config["resolved"]}
-        for name in FRONTIER_EVALS:  # each attack has its own sample: clean accuracy from the largest
-            results = run / "eval" / name / "results.json"
-            report = json.loads(read_text(results)) if results.is_file() else {}
-            if report.get("complete"):
-                metrics = report["metrics"]
-                n = metrics[1]["examples"]
-                row |= {f"{name}_examples": n, f"{name}_accuracy": metrics[1]["accuracy_under_attack"],
-                        f"{name}_success_rate": metrics[1]["attack_success_rate"],
-                        f"{name}_se": binomial_se(metrics[1]["accuracy_under_attack"], n),
-                        f"{name}_settings": report["settings"]}
-                if n > row.get("examples", 0):
-                    row |= {"examples": n, "clean_accuracy": metrics[0]["clean_accuracy"],
-                            "clean_se": binomial_se(metrics[0]["clean_accuracy"], n)}
-        if (run / "cka-cls.json").is_file():  # the frontier's S and T were [CLS]
-            row["teacher_cka"] = json.loads((run / "cka-cls.json").read_text())["linear_cka"]
+        for name in FRONTIER_EVALS:
+            if (report := evaluated(run / "eval" / name)) is not None:
+                add_evaluation(row, name, report)
+        if (cka := measured_cka(run, "cls")) is not None:  # the frontier's S and T were [CLS]
+            row["teacher_cka"] = cka
         rows.append(row)
     return rows
-
-
-def example_outcomes(folder: Path) -> dict[int, tuple[int, int]]:
-    """Test index -> (right before the attack, right after it), from an evaluation's adversarial.jsonl."""
-    lines = map(json.loads, read_text(folder / "adversarial.jsonl").splitlines())
-    return {line["index"]: (int(line["status"] != "skipped"), int(line["status"] == "failed")) for line in lines}
-
-
-def paired_difference(root: Path, ours: str, theirs: str, evaluation: str, after: int) -> tuple[float, float]:
-    """(mean, standard error) of run `ours` minus run `theirs`, example by example, right before
-    (after=0) or after (after=1) the attack of evaluation folder `evaluation`: sd / sqrt(n)."""
-    a, b = (example_outcomes(root / name / "eval" / evaluation) for name in (ours, theirs))
-    differences = [a[i][after] - b[i][after] for i in a]
-    return statistics.fmean(differences), statistics.stdev(differences) / math.sqrt(len(differences))
 
 
 def frontier_gaps(root: Path, rows: list[dict]) -> list[dict]:
@@ -405,19 +329,28 @@ def write_frontier(root: Path, folder: Path, settings: dict) -> list[dict]:
     (folder / f"{name}.json").write_text(json.dumps({"settings": s, "paper_beta": PAPER_BETA, "evaluations": FRONTIER_EVALS,
                                                      "runs": rows, "rift_minus_adv": gaps,
                                                      "genetic_against_pwws": overlaps}, indent=2))
-    (folder / f"{name}.md").write_text(
-        f"# SST-2, {DEFAULT_MODEL}: the robustness / accuracy frontier of adv and rift (ASCC)\n\n"
+    configs = [r.get("config") for r in rows]
+    evaluations = [r.get(f"{a}_settings") for r in rows for a in FRONTIER_EVALS]
+    genetic = [r.get("genetic_settings") for r in rows]
+    ascc_steps = recorded([c for c in configs if c and c["method"] != "standard"], "ascc_steps", "train.py's default")
+    population = recorded(genetic, "population", "evaluate.py's default")
+    generations = recorded(genetic, "generations", "evaluate.py's default")
+    min_words = recorded(evaluations, "min_words", "evaluate.py's --min-words default")
+    write_page(folder / f"{name}.md",
+        f"# SST-2, {recorded(configs, 'model', DEFAULT_MODEL)}: the robustness / accuracy frontier of adv and rift "
+        f"(ASCC)\n\n"
         f"Produced by `python bench.py frontier` ({date.today().isoformat()}; {len(finished)} of {len(rows)} runs "
         f"finished). Every run: the same {s['train_examples']} SST-2 training sentences, {s['steps']} steps of "
         f"{s['batch_size']}, lr {s['lr']}, dev accuracy every {s['eval_every']} steps, the best on GLUE dev kept; "
-        f"adv and rift against ASCC (10 Adam steps, counter-fitted neighbours), rift with alpha {s['alpha']}; "
-        f"beta {PAPER_BETA:g} is the paper's (IMDB). Every model is attacked on the same test sentences, drawn "
-        f"with seed 42 among those of at least 4 words, no cap on the words changed: `pwws/wordnet` (evaluate.py's "
+        f"adv and rift against ASCC ({ascc_steps} Adam steps, counter-fitted neighbours), rift with alpha "
+        f"{s['alpha']}; beta {PAPER_BETA:g} is the paper's (IMDB). Every model is attacked on the same test sentences, "
+        f"drawn with seed {ATTACK_SEED} among those of at least {min_words} "
+        f"words, {words_changed(evaluations)}: `pwws/wordnet` (evaluate.py's "
         f"default PWWS) on {s['attack_examples']['pwws']}, where the clean accuracy is measured too, "
         f"`pwws/counterfitted` (the same search with the table ASCC trains on) on "
-        f"{s['attack_examples']['pwws_counterfitted']}, and `genetic` (the "
-        f"genetic attack with the counter-fitted table, no LM; evaluate.py's defaults"
-        f"{', and ' + ' '.join(s['extra_eval']) if s['extra_eval'] else ': population 60, 40 iterations'}) on "
+        f"{s['attack_examples']['pwws_counterfitted']}, and `genetic` (the genetic attack with the counter-fitted "
+        f"table, no LM; population {population}, "
+        f"{generations} iterations) on "
         f"{s['attack_examples']['genetic']}, drawn the same way. "
         f"Accuracies ± their binomial standard error sqrt(p(1-p)/n). CKA: linear CKA between the checkpoint's "
         f"[CLS] features and the pre-trained model's on the first {s['dev_examples']} dev sentences "
@@ -490,13 +423,11 @@ def plot_frontier(rows: list[dict], path: Path) -> None:
 
 def plot_run(run: Path) -> None:
     plt = pyplot()
-    if not (run / "metrics.jsonl").is_file():
-        raise UsageError(f"{run} has no metrics.jsonl: is it a train.py run folder?")
-    records = [json.loads(line) for line in read_text(run / "metrics.jsonl").splitlines()]
+    records = training_log(run)
     steps = [r for r in records if "loss" in r]
     evals = [r for r in records if "dev_accuracy" in r]
     if not steps:
-        raise UsageError(f"{run}/metrics.jsonl has no logged steps")
+        raise UsageError(f"{run} has no logged steps in a metrics.jsonl: is it a train.py run folder?")
     figure, (losses, mutual_information, accuracy) = plt.subplots(1, 3, figsize=(14, 4))
     for term in ("loss", "ce", "kl", "mi_nce"):
         if term in steps[0]:

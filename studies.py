@@ -32,8 +32,9 @@ from pathlib import Path
 import torch
 
 from cli import format_table, pyplot
-from data import TASKS, UsageError, balanced_batches, load_split, locate, read_text, tokenize
-from experiments import binomial_se, paired_difference, run_cli, teacher_cka, tiny_model
+from data import TASKS, UsageError, balanced_batches, load_split, locate, tokenize
+from runner import (ATTACK_SEED, add_evaluation, data_flags, evaluated, measured_cka, paired_difference, recorded, run_cli,
+                    run_config, teacher_cka, tiny_model, trained, training_log, words_changed, write_page)
 from rift import (DEFAULT_MODEL, TAU, WARMUP, WEIGHT_DECAY, Critics, conditional_info_nce, load_classifier,
                   make_teacher, teacher_features, warmup_linear_decay)
 
@@ -45,8 +46,9 @@ from rift import (DEFAULT_MODEL, TAU, WARMUP, WEIGHT_DECAY, Critics, conditional
 # defaults the tau, the AdamW weight decay and the warm-up (then linear decay) are: the same 4,800
 # training sentences as the frontier, class-balanced batches of 16 + 16, 150 steps.
 
-CRITICS = dict(task="sst2", train_examples=4800, steps=150, batch_size=32, tau=TAU, weight_decay=WEIGHT_DECAY, warmup=WARMUP,
-               seed=42, lrs=(2e-5, 5e-5, 1e-4, 3e-4, 1e-3, 3e-3), features=("mean", "cls"), checkpoints=(10, 25, 50))
+CRITICS = dict(task="sst2", train_examples=4800, steps=150, batch_size=32, tau=TAU, weight_decay=WEIGHT_DECAY,
+               warmup=WARMUP, seed=42, lrs=(2e-5, 5e-5, 1e-4, 3e-4, 1e-3, 3e-3), features=("mean", "cls"), checkpoints=(10, 25, 50),
+               window=5, last=10)  # "bound at step c": the mean over the `window` steps up to c; then the `last` steps
 CRITICS_SMOKE = dict(CRITICS, train_examples=64, steps=12, batch_size=8, lrs=(1e-3,), features=("cls",),
                      checkpoints=(5,))
 
@@ -98,16 +100,16 @@ def critics_study(model: str, data_dir: str | None, folder: Path, smoke: bool) -
             bounds = critic_trajectory(features, labels, lr, s)
             curves[f"{feature} lr {lr:g}"] = bounds
             rows.append({"feature": feature, "lr": lr,
-                         **{f"step_{c}": statistics.fmean(bounds[max(c - 5, 0):c]) for c in s["checkpoints"]},
-                         "last_10": statistics.fmean(bounds[-10:]), "max": max(bounds),
-                         "last_10_share": statistics.fmean(bounds[-10:]) / ceiling})
-            print(f"{feature} lr {lr:g}: bound over the last 10 steps {rows[-1]['last_10']:.3f} of {ceiling:.3f}")
+                         **{f"step_{c}": statistics.fmean(bounds[max(c - s["window"], 0):c]) for c in s["checkpoints"]},
+                         "last_10": statistics.fmean(bounds[-s["last"]:]), "max": max(bounds),
+                         "last_10_share": statistics.fmean(bounds[-s["last"]:]) / ceiling})
+            print(f"{feature} lr {lr:g}: bound over the last {s['last']} steps {rows[-1]['last_10']:.3f} of {ceiling:.3f}")
     columns = {"feature": "feature", "lr": "critic lr", **{f"step_{c}": f"bound at step {c}" for c in s["checkpoints"]},
-               "last_10": "last 10 steps", "last_10_share": "of log B_y", "max": "max"}
+               "last_10": f"last {s['last']} steps", "last_10_share": "of log B_y", "max": "max"}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "critic-lr.json").write_text(json.dumps({"settings": s, "model": model, "log_B_y": ceiling,
                                                        "rows": rows, "bounds": curves}, indent=2))
-    (folder / "critic-lr.md").write_text(
+    write_page(folder / "critic-lr.md",
         f"# The InfoNCE critics alone, on S = T: how fast do they learn?\n\n"
         f"Produced by `python bench.py critics` ({date.today().isoformat()}). T = the frozen pre-trained "
         f"{DEFAULT_MODEL if model == DEFAULT_MODEL else model}'s feature (mean of the token states, or h_[CLS]) "
@@ -115,10 +117,10 @@ def critics_study(model: str, data_dir: str | None, folder: Path, smoke: bool) -
         f"only the critics limit the bound. rift.Critics and rift.conditional_info_nce as train.py uses them: "
         f"class-balanced batches of {s['batch_size'] // 2} + {s['batch_size'] // 2}, tau {s['tau']}, AdamW "
         f"(weight decay {s['weight_decay']}), {s['warmup']:.0%} warm-up then linear decay, {s['steps']} steps. "
-        f"\"bound at step c\": the mean of the 5 steps up to c; the ceiling is log B_y = log "
+        f"\"bound at step c\": the mean of the {s['window']} steps up to c; the ceiling is log B_y = log "
         f"{s['batch_size'] // 2} = {ceiling:.3f} nats.\n\n```\n{format_table(rows, columns)}\n```\n\n"
         f"train.py's `--critic-lr` default is chosen from this table (rift.CRITIC_LR); `--preset paper-*` "
-        f"keeps the release's choice, the encoder's 2e-5.\n")
+        f"keeps the release's choice, the encoder's learning rate.\n")
     plot_critics(curves, ceiling, folder / "critic-lr.png")
     print(format_table(rows, columns))
     return rows
@@ -160,7 +162,7 @@ class Study:
     command: str  # python bench.py <command>; its runs go to runs/<command>
     name: str  # results/<name>.{md,json,png}
     title: str
-    design: str  # the paragraph that says what every run shares
+    design: str  # the paragraph that says what every run shares: {fields} from design_settings
     train: tuple[str, ...]  # train.py flags every run shares
     runs: tuple[Run, ...]
     evaluations: dict  # name (its folder eval/<name>) -> (evaluate.py flags, examples attacked)
@@ -183,7 +185,7 @@ def train_file_flags(study: Study, data_dir: str | None) -> list[str]:
 
 def run_study(study: Study, model: str, data_dir: str | None, root: Path, folder: Path, table_only: bool) -> None:
     if not table_only:
-        data = ["--data-dir", data_dir] if data_dir else []
+        data = data_flags(data_dir)
         for run in study.runs:
             out = root / run.name
             run_cli(["train.py", *study.train, "--model", model, "--method", run.method, "--seed", str(run.seed),
@@ -192,7 +194,7 @@ def run_study(study: Study, model: str, data_dir: str | None, root: Path, folder
                 teacher_cka(out, study.cka_examples, data_dir, feature)
             for name, (flags, examples) in study.evaluations.items():
                 run_cli(["evaluate.py", "--checkpoint", str(out), *flags, "--num-examples", str(examples),
-                         "--seed", "42", "--out", str(out / "eval" / name), *data], out / "eval" / name)
+                         "--seed", str(ATTACK_SEED), "--out", str(out / "eval" / name), *data], out / "eval" / name)
                 write_study(study, root, folder)
     write_study(study, root, folder)
 
@@ -206,8 +208,7 @@ def smoke_version(study: Study, root: Path) -> tuple[Study, str]:
 
 def training_curve(run: Path) -> list[dict]:
     """metrics.jsonl's logged steps (loss terms, MI bound), without the dev evaluations."""
-    path = run / "metrics.jsonl"
-    return [line for line in map(json.loads, read_text(path).splitlines()) if "loss" in line] if path.is_file() else []
+    return [line for line in training_log(run) if "loss" in line]
 
 
 def study_rows(study: Study, root: Path) -> list[dict]:
@@ -217,9 +218,8 @@ def study_rows(study: Study, root: Path) -> list[dict]:
     for run in study.runs:
         out = root / run.name
         row = {"name": run.name, "method": run.method, "seed": run.seed, "against": run.against}
-        if (out / "summary.json").is_file():
-            summary = json.loads(read_text(out / "summary.json"))
-            config = json.loads(read_text(out / "config.json"))
+        if (summary := trained(out)) is not None:
+            config = run_config(out)
             curve = training_curve(out)
             row |= {"config": config["config"], "resolved": config["resolved"], "best_step": summary["best_step"],
                     "dev_accuracy": summary["best_dev_accuracy"], "dev_robust": summary["best_dev_robust_accuracy"],
@@ -229,20 +229,11 @@ def study_rows(study: Study, root: Path) -> list[dict]:
                 row |= {"first_mi_bound": curve[0]["mi_bound"], "last_mi_bound": curve[-1]["mi_bound"],
                         "max_mi_bound": max(line["mi_bound"] for line in curve)}
         for feature in CKA_FEATURES:
-            if (out / f"cka-{feature}.json").is_file():
-                row[f"cka_{feature}"] = json.loads(read_text(out / f"cka-{feature}.json"))["linear_cka"]
+            if (cka := measured_cka(out, feature)) is not None:
+                row[f"cka_{feature}"] = cka
         for name in study.evaluations:
-            results = out / "eval" / name / "results.json"
-            report = json.loads(read_text(results)) if results.is_file() else {}
-            if report.get("complete"):
-                metrics = report["metrics"]
-                n = metrics[1]["examples"]
-                row |= {f"{name}_accuracy": metrics[1]["accuracy_under_attack"],
-                        f"{name}_se": binomial_se(metrics[1]["accuracy_under_attack"], n),
-                        f"{name}_settings": report["settings"]}
-                if n > row.get("examples", 0):  # clean accuracy from the largest sample
-                    row |= {"examples": n, "clean_evaluation": name, "clean_accuracy": metrics[0]["clean_accuracy"],
-                            "clean_se": binomial_se(metrics[0]["clean_accuracy"], n)}
+            if (report := evaluated(out / "eval" / name)) is not None:
+                add_evaluation(row, name, report)
         rows.append(row)
     return rows
 
@@ -267,6 +258,23 @@ def paired_gaps(study: Study, root: Path, rows: list[dict]) -> list[dict]:
         if len(gap) > 2:
             gaps.append(gap)
     return gaps
+
+
+def design_settings(study: Study, rows: list[dict]) -> dict:
+    """The fields of a study's design paragraph: its train.py flags (--max-steps 150 -> max_steps),
+    what they imply (the selection steps, the epochs), and what the finished runs recorded beyond
+    them (train.py's defaults), so the page states the settings that made its numbers."""
+    settings = {flag.lstrip("-").replace("-", "_"): value for flag, value in zip(study.train[::2], study.train[1::2])}
+    steps, every = int(settings["max_steps"]), int(settings["eval_every"])
+    selection = [str(step) for step in range(every, steps + 1, every)]
+    settings |= {"selection_steps": " and ".join(filter(None, (", ".join(selection[:-1]), selection[-1]))),
+                 "epochs": steps * int(settings["batch_size"]) / int(settings["max_train_examples"])}
+    configs, resolved = [r.get("config") for r in rows], [r.get("resolved") for r in rows]
+    rift = [r.get("config") for r in rows if r["method"] == "rift"]
+    return {"critic_lr": recorded(rift, "critic_lr", "train.py's default"),
+            "select_examples": recorded(configs, "select_examples", "train.py's default number of"),
+            "max_length": recorded(resolved, "max_length", "the task's default"),
+            "model": recorded(configs, "model", "train.py's default model")} | settings
 
 
 def write_study(study: Study, root: Path, folder: Path) -> None:
@@ -310,11 +318,15 @@ def write_study(study: Study, root: Path, folder: Path) -> None:
          "runs": [vars(run) for run in study.runs], "rows": rows, "paired_differences": gaps,
          "curves": {r["name"]: [[line["step"], line["ce"], line.get("mi_bound")] for line in training_curve(root / r["name"])]
                     for r in rows}}, indent=2))
-    (folder / f"{study.name}.md").write_text(
+    evaluations = [r.get(f"{name}_settings") for r in rows for name in study.evaluations]
+    min_words = recorded(evaluations, "min_words", "evaluate.py's --min-words default")
+    write_page(folder / f"{study.name}.md",
         f"# {study.title}\n\nProduced by `python bench.py {study.command}` "
-        f"({date.today().isoformat()}; {attacked} of {len(rows)} runs attacked). {study.design}\n\n"
+        f"({date.today().isoformat()}; {attacked} of {len(rows)} runs attacked). "
+        f"{study.design.format(**design_settings(study, rows))}\n\n"
         f"Every run's train.py flags: `{' '.join(study.train)}`, then its own (`runs` in {study.name}.json). "
-        f"Attacks (evaluate.py, seed 42, examples of at least 4 words): "
+        f"Attacks (evaluate.py, seed {ATTACK_SEED}, examples of at least {min_words} words, "
+        f"{words_changed(evaluations)}): "
         + "; ".join(f"`{name}` = `{' '.join(flags)}` on {n}" for name, (flags, n) in study.evaluations.items())
         + f". Accuracies ± binomial standard error; differences paired on the examples both models met. "
         f"`kept step`: the evaluation best/ holds; `dev robust`: its accuracy under the selection attack. "
@@ -374,13 +386,13 @@ SMOKE_TRAIN = ("--max-train-examples", "64", "--max-steps", "2", "--batch-size",
 # adv, with seeds 42 and 43; then both fixes at alpha 0.3 and 1.0.
 PILOT = Study(
     command="pilot", name="sst2-pilot", title="SST-2 pilot: adv against rift when RIFT's term gets to work",
-    design="Every run: 4,800 SST-2 training sentences drawn with the run's seed (as the frontier), 150 steps of 32, "
-           "lr 5e-5, "
-           "beta 10 (the paper's), ASCC as the training adversary; best/ is the checkpoint with the best accuracy "
-           "under ASCC on the same 300 dev sentences at steps 50, 100 and 150 (`--select-on robust`). rift trains its "
-           "critics at their own learning rate (`--critic-lr` 1e-3, results/critic-lr.md); `S, T` is the feature "
-           "RIFT's term sees (`--feature auto`: the mean pool for all-MiniLM-L6-v2; `rift-cls` keeps the frontier's "
-           "[CLS]).",
+    design="Every run: {max_train_examples} SST-2 training sentences drawn with the run's seed (as the frontier), "
+           "{max_steps} steps of {batch_size}, lr {lr}, beta {beta} (the paper's), ASCC as the training adversary; "
+           "best/ is the checkpoint with the best accuracy under ASCC on the same {select_examples} dev sentences at "
+           "steps {selection_steps} (`--select-on robust`). rift trains its critics at their own learning rate "
+           "(`--critic-lr` {critic_lr}, results/critic-lr.md); `S, T` is the feature RIFT's term sees (`--feature "
+           "auto`: the mean pool for a sentence-transformers model such as all-MiniLM-L6-v2; `rift-cls` keeps the "
+           "frontier's [CLS]).",
     train=("--task", "sst2", "--adversary", "ascc", "--beta", "10", "--select-on", "robust",
            "--max-train-examples", "4800", "--max-steps", "150", "--batch-size", "32", "--lr", "5e-5",
            "--eval-every", "50", "--save-every", "25"),
@@ -405,11 +417,12 @@ PILOT = replace(PILOT, smoke=dict(
 # each run's CE in its first and last window.
 SNLI = Study(
     command="snli", name="snli", title="SNLI: standard, adv and rift with the paper's weights",
-    design="Every run: 10,000 pairs drawn with the run's seed from the shared 20,000-pair SNLI train subset (a public "
-           "copy whose labels were mapped by inspection: CPU-sized runs only), all-MiniLM-L6-v2, max length 80, 208 steps of 48 (one "
-           "epoch), lr 5e-5, alpha 0.7 and beta 5 (the paper's), ASCC as the training adversary (the hypothesis "
-           "only), best/ the checkpoint with the best accuracy under ASCC on the same 300 dev pairs at steps 52, "
-           "104, 156 and 208 (standard too). rift: critics at 1e-3, features `auto` (the mean pool).",
+    design="Every run: {max_train_examples} pairs drawn with the run's seed from the shared 20,000-pair SNLI train "
+           "subset (a public copy whose labels were mapped by inspection: CPU-sized runs only), {model}, max length "
+           "{max_length}, {max_steps} steps of {batch_size} (epochs: {epochs:.2g}), lr {lr}, alpha {alpha} and beta "
+           "{beta} (the paper's), ASCC as the training adversary (the hypothesis only), best/ the checkpoint with the "
+           "best accuracy under ASCC on the same {select_examples} dev pairs at steps {selection_steps} (standard "
+           "too). rift: critics at {critic_lr}, features `auto` (the table's `S, T`).",
     train=("--task", "snli", "--adversary", "ascc", "--alpha", "0.7", "--beta", "5", "--select-on", "robust",
            "--max-train-examples", "10000", "--max-steps", "208", "--batch-size", "48", "--lr", "5e-5",
            "--eval-every", "52", "--save-every", "26"),
@@ -428,8 +441,8 @@ SNLI = replace(SNLI, smoke=dict(
 # and rift with both fixes at beta 10, seed 42; a second seed where the gap exceeds two standard errors.
 LONG = Study(
     command="long", name="sst2-long", title="SST-2 at five times the budget: adv against rift",
-    design="As the pilot (results/sst2-pilot.md), but 750 steps (five epochs of the 4,800 sentences), robust "
-           "selection at every 150 steps.",
+    design="As the pilot (results/sst2-pilot.md), but {max_steps} steps ({epochs:.2g} epochs of the "
+           "{max_train_examples} sentences), robust selection at steps {selection_steps}.",
     train=("--task", "sst2", "--adversary", "ascc", "--beta", "10", "--select-on", "robust",
            "--max-train-examples", "4800", "--max-steps", "750", "--batch-size", "32", "--lr", "5e-5",
            "--eval-every", "150", "--save-every", "25"),
@@ -441,12 +454,10 @@ LONG = replace(LONG, smoke=PILOT.smoke | {"train": LONG.train + SMOKE_TRAIN})
 STUDIES = {study.command: study for study in (PILOT, SNLI, LONG)}
 
 
-def study_command(name: str, model: str, data_dir: str | None, root: Path | None, folder: Path, smoke: bool,
+def study_command(name: str, model: str, data_dir: str | None, root: Path, folder: Path, smoke: bool,
                   table_only: bool) -> None:
-    """bench.py pilot / snli / long: run (or with table_only only tabulate) one study; its runs go to
-    runs/<name> unless root says otherwise."""
+    """bench.py pilot / snli / long: run (or with table_only only tabulate) one study, its runs under root."""
     chosen = STUDIES[name]
-    root = root or Path("runs") / name
     if smoke:
         chosen, model = smoke_version(chosen, root)
     run_study(chosen, model, data_dir, root, folder, table_only)

@@ -15,13 +15,14 @@ MAY_IMPORT = {  # module: the project modules it may import
     "adversaries": {"data", "rift", "attacks"},  # PGD and ASCC: rift's x_adv, and attacks of their own
     "checkpoints": {"data", "rift"},
     "cli": {"data"},
-    "experiments": {"data", "rift", "synonyms", "attacks", "cli"},  # bench.py's result tables
-    "parity": {"data", "synonyms", "attacks", "cli", "experiments"},
-    "studies": {"data", "rift", "cli", "experiments"},  # bench.py's studies of RIFT's own term
+    "runner": {"data", "rift"},  # what the result runners share
+    "experiments": {"data", "rift", "synonyms", "attacks", "cli", "runner"},  # bench.py's result tables
+    "parity": {"data", "synonyms", "attacks", "cli", "runner"},
+    "studies": {"data", "rift", "cli", "runner"},  # bench.py's studies of RIFT's own term
     **{name: {"data", "rift", "synonyms", "attacks", "adversaries", "cli"} for name in COMMAND_LINES},
 }
 MAY_IMPORT["train"] |= {"checkpoints"}
-MAY_IMPORT["bench"] |= {"experiments", "parity", "studies"}
+MAY_IMPORT["bench"] |= {"experiments", "parity", "studies", "runner"}
 
 
 def project_imports(name: str) -> set[str]:

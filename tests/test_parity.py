@@ -1,6 +1,7 @@
 """Parity with the field's PWWS: rift's default attack against golden per-example outcomes that
 TextAttack 0.3.11 recorded on a small fixed model and 100 SST-2 test sentences (tests/parity/README.md).
-If a change to attacks.py or synonyms.py moves rift away from TextAttack, this fails."""
+If a change to attacks.py or synonyms.py moves rift away from TextAttack, this fails. And bench.py
+parity (parity.py), which runs both tools side by side: its rows and its bad inputs."""
 
 import json
 from pathlib import Path
@@ -8,7 +9,9 @@ from pathlib import Path
 import pytest
 
 import attacks
+import parity
 import synonyms
+from conftest import assert_one_line_error, run_cli
 from data import TASKS, read_examples
 from rift import load_classifier
 
@@ -50,3 +53,42 @@ def test_rift_pwws_reaches_textattacks_outcomes(victim, source, shared_data):
     assert same_queries >= 93, same_queries
     assert all(abs(r.queries - line["queries"]) <= 5 for r, line in zip(ours, golden)
                if " ".join(r.perturbed) == line["perturbed_text"])
+
+
+# ---------------------------------------------------------------------------------------------
+# bench.py parity
+
+
+def test_parity_rows_join_both_tools_example_by_example(tmp_path):
+    folder = tmp_path / "m-wordnet"
+    (folder / "textattack").mkdir(parents=True)
+    (folder / "rift").mkdir()
+    theirs = ["successful", "failed", "skipped", "successful"]
+    mine = ["successful", "successful", "skipped", "successful"]
+    (folder / "textattack" / "adversarial.jsonl").write_text(
+        "".join(json.dumps({"row": n, "result": r}) + "\n" for n, r in enumerate(theirs)))
+    (folder / "rift" / "adversarial.jsonl").write_text(  # rift writes its lines as examples finish
+        "".join(json.dumps({"attack": "pwws", "index": n, "status": mine[n]}) + "\n" for n in (3, 1, 0, 2)))
+    (folder / "textattack" / "results.json").write_text(json.dumps({
+        "clean_accuracy": 0.75, "accuracy_under_attack": 0.25, "attack_success_rate": 2 / 3,
+        "words_perturbed_pct": 10.0, "avg_queries": 50.0, "real_model_texts_per_attacked_example": 40.0,
+        "seconds_per_example": 3.0}))
+    (folder / "rift" / "results.json").write_text(json.dumps({"metrics": [
+        {"attack": "none"}, {"attack": "pwws", "clean_accuracy": 0.75, "accuracy_under_attack": 0.0,
+                             "attack_success_rate": 1.0, "words_perturbed_pct": 12.0, "avg_queries": 48.0,
+                             "avg_model_calls": 41.0, "seconds_per_example": 1.0}]}))
+    peer, ours = parity.parity_rows("m", "wordnet", folder)
+    assert peer["tool"].startswith("TextAttack") and peer["model_texts"] == 40.0 and "same_outcome" not in peer
+    assert ours["same_outcome"] == pytest.approx(3 / 4) and ours["speedup"] == pytest.approx(3.0)
+    assert ours["attack_success_rate"] == 1.0 and ours["model_texts"] == 41.0 and ours["avg_queries"] == 48.0
+
+
+def test_parity_without_the_harness_or_checkpoints_is_a_one_line_error(tmp_path):
+    cache = tmp_path / "cache"
+    result = run_cli("parity", "--peer", tmp_path / "nowhere", "--checkpoints", tmp_path, script="bench.py", cache=cache)
+    assert_one_line_error(result, "--peer", "setup.sh")
+    (tmp_path / "peer").mkdir()
+    (tmp_path / "peer" / "run.sh").write_text("exit 1\n")
+    assert_one_line_error(run_cli("parity", "--peer", tmp_path / "peer", script="bench.py", cache=cache), "--checkpoints")
+    assert_one_line_error(run_cli("parity", "--peer", tmp_path / "peer", "--checkpoints", tmp_path / "peer",
+                                  script="bench.py", cache=cache), "not a train.py run folder")

@@ -83,3 +83,15 @@ def test_the_critics_study_writes_its_table(shared_data, tmp_path):
     assert [row["lr"] for row in report["rows"]] == list(studies.CRITICS_SMOKE["lrs"])
     assert len(report["bounds"]["cls lr 0.001"]) == studies.CRITICS_SMOKE["steps"]
     assert "critic lr" in (tmp_path / "critic-lr.md").read_text()
+
+
+def test_a_design_paragraph_states_the_flags_of_the_runs_it_describes():
+    pilot = studies.PILOT.design.format(**studies.design_settings(studies.PILOT, []))
+    assert "4800 SST-2 training sentences" in pilot and "150 steps of 32" in pilot and "steps 50, 100 and 150" in pilot
+    smoke = studies.replace(studies.LONG, **studies.LONG.smoke)
+    long = smoke.design.format(**studies.design_settings(smoke, [{"method": "rift", "config": {"critic_lr": 0.01}}]))
+    assert "2 steps (0.38 epochs of the 64 sentences)" in long and "steps 1 and 2" in long
+    snli = studies.SNLI.design.format(**studies.design_settings(studies.SNLI, [
+        {"method": "rift", "config": {"critic_lr": 0.001, "select_examples": 300, "model": "m"},
+         "resolved": {"max_length": 80}}]))
+    assert "m, max length 80, 208 steps of 48 (epochs: 1)" in snli and "300 dev pairs" in snli and "at 0.001" in snli
