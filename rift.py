@@ -257,6 +257,14 @@ BETA = 10.0  # the adversarial KL term (paper: IMDB 10, SNLI 5)
 TAU = 0.2  # InfoNCE temperature (paper: 0.2)
 
 
+def ramped_alpha(alpha: float, step: int, ramp_steps: int) -> float:
+    """alpha at optimiser step `step` (from 1): linear from alpha / ramp_steps up to alpha at step
+    ramp_steps, then alpha; no ramp when ramp_steps is 0. Not a default: an option for settings where
+    a strong MI term from step 1 can hold CE at chance before the classifier has learned anything
+    (robust training on SNLI starts slowly)."""
+    return alpha * min(1.0, step / ramp_steps) if ramp_steps else alpha
+
+
 def training_loss(method: str, model, batch, adversary=None, *, teacher=None, critics: Critics | None = None,
                   alpha: float = ALPHA, beta: float = BETA, tau: float = TAU,
                   feature: str = "cls") -> dict[str, torch.Tensor]:

@@ -49,8 +49,8 @@ from cli import (add_data_flags, at_least, environment, format_table, fraction, 
                  run_command)
 from data import DEFAULT_TASK, TASKS, Task, UsageError, balanced_batches, custom_task, infer_labels, load_split, tokenize
 from rift import (ALPHA, BATCH_SIZE, BETA, CRITIC_LR, DEFAULT_MODEL, FEATURES, LR, METHODS, TAU, WARMUP, WEIGHT_DECAY,
-                  Critics, build_optimizer, load_classifier, make_teacher, model_path, predict_proba, resolve_feature,
-                  training_loss)
+                  Critics, build_optimizer, load_classifier, make_teacher, model_path, predict_proba, ramped_alpha,
+                  resolve_feature, training_loss)
 
 # The paper's settings (REFERENCE.md section 2; the release's rift_train.sh and opts.py). A preset
 # only sets defaults: any flag given wins. bert-base-uncased needs the hub or a local copy (not
@@ -89,6 +89,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="standard: CE; adv: CE + beta KL(p(x)||p(x_adv)); rift: adv + alpha InfoNCE (default: %(default)s)")
     method.add_argument("--alpha", type=at_least(0.0, float), default=ALPHA,
                         help="weight of the InfoNCE term I(S;T|Y) (paper: IMDB 0.1, SNLI 0.7; default: %(default)s)")
+    method.add_argument("--alpha-ramp-steps", type=at_least(0), default=0,
+                        help="raise alpha linearly from 0 over this many steps (0: alpha from step 1, as the "
+                             "paper; default: %(default)s)")
     method.add_argument("--beta", type=at_least(0.0, float), default=BETA,
                         help="weight of the adversarial KL term (paper: IMDB 10, SNLI 5; default: %(default)s)")
     method.add_argument("--tau", type=at_least(1e-3, float), default=TAU, help="InfoNCE temperature (paper: 0.2; default: %(default)s)")
@@ -422,6 +425,7 @@ def main(cfg: argparse.Namespace) -> dict:
                desc=f"{cfg.method} {task.name}", disable=not run.is_main, dynamic_ncols=True)
     with stop_on_signals() as stop:
         for step in bar:
+            loss_settings["alpha"] = ramped_alpha(cfg.alpha, step, cfg.alpha_ramp_steps)
             for micro in range(cfg.grad_accum):
                 batch = tokenize(tokenizer, [train[i] for i in next(batches)], max_length).to(device)
                 last_micro = micro == cfg.grad_accum - 1
@@ -446,6 +450,7 @@ def main(cfg: argparse.Namespace) -> dict:
                 loop.train_seconds = clock.seconds()
                 examples_per_s = step * cfg.batch_size * cfg.grad_accum * world_size / loop.train_seconds
                 run.log({"step": step, "epoch": round(step / max(steps_per_epoch, 1), 3), "lr": scheduler.get_last_lr()[0],
+                         **({"alpha": loss_settings["alpha"]} if cfg.method == "rift" else {}),
                          **loop.record, "examples_per_s": examples_per_s, "elapsed_s": loop.train_seconds})
                 bar.set_postfix(loss=f"{loop.record['loss']:.3f}", ex_s=f"{examples_per_s:.1f}")
             if step % eval_every == 0 or step == total_steps:

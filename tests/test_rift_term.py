@@ -55,7 +55,8 @@ def rift_run(tiny_model, shared_data, tmp_path_factory) -> Path:
     result = run_cli("--model", tiny_model, "--task", "sst2", "--data-dir", shared_data, "--method", "rift",
                      "--adversary", "ascc", "--max-train-examples", 64, "--batch-size", 8, "--max-steps", 4,
                      "--max-length", 32, "--log-every", 1, "--eval-every", 2, "--select-examples", 8,
-                     "--lr", "1e-4", "--critic-lr", "3e-3", "--feature", "mean", "--out", out)
+                     "--lr", "1e-4", "--critic-lr", "3e-3", "--feature", "mean", "--alpha", "0.1",
+                     "--alpha-ramp-steps", 2, "--out", out)
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
@@ -74,6 +75,18 @@ def test_the_mi_bound_is_logged_at_every_logged_step(rift_run):
     steps = [line for line in lines if "loss" in line]
     assert [line["step"] for line in steps] == [1, 2, 3, 4]
     assert all(line["mi_bound"] == pytest.approx(math.log(4) - line["mi_nce"], abs=1e-5) for line in steps)
+
+
+def test_alpha_ramps_linearly_from_zero_only_when_asked():
+    assert [rift.ramped_alpha(0.7, step, 4) for step in (1, 2, 4, 5, 100)] == pytest.approx([0.175, 0.35, 0.7, 0.7, 0.7])
+    assert rift.ramped_alpha(0.7, 1, 0) == 0.7
+
+
+def test_the_loss_each_step_weighs_the_mi_term_with_that_steps_ramped_alpha(rift_run):
+    steps = [line for line in map(json.loads, (rift_run / "metrics.jsonl").read_text().splitlines()) if "loss" in line]
+    assert [line["alpha"] for line in steps] == pytest.approx([0.05, 0.1, 0.1, 0.1])
+    for line in steps:  # one step per logged window: the logged terms are that step's
+        assert line["loss"] == pytest.approx(line["ce"] + 10 * line["kl"] + line["alpha"] * line["mi_nce"], rel=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
