@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup wordnet demo test results frontier campaign bench clean
+.PHONY: setup wordnet demo test test-fast results frontier campaign bench clean
 
 setup: $(VENV)/.installed wordnet
 
@@ -32,8 +32,13 @@ demo: setup
 	$(PY) train.py --method rift --max-train-examples 2000 --epochs 1 --lr 5e-5 --out runs/demo
 	$(PY) evaluate.py --checkpoint runs/demo --attack synonym --num-examples 100
 
-test: setup
-	$(PY) -m pytest -q tests
+# Two tiers: the maths and the units in-process, then (marked `slow`) every command line run as a
+# user would on tiny models, and the real model on the real data.
+test: test-fast
+	$(PY) -m pytest -q -m slow tests
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" tests
 
 results: setup
 	$(PY) bench.py results

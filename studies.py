@@ -266,6 +266,7 @@ def design_settings(study: Study, rows: list[dict]) -> dict:
     them (train.py's defaults), so the page states the settings that made its numbers."""
     settings = {flag.lstrip("-").replace("-", "_"): value for flag, value in zip(study.train[::2], study.train[1::2])}
     steps, every = int(settings["max_steps"]), int(settings["eval_every"])
+    settings["max_train_examples"] = int(settings["max_train_examples"])  # 4,800 on the page
     selection = [str(step) for step in range(every, steps + 1, every)]
     settings |= {"selection_steps": " and ".join(filter(None, (", ".join(selection[:-1]), selection[-1]))),
                  "epochs": steps * int(settings["batch_size"]) / int(settings["max_train_examples"])}
@@ -386,7 +387,7 @@ SMOKE_TRAIN = ("--max-train-examples", "64", "--max-steps", "2", "--batch-size",
 # adv, with seeds 42 and 43; then both fixes at alpha 0.3 and 1.0.
 PILOT = Study(
     command="pilot", name="sst2-pilot", title="SST-2 pilot: adv against rift when RIFT's term gets to work",
-    design="Every run: {max_train_examples} SST-2 training sentences drawn with the run's seed (as the frontier), "
+    design="Every run: {max_train_examples:,} SST-2 training sentences drawn with the run's seed (as the frontier), "
            "{max_steps} steps of {batch_size}, lr {lr}, beta {beta} (the paper's), ASCC as the training adversary; "
            "best/ is the checkpoint with the best accuracy under ASCC on the same {select_examples} dev sentences at "
            "steps {selection_steps} (`--select-on robust`). rift trains its critics at their own learning rate "
@@ -417,7 +418,7 @@ PILOT = replace(PILOT, smoke=dict(
 # each run's CE in its first and last window.
 SNLI = Study(
     command="snli", name="snli", title="SNLI: standard, adv and rift with the paper's weights",
-    design="Every run: {max_train_examples} pairs drawn with the run's seed from the shared 20,000-pair SNLI train "
+    design="Every run: {max_train_examples:,} pairs drawn with the run's seed from the shared 20,000-pair SNLI train "
            "subset (a public copy whose labels were mapped by inspection: CPU-sized runs only), {model}, max length "
            "{max_length}, {max_steps} steps of {batch_size} (epochs: {epochs:.2g}), lr {lr}, alpha {alpha} and beta "
            "{beta} (the paper's), ASCC as the training adversary (the hypothesis only), best/ the checkpoint with the "
@@ -442,7 +443,7 @@ SNLI = replace(SNLI, smoke=dict(
 LONG = Study(
     command="long", name="sst2-long", title="SST-2 at five times the budget: adv against rift",
     design="As the pilot (results/sst2-pilot.md), but {max_steps} steps ({epochs:.2g} epochs of the "
-           "{max_train_examples} sentences), robust selection at steps {selection_steps}.",
+           "{max_train_examples:,} sentences), robust selection at steps {selection_steps}.",
     train=("--task", "sst2", "--adversary", "ascc", "--beta", "10", "--select-on", "robust",
            "--max-train-examples", "4800", "--max-steps", "750", "--batch-size", "32", "--lr", "5e-5",
            "--eval-every", "150", "--save-every", "25"),

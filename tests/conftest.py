@@ -13,6 +13,34 @@ sys.path.insert(0, str(REPO))  # the modules live at the repository root
 
 SHARED_DATA = Path(os.environ.get("RIFT_DATA") or REPO.parent / "shared" / "data")
 
+# The two tiers. `slow` tests run a command line in a subprocess, as a user would, or a real model
+# on the real data (seconds each); the rest are the maths and the units, in-process (`make test-fast`,
+# `pytest -m "not slow"`). A test that starts a command line without the mark fails, so the fast
+# tier stays what it says.
+COMMAND_LINES = ("train.py", "evaluate.py", "bench.py", "torchrun", "run.sh")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: runs a command line in a subprocess, or a real model on the real data")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if item.get_closest_marker("slow"):
+        yield
+        return
+    popen = subprocess.Popen
+
+    def unmarked(args, *rest, **options):
+        words = [str(word) for word in (args if isinstance(args, (list, tuple)) else [args])]
+        if any(Path(word).name in COMMAND_LINES for word in words):
+            raise RuntimeError(f"this test starts {Path(words[0]).name} {' '.join(words[1:2])}: mark it @pytest.mark.slow")
+        return popen(args, *rest, **options)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(subprocess, "Popen", unmarked)
+        yield
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:

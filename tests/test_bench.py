@@ -77,6 +77,7 @@ def test_no_help_string_starts_with_a_command_name():
 # The cost benchmark
 
 
+@pytest.mark.slow
 def test_bench_smoke_writes_training_and_attack_costs(shared_data, tmp_path, cache, monkeypatch):
     monkeypatch.setenv("RIFT_DATA", str(shared_data))
     result = run_cli("--smoke", "--json", tmp_path / "bench.json", script="bench.py", cache=cache)
@@ -121,6 +122,7 @@ def cache(tmp_path) -> Path:
     return tmp_path / "cache"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_MATPLOTLIB, reason="matplotlib is not installed: the error path is tested instead")
 def test_bench_plot_draws_the_training_curves(tiny_run, tmp_path, cache):
     run = tmp_path / "run"

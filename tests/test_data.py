@@ -390,6 +390,7 @@ def test_real_sst2_has_the_glue_row_counts_and_binary_labels(shared_data):
     assert all({ex.label for ex in x} == {0, 1} for x in splits.values())
 
 
+@pytest.mark.slow
 def test_real_imdb_dev_is_a_fixed_held_out_part_of_train(shared_data):
     task = data.TASKS["imdb"]
     train, dev = data.load_split(task, "train", str(shared_data)), data.load_split(task, "dev", str(shared_data))

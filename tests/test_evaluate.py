@@ -93,6 +93,7 @@ def read_lines(folder: Path) -> list[dict]:
 # What an evaluation writes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("synonyms", ["wordnet", "counterfitted"])
 def test_all_attacks_write_results_with_settings_indices_and_metrics(attacked, synonyms, tiny_run):
     result, folder = attacked[synonyms]
@@ -121,6 +122,7 @@ def test_all_attacks_write_results_with_settings_indices_and_metrics(attacked, s
     assert rows["pgd eps=0.5"]["clean_accuracy"] == rows["none"]["clean_accuracy"]
 
 
+@pytest.mark.slow
 def test_the_same_seed_draws_the_same_examples_and_none_shorter_than_four_words(attacked, shared_data):
     indices = [json.loads((attacked[s][1] / "results.json").read_text())["indices"] for s in attacked]
     assert indices[0] == indices[1]
@@ -129,6 +131,7 @@ def test_the_same_seed_draws_the_same_examples_and_none_shorter_than_four_words(
     assert any(attacks.word_count(ex.words) < 4 for ex in test)  # the filter has something to leave out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("synonyms", ["wordnet", "counterfitted"])
 def test_adversarial_jsonl_has_one_line_per_example_per_word_attack_consistent_with_the_metrics(attacked, synonyms):
     _, folder = attacked[synonyms]
@@ -171,6 +174,7 @@ def synonym_sources(attacked, shared_data, cache, monkeypatch):
     return {"wordnet": synonyms.wordnet_synonyms()[0], "counterfitted": counterfitted}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("synonyms", ["wordnet", "counterfitted"])
 def test_cli_changes_are_synonyms_of_words_within_the_cap(attacked, synonym_sources, synonyms):
     synonym = synonym_sources[synonyms]
@@ -192,6 +196,7 @@ def test_cli_changes_are_synonyms_of_words_within_the_cap(attacked, synonym_sour
     assert changed_any > 0  # at least one attack changed something
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("synonyms", ["wordnet", "counterfitted"])
 def test_cli_never_changes_a_stopword_or_punctuation_token(attacked, synonyms):
     for line in read_lines(attacked[synonyms][1]):
@@ -201,6 +206,7 @@ def test_cli_never_changes_a_stopword_or_punctuation_token(attacked, synonyms):
             assert attacks.word_at(original, slots[n]) not in NLTK_STOPWORDS, original[slots[n][0]]
 
 
+@pytest.mark.slow
 def test_summary_table_is_printed(attacked):
     for synonyms, (result, _) in attacked.items():
         out = result.stdout
@@ -211,6 +217,7 @@ def test_summary_table_is_printed(attacked):
         assert f"-> {attacked[synonyms][1]}" in out or str(attacked[synonyms][1]) in out
 
 
+@pytest.mark.slow
 def test_genetic_population_and_generations_flags_reach_the_search(tiny_run, shared_data, tmp_path, monkeypatch):
     """evaluate.py --population/--generations are recorded in the settings; they must also be what
     the genetic search runs with (it defaults to 60 and 40)."""
@@ -237,6 +244,7 @@ def test_genetic_population_and_generations_flags_reach_the_search(tiny_run, sha
 # Which model
 
 
+@pytest.mark.slow
 def test_a_plain_hugging_face_classifier_folder_with_a_task(tiny_run, shared_data, workspace, cache):
     out, plain = workspace / "plain", workspace / "hf-classifier"
     shutil.copytree(tiny_run / "best", plain)  # a model folder outside any run
@@ -250,6 +258,7 @@ def test_a_plain_hugging_face_classifier_folder_with_a_task(tiny_run, shared_dat
     assert len(read_lines(out)) == 3
 
 
+@pytest.mark.slow
 def test_without_checkpoint_the_newest_run_under_runs_is_evaluated(tiny_run, shared_data, tmp_path, cache):
     for name, when in (("newer", 2_000_000_000), ("older", 1_000_000_000)):
         run = tmp_path / "runs" / name
@@ -266,6 +275,7 @@ def test_without_checkpoint_the_newest_run_under_runs_is_evaluated(tiny_run, sha
     assert results["resolved"]["model"] == str(Path("runs") / "newer" / "best")
 
 
+@pytest.mark.slow
 def test_without_checkpoint_and_without_runs_is_a_usage_error(tmp_path, cache):
     result = run_in(tmp_path, "evaluate.py", "--attack", "none", cache=cache)
     assert_one_line_error(result, "no run with a best/ checkpoint under runs/")
@@ -275,11 +285,13 @@ def test_without_checkpoint_and_without_runs_is_a_usage_error(tmp_path, cache):
 # Bad inputs: non-zero exit, one line `error: ...`, no traceback
 
 
+@pytest.mark.slow
 def test_missing_checkpoint_folder(tmp_path, cache):
     result = evaluate("--checkpoint", tmp_path / "no-such-run", "--attack", "none", cache=cache)
     assert_one_line_error(result, "no-such-run")
 
 
+@pytest.mark.slow
 def test_checkpoint_with_the_wrong_number_of_classes(tiny_run, shared_data, tmp_path, cache):
     result = evaluate("--checkpoint", tiny_run, "--task", "snli", "--data-dir", shared_data, "--attack", "none",
                       "--out", tmp_path / "out", cache=cache)
@@ -287,6 +299,7 @@ def test_checkpoint_with_the_wrong_number_of_classes(tiny_run, shared_data, tmp_
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_existing_non_empty_out_is_refused_and_left_untouched(tiny_run, shared_data, tmp_path, cache):
     out = tmp_path / "out"
     out.mkdir()
@@ -297,6 +310,7 @@ def test_existing_non_empty_out_is_refused_and_left_untouched(tiny_run, shared_d
     assert [p.name for p in out.iterdir()] == ["notes.txt"] and (out / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_missing_synonyms_path(tiny_run, shared_data, tmp_path, cache):
     result = evaluate("--checkpoint", tiny_run, "--attack", "pwws", "--synonyms", "counterfitted", "--synonyms-path",
                       tmp_path / "nope.json", "--num-examples", 2, "--data-dir", shared_data, "--out", tmp_path / "out",
@@ -309,6 +323,7 @@ def test_missing_synonyms_path(tiny_run, shared_data, tmp_path, cache):
 # Plots: matplotlib is an optional extra
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_MATPLOTLIB, reason="matplotlib is not installed: the error path is tested instead")
 def test_plot_draws_robustness_curves(tiny_run, shared_data, tmp_path, cache):
     result = evaluate("--checkpoint", tiny_run, "--attack", "all", "--synonyms", "counterfitted", "--num-examples", 3,
@@ -330,6 +345,7 @@ def test_plot_without_matplotlib_fails_first_naming_the_extra_requirements(tiny_
 # Which model, continued: run folders named by their best/, plain folders need a task
 
 
+@pytest.mark.slow
 def test_a_runs_best_folder_is_evaluated_as_that_run(tiny_run, shared_data, workspace, cache):
     out = workspace / "via-best"
     result = evaluate("--checkpoint", tiny_run / "best", "--attack", "none", "--num-examples", 3,
@@ -339,12 +355,14 @@ def test_a_runs_best_folder_is_evaluated_as_that_run(tiny_run, shared_data, work
     assert resolved["task"] == "sst2" and resolved["max_length"] == 32  # the run's settings, not a default task's
 
 
+@pytest.mark.slow
 def test_a_plain_model_folder_without_task_is_a_usage_error(tiny_run, workspace, cache):
     plain = workspace / "plain-no-task"
     shutil.copytree(tiny_run / "best", plain)
     assert_one_line_error(evaluate("--checkpoint", plain, "--attack", "none", cache=cache), "--task")
 
 
+@pytest.mark.slow
 def test_a_pre_trained_encoder_without_a_trained_head_is_refused(tiny_model, shared_data, tmp_path, cache):
     """transformers would put a random head on it, and its 'robustness' would be that head's."""
     result = evaluate("--checkpoint", tiny_model, "--task", "sst2", "--attack", "none", "--data-dir", shared_data,
@@ -353,6 +371,7 @@ def test_a_pre_trained_encoder_without_a_trained_head_is_refused(tiny_model, sha
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_corrupt_run_configuration_is_a_usage_error(tiny_run, tmp_path, cache):
     run = tmp_path / "run"
     shutil.copytree(tiny_run / "best", run / "best")
@@ -365,10 +384,19 @@ def test_a_corrupt_run_configuration_is_a_usage_error(tiny_run, tmp_path, cache)
                                         ("--query-budget", "0x"), ("--query-budget", "1.5x"), ("--query-budget", "x"),
                                         ("--query-budget", "50xx"), ("--eps", "nan"), ("--min-cos", "nan"),
                                         ("--max-modify-rate", "nan")])
-def test_out_of_range_settings_are_refused_by_argparse(flag, value, tmp_path, cache):
-    result = evaluate("--checkpoint", tmp_path, flag, value, cache=cache)
+def test_out_of_range_settings_are_refused_by_argparse(flag, value, capsys):
+    import evaluate as command_line
+    with pytest.raises(SystemExit) as exit:
+        command_line.parse_args(["--checkpoint", "RUN", flag, value])
+    assert exit.value.code == 2
+    assert f"argument {flag}" in capsys.readouterr().err.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_an_out_of_range_setting_is_a_one_line_argparse_error_before_anything_runs(tmp_path, cache):
+    result = evaluate("--checkpoint", tmp_path, "--num-examples", "0", cache=cache)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert f"argument {flag}" in result.stderr.splitlines()[-1]
+    assert "argument --num-examples" in result.stderr.splitlines()[-1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,6 +409,7 @@ def without_timing(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
 
 
+@pytest.mark.slow
 def test_resume_finishes_an_interrupted_evaluation_as_if_never_stopped(tiny_run, shared_data, tmp_path, cache):
     """The state a kill leaves: results.json as written at the start (complete false), the lines of
     the examples that finished, and a last line cut short. --resume attacks only the rest."""
@@ -451,6 +480,7 @@ def in_processes(tiny_run, shared_data, workspace, cache, torchrun):
     return run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attack", ["all", "ascc"])
 def test_two_torchrun_processes_write_what_one_process_writes(in_processes, attack):
     """Each process attacks every other example (ASCC: every other chunk), writing its own part;
@@ -460,6 +490,7 @@ def test_two_torchrun_processes_write_what_one_process_writes(in_processes, atta
     assert_same_evaluation(two, one)
 
 
+@pytest.mark.slow
 def test_a_killed_two_process_evaluation_resumes_as_if_never_stopped(in_processes, tmp_path, cache, torchrun):
     """The state a kill leaves: results.json as written at the start, each process's part with the
     lines of the examples it finished and a last line cut short, no adversarial.jsonl yet."""
@@ -483,11 +514,13 @@ def test_a_killed_two_process_evaluation_resumes_as_if_never_stopped(in_processe
     assert_same_evaluation(cut, one)
 
 
+@pytest.mark.slow
 def test_resume_of_a_folder_that_is_no_evaluation_is_a_usage_error(tmp_path, cache):
     (tmp_path / "out").mkdir()
     assert_one_line_error(evaluate("--resume", tmp_path / "out", cache=cache), "not an evaluate.py results folder")
 
 
+@pytest.mark.slow
 def test_an_existing_out_points_to_resume(tiny_run, shared_data, tmp_path, cache):
     out = tmp_path / "out"
     assert evaluate("--checkpoint", tiny_run, "--attack", "none", "--num-examples", 2, "--data-dir", shared_data,

@@ -134,6 +134,7 @@ def frontier_done(workspace, shared_data):
     return result
 
 
+@pytest.mark.slow
 def test_frontier_trains_attacks_and_measures_every_run_and_writes_the_table(frontier_done, workspace):
     runs = experiments.frontier_runs(experiments.FRONTIER_SMOKE)
     assert [r["name"] for r in runs] == ["standard", "adv-beta10", "rift-beta10"]
@@ -169,6 +170,7 @@ def test_frontier_trains_attacks_and_measures_every_run_and_writes_the_table(fro
         assert "no figure: plots need matplotlib" in frontier_done.stdout
 
 
+@pytest.mark.slow
 def test_frontier_skips_what_has_finished_and_redoes_only_what_is_missing(frontier_done, workspace, shared_data):
     root = workspace / "frontier"
     stamps = {p: p.stat().st_mtime_ns for p in root.rglob("*.json")}
@@ -189,6 +191,7 @@ def test_frontier_skips_what_has_finished_and_redoes_only_what_is_missing(fronti
     assert (root / "rift-beta10" / "summary.json").stat().st_mtime_ns == stamps[root / "rift-beta10" / "summary.json"]
 
 
+@pytest.mark.slow
 def test_frontier_table_only_writes_the_table_and_runs_nothing(frontier_done, workspace, shared_data, tmp_path):
     result = run_cli("frontier", "--smoke", "--table-only", "--runs", workspace / "frontier", "--results-dir", tmp_path,
                      "--data-dir", shared_data, script="bench.py", cache=workspace / "cache")
@@ -197,6 +200,7 @@ def test_frontier_table_only_writes_the_table_and_runs_nothing(frontier_done, wo
     assert "3 of 3 runs finished" in (tmp_path / "sst2-frontier.md").read_text()
 
 
+@pytest.mark.slow
 def test_frontier_table_shows_unfinished_runs_as_missing(frontier_done, workspace, tmp_path):
     shutil.copytree(workspace / "frontier" / "standard", tmp_path / "runs" / "standard")
     rows = experiments.write_frontier(tmp_path / "runs", tmp_path / "results", experiments.FRONTIER)

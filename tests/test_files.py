@@ -40,6 +40,7 @@ def test_a_byte_order_mark_before_the_header_is_dropped(tmp_path):
     assert data.read_examples(path, TOY) == [data.Example(("good",), 1)]
 
 
+@pytest.mark.slow
 def test_evaluate_on_a_file_that_is_not_utf8_is_a_one_line_error(tiny_classifier, tmp_path):
     (tmp_path / "bytes.tsv").write_bytes(NOT_UTF8)
     result = run_cli("--checkpoint", tiny_classifier, "--task", "custom", "--file", tmp_path / "bytes.tsv",

@@ -28,6 +28,7 @@ def ascc_run(tiny_model, shared_data, workspace) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_an_ascc_run_records_its_adversary_and_neighbour_table(ascc_run, shared_data):
     config = json.loads((ascc_run / "config.json").read_text())
     assert config["config"]["adversary"] == "ascc" and config["config"]["ascc_steps"] == 2
@@ -59,6 +60,7 @@ def test_flags_given_explicitly_win_over_the_preset():
     assert (cfg.beta, cfg.model, cfg.alpha, cfg.task) == (3.0, "my-model", 0.1, "imdb")
 
 
+@pytest.mark.slow
 def test_the_snli_preset_runs_on_any_model_and_is_recorded(tiny_model, shared_data, workspace):
     dev = workspace / "snli-dev.tsv"
     dev.write_text("\n".join((shared_data / "snli" / "dev.tsv").read_text().splitlines()[:31]) + "\n")
@@ -109,6 +111,7 @@ def test_the_length_rules_count_as_textattack_and_as_textdefender():
     assert (words(pair), textdefender(pair)) == (1, 6)
 
 
+@pytest.mark.slow
 def test_paper_protocol_runs_pwws_and_genetic_with_the_counterfitted_table(ascc_run, shared_data, workspace):
     out = workspace / "protocol"
     result = run_cli("--checkpoint", ascc_run, "--protocol", "paper", "--num-examples", 4, "--population", 4,

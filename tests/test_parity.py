@@ -25,6 +25,7 @@ def victim():
         yield victim
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("source", ["wordnet", "counterfitted"])
 def test_rift_pwws_reaches_textattacks_outcomes(victim, source, shared_data):
     if source == "wordnet" and not (synonyms.DEBIAN_WORDNET / "index.noun").is_file():
@@ -83,6 +84,7 @@ def test_parity_rows_join_both_tools_example_by_example(tmp_path):
     assert ours["attack_success_rate"] == 1.0 and ours["model_texts"] == 41.0 and ours["avg_queries"] == 48.0
 
 
+@pytest.mark.slow
 def test_parity_without_the_harness_or_checkpoints_is_a_one_line_error(tmp_path):
     cache = tmp_path / "cache"
     result = run_cli("parity", "--peer", tmp_path / "nowhere", "--checkpoints", tmp_path, script="bench.py", cache=cache)

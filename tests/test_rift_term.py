@@ -27,6 +27,7 @@ from test_ascc import SENTENCES, SYNONYMS, LinearBag, synonyms
 # Critics that learn
 
 
+@pytest.mark.slow
 def test_critics_at_the_default_learning_rate_learn_s_equals_t_and_at_the_encoders_barely():
     """S = T: the bound is limited only by log B_y and by the critics. At rift.CRITIC_LR they get
     most of the way within 60 steps; at the encoder's 2e-5 they stay near 0."""
@@ -61,6 +62,7 @@ def rift_run(tiny_model, shared_data, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_the_critics_have_their_own_group_at_their_own_rate_on_the_same_schedule(rift_run):
     groups = json.loads((rift_run / "last" / "training_state.json").read_text())["optimizer_groups"]
     assert [g["initial_lr"] for g in groups] == [1e-4, 1e-4, 3e-3]
@@ -70,6 +72,7 @@ def test_the_critics_have_their_own_group_at_their_own_rate_on_the_same_schedule
     assert len(groups[2]["params"]) == len(critics)
 
 
+@pytest.mark.slow
 def test_the_mi_bound_is_logged_at_every_logged_step(rift_run):
     lines = [json.loads(line) for line in (rift_run / "metrics.jsonl").read_text().splitlines()]
     steps = [line for line in lines if "loss" in line]
@@ -82,6 +85,7 @@ def test_alpha_ramps_linearly_from_zero_only_when_asked():
     assert rift.ramped_alpha(0.7, 1, 0) == 0.7
 
 
+@pytest.mark.slow
 def test_the_loss_each_step_weighs_the_mi_term_with_that_steps_ramped_alpha(rift_run):
     steps = [line for line in map(json.loads, (rift_run / "metrics.jsonl").read_text().splitlines()) if "loss" in line]
     assert [line["alpha"] for line in steps] == pytest.approx([0.05, 0.1, 0.1, 0.1])
@@ -151,6 +155,7 @@ def test_a_pooler_feature_without_a_pooler_is_a_usage_error(classifier):
         rift.resolve_feature("pooler", model, "unused")
 
 
+@pytest.mark.slow
 def test_the_run_records_its_feature(rift_run):
     config = json.loads((rift_run / "config.json").read_text())
     assert config["config"]["feature"] == "mean" and config["resolved"]["feature"] == "mean"
@@ -190,6 +195,7 @@ def evaluations(run: Path) -> list[dict]:
     return [line for line in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "dev_accuracy" in line]
 
 
+@pytest.mark.slow
 def test_the_selection_rule_changes_only_which_checkpoint_is_kept(selected):
     """Selection attacks with its own random generator: the training itself is bit for bit the same."""
     weights = {rule: load_file(run / "last" / "model.safetensors") for rule, run in selected.items()}
@@ -200,6 +206,7 @@ def test_the_selection_rule_changes_only_which_checkpoint_is_kept(selected):
     assert dev["clean"] == dev["robust"] == dev["last"]
 
 
+@pytest.mark.slow
 def test_each_rule_keeps_the_checkpoint_it_names(selected):
     summaries = {rule: json.loads((run / "summary.json").read_text()) for rule, run in selected.items()}
     clean, robust = evaluations(selected["clean"]), evaluations(selected["robust"])
@@ -215,6 +222,7 @@ def test_each_rule_keeps_the_checkpoint_it_names(selected):
     assert all(torch.equal(kept[k], final[k]) for k in final)
 
 
+@pytest.mark.slow
 def test_robust_selection_is_the_default_for_adv_and_rift_and_clean_for_standard(tiny_model, shared_data, tmp_path):
     result = run_cli("--model", tiny_model, "--task", "sst2", "--data-dir", shared_data, "--method", "standard",
                      "--max-train-examples", 32, "--batch-size", 8, "--max-steps", 1, "--max-length", 32,
@@ -224,6 +232,7 @@ def test_robust_selection_is_the_default_for_adv_and_rift_and_clean_for_standard
     assert json.loads((tmp_path / "standard" / "config.json").read_text())["resolved"]["select_on"] == "clean"
 
 
+@pytest.mark.slow
 def test_robust_selection_under_pgd_attacks_with_pgd_and_leaves_the_training_alone(tiny_model, shared_data, tmp_path):
     """With the PGD adversary no neighbour table is needed (the offline demo trains so)."""
     for rule in ("clean", "robust"):
@@ -239,6 +248,7 @@ def test_robust_selection_under_pgd_attacks_with_pgd_and_leaves_the_training_alo
     assert all(torch.equal(clean[k], robust[k]) for k in clean)
 
 
+@pytest.mark.slow
 def test_robust_selection_without_the_neighbour_table_is_a_one_line_error(tiny_model, shared_data, tmp_path):
     result = run_cli("--model", tiny_model, "--task", "sst2", "--data-dir", shared_data, "--method", "adv",
                      "--adversary", "ascc", "--synonyms-path", tmp_path / "missing.json", "--max-train-examples", 32,
@@ -308,6 +318,7 @@ def test_ascc_attack_gives_each_chunk_the_same_texts_whatever_ran_before(sharp):
     assert all(resumed[n].perturbed == whole[n].perturbed and resumed[n].status == whole[n].status for n in resumed)
 
 
+@pytest.mark.slow
 def test_evaluate_ascc_writes_the_records_of_every_attack(rift_run, shared_data, tmp_path):
     out = tmp_path / "ascc"
     result = run_cli("--checkpoint", rift_run, "--attack", "ascc", "--num-examples", 6, "--data-dir", shared_data,

@@ -45,6 +45,7 @@ def snli_smoke(shared_data, tmp_path_factory):
     return root, result
 
 
+@pytest.mark.slow
 def test_the_snli_study_trains_attacks_and_pairs_every_run(snli_smoke):
     root, result = snli_smoke
     report = json.loads((root / "results" / "snli.json").read_text())
@@ -66,6 +67,7 @@ def test_the_snli_study_trains_attacks_and_pairs_every_run(snli_smoke):
     assert "python bench.py snli" in markdown and "minus" in markdown and "minus" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_study_skips_what_has_finished(snli_smoke, shared_data):
     root, _ = snli_smoke
     result = run_cli("snli", "--smoke", "--runs", root / "runs", "--results-dir", root / "results",
@@ -76,6 +78,7 @@ def test_a_study_skips_what_has_finished(snli_smoke, shared_data):
     assert "+ python" not in result.stdout and result.stdout.count("done already") == len(study.runs) * per_run
 
 
+@pytest.mark.slow
 def test_the_critics_study_writes_its_table(shared_data, tmp_path):
     result = run_cli("critics", "--smoke", "--results-dir", tmp_path, "--data-dir", shared_data, script="bench.py")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -87,7 +90,7 @@ def test_the_critics_study_writes_its_table(shared_data, tmp_path):
 
 def test_a_design_paragraph_states_the_flags_of_the_runs_it_describes():
     pilot = studies.PILOT.design.format(**studies.design_settings(studies.PILOT, []))
-    assert "4800 SST-2 training sentences" in pilot and "150 steps of 32" in pilot and "steps 50, 100 and 150" in pilot
+    assert "4,800 SST-2 training sentences" in pilot and "150 steps of 32" in pilot and "steps 50, 100 and 150" in pilot
     smoke = studies.replace(studies.LONG, **studies.LONG.smoke)
     long = smoke.design.format(**studies.design_settings(smoke, [{"method": "rift", "config": {"critic_lr": 0.01}}]))
     assert "2 steps (0.38 epochs of the 64 sentences)" in long and "steps 1 and 2" in long
