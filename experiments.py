@@ -413,7 +413,8 @@ def plot_frontier(rows: list[dict], path: Path) -> None:
             cka.plot([r["beta"] for r in others], [r["teacher_cka"] for r in others], "o", color=colour, mfc="white",
                      label=f"{method}, other seed")
     cka.set(xscale="log", xlabel="beta", ylabel="linear CKA of S with the teacher's T", title="what the features keep")
-    cka.legend()
+    if cka.get_legend_handles_labels()[0]:  # nothing measured yet: no legend
+        cka.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
