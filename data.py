@@ -238,10 +238,9 @@ def infer_labels(path: str | Path, label_column: str) -> tuple[str, ...]:
 
 def read_text(path: Path | str, raw: bytes | None = None) -> str:
     """The text of a file, or of `raw`, the bytes of a member of an archive that `path` names
-    (archive/member). The text files rift reads come through here (but for a few JSON files of its
-    own runs that experiments.py reads with Path.read_text), so bytes that are not UTF-8 stop with
-    the file's name and the offset of the first bad one (how many bytes precede it), never with a
-    UnicodeDecodeError. A byte-order mark (spreadsheets write one) is dropped."""
+    (archive/member). Every text file rift reads comes through here, so bytes that are not UTF-8
+    stop with the file's name and the offset of the first bad one (how many bytes precede it), never
+    with a UnicodeDecodeError. A byte-order mark (spreadsheets write one) is dropped."""
     if raw is None:
         raw = Path(path).read_bytes()
     try:
