@@ -59,15 +59,15 @@ def evaluated(folder: Path) -> dict | None:
     return report if report.get("complete", True) else None
 
 
-def example_outcomes(folder: Path) -> dict[int, tuple[int, int]]:
-    """Test index -> (right before the attack, right after it), from an evaluation's adversarial.jsonl."""
-    return {line["index"]: (int(line["status"] != "skipped"), int(line["status"] == "failed"))
-            for line in map(json.loads, read_text(folder / "adversarial.jsonl").splitlines())}
-
-
 def example_statuses(folder: Path) -> dict[int, str]:
     """Test index -> the attack's outcome (successful, failed, skipped), from adversarial.jsonl."""
     return {line["index"]: line["status"] for line in map(json.loads, read_text(folder / "adversarial.jsonl").splitlines())}
+
+
+def example_outcomes(folder: Path) -> dict[int, tuple[int, int]]:
+    """Test index -> (right before the attack, right after it): skipped examples were already wrong,
+    failed attacks left them right."""
+    return {index: (int(status != "skipped"), int(status == "failed")) for index, status in example_statuses(folder).items()}
 
 
 def cka_path(run: Path, feature: str) -> Path:
