@@ -54,17 +54,11 @@ def shared_data() -> Path:
 def tiny_model(tmp_path_factory) -> Path:
     """A 2-layer, hidden-32 random BERT encoder with the default model's tokenizer, saved as a
     pre-trained folder: every model test runs in milliseconds on it."""
-    import rift
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    import runner
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(rift.model_path(rift.DEFAULT_MODEL))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
-    BertModel(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return Path(runner.tiny_model(folder))  # the smoke runs' model, here with fixed weights
 
 
 @pytest.fixture(scope="session")
