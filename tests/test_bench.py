@@ -132,6 +132,7 @@ def test_bench_plot_draws_the_training_curves(tiny_run, tmp_path, cache):
     assert (run / "training.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(HAS_MATPLOTLIB, reason="matplotlib is installed: the plot itself is tested instead")
 def test_bench_plot_without_matplotlib_is_a_one_line_error(tiny_run, cache):
     result = run_cli("plot", tiny_run, script="bench.py", cache=cache)

@@ -333,6 +333,7 @@ def test_plot_draws_robustness_curves(tiny_run, shared_data, tmp_path, cache):
     assert (tmp_path / "out" / "robustness.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(HAS_MATPLOTLIB, reason="matplotlib is installed: the plot itself is tested instead")
 def test_plot_without_matplotlib_fails_first_naming_the_extra_requirements(tiny_run, shared_data, tmp_path, cache):
     result = evaluate("--checkpoint", tiny_run, "--attack", "pwws", "--num-examples", 2, "--data-dir", shared_data,
