@@ -19,7 +19,7 @@ def test_every_run_of_a_study_is_a_valid_train_py_command_compared_with_a_run_of
     for run in study.runs:
         cfg = train.parse_args([*study.train, "--method", run.method, "--seed", str(run.seed), *run.flags])
         assert cfg.method == run.method and cfg.select_on == "robust" and cfg.adversary == "ascc"
-        assert run.against is None or run.against in names[:names.index(run.name)]  # compared with one run before it
+        assert run.against is None or run.against in set(names) - {run.name}
     for flags, examples in study.evaluations.values():
         assert evaluate.parse_args([*flags, "--num-examples", str(examples)]).attack in evaluate.ATTACKS
 
