@@ -47,7 +47,7 @@ from cli import at_least, environment, format_table, newest_run, pick_device, ru
 from data import TASKS, UsageError, load_split, tokenize
 from experiments import frontier, plot_run, results
 from parity import parity
-from runner import tiny_model
+from runner import tiny_classifier, tiny_model
 from studies import STUDIES, critics_study, study_command
 from adversaries import (ADVERSARIES, ASCC, ASCC_STEPS, PGD, PGD_EPS, PGD_STEPS, ascc_weights, batch_candidates,
                          neighbour_table, pgd_perturbation)
@@ -252,20 +252,11 @@ def cost(args) -> dict:
     return report
 
 
-def tiny_classifier(encoder: str, folder: Path) -> str:
-    """The smoke test's attacked model: the tiny encoder with a (random) head, saved as a classifier."""
-    model, tokenizer = load_classifier(encoder, num_labels=2)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 def newest_checkpoint() -> str:
     run = newest_run()
     if run is None:
         raise UsageError("the attack benchmark needs a fine-tuned model: pass --checkpoint or train one first")
     return str(run / "best")
-
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -118,6 +118,15 @@ def tiny_model(folder: Path) -> str:
     return str(folder)
 
 
+def tiny_classifier(encoder: str, folder: Path) -> str:
+    """The encoder with a (random, untrained) classification head, saved as a classifier folder that
+    evaluate.py accepts without a train.py run."""
+    model, tokenizer = load_classifier(encoder, num_labels=2)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
 def teacher_cka(run: Path, examples: int, data_dir: str | None, feature: str = "cls") -> None:
     """<run>/cka-<feature>.json: linear CKA between the best checkpoint's feature S and the
     pre-trained model's T on the first `examples` dev sentences."""

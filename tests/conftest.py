@@ -63,15 +63,10 @@ def tiny_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_classifier(tiny_model, tmp_path_factory) -> Path:
-    """The tiny encoder with a (random, untrained) classification head saved on it: a classifier
-    folder evaluate.py accepts without a train.py run."""
-    import rift
+    """The tiny encoder with a random head: a classifier folder without a train.py run."""
+    import runner
 
-    folder = tmp_path_factory.mktemp("tiny-classifier")
-    model, tokenizer = rift.load_classifier(str(tiny_model), num_labels=2)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return Path(runner.tiny_classifier(str(tiny_model), tmp_path_factory.mktemp("tiny-classifier")))
 
 
 @pytest.fixture(scope="session")
