@@ -59,3 +59,10 @@ def test_the_command_lines_toolkit_lives_in_cli_not_in_data():
                "format_table", "pyplot"}
     assert toolkit <= top_level_functions("cli")
     assert not toolkit & top_level_functions("data")
+
+
+def test_readme_layout_names_every_module():
+    """README's layout table is how a reader finds a file: a module missing from it is hidden."""
+    readme = (REPO / "README.md").read_text()
+    layout = readme[readme.index("## Layout"):]
+    assert {name for name in MAY_IMPORT if f"`{name}.py`" not in layout} == set()
