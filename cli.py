@@ -168,3 +168,10 @@ def pyplot():
     except ImportError:
         raise UsageError("plots need matplotlib: pip install -r requirements-extra.txt") from None
     return plt
+
+
+def save_figure(figure, path) -> None:
+    """Write a figure at the one resolution every page uses, and close it: a study redraws its
+    figure after every attack, and pyplot keeps each open figure until it is closed."""
+    figure.savefig(path, dpi=120)
+    pyplot().close(figure)

@@ -41,7 +41,7 @@ import attacks
 import synonyms
 from adversaries import ASCC_STEPS, PGD_ATTACK_STEPS, PGD_NORM, ascc_attack, neighbour_table, pgd_accuracy
 from cli import (add_data_flags, at_least, default_amp, environment, format_table, fraction, from_rank_zero, newest_run,
-                 pick_device, process_group, pyplot, run_command)
+                 pick_device, process_group, pyplot, run_command, save_figure)
 from data import TASKS, UsageError, custom_task, infer_labels, load_split, read_text
 from rift import load_classifier, predict_proba
 
@@ -419,7 +419,7 @@ def plot_robustness(rows: list[dict], lines: list[dict], max_rate: float, path: 
     by_rate.set(xlabel="most words changed (%)", title="word substitution")
     by_rate.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
     print(f"robustness curves: {path}")
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cli import format_table, pyplot
+from cli import format_table, pyplot, save_figure
 from data import UsageError
 from rift import DEFAULT_MODEL, METHODS
 from runner import (ATTACK_SEED, add_evaluation, data_flags, evaluated, example_outcomes, measured_cka, paired_difference,
@@ -155,7 +155,7 @@ def plot_results(curves: dict, details: list[dict], cap: str, path: Path) -> Non
     by_attack.margins(y=0.2)  # room for the legend above the bars
     by_attack.legend(ncols=len(curves), loc="upper center")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,7 +416,7 @@ def plot_frontier(rows: list[dict], path: Path) -> None:
     if cka.get_legend_handles_labels()[0]:  # nothing measured yet: no legend
         cka.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -441,5 +441,5 @@ def plot_run(run: Path) -> None:
     accuracy.plot([r["step"] for r in evals], [r["dev_accuracy"] for r in evals], marker="o")
     accuracy.set(xlabel="step", title="dev accuracy")
     figure.tight_layout()
-    figure.savefig(run / "training.png", dpi=120)
+    save_figure(figure, run / "training.png")
     print(f"-> {run / 'training.png'}")

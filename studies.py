@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from cli import format_table, pyplot
+from cli import format_table, pyplot, save_figure
 from data import TASKS, UsageError, balanced_batches, load_split, locate, tokenize
 from runner import (ATTACK_SEED, add_evaluation, data_flags, evaluated, measured_cka, paired_difference, recorded, run_cli,
                     run_config, teacher_cka, tiny_model, trained, training_log, words_changed, write_page)
@@ -141,7 +141,7 @@ def plot_critics(curves: dict, ceiling: float, path: Path) -> None:
     ax.set(xlabel="step", ylabel="InfoNCE bound on I(S;T|Y), nats", title="critics alone on S = T")
     ax.legend(fontsize=7, ncols=2)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,7 +368,7 @@ def plot_study(study: Study, rows: list[dict], root: Path, path: Path) -> None:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
 
 
 CKA_FEATURES = ("mean", "cls")

@@ -333,6 +333,17 @@ def test_plot_draws_robustness_curves(tiny_run, shared_data, tmp_path, cache):
     assert (tmp_path / "out" / "robustness.png").stat().st_size > 0
 
 
+@pytest.mark.skipif(not HAS_MATPLOTLIB, reason="matplotlib is not installed: the error path is tested instead")
+def test_a_saved_figure_is_closed(tmp_path):
+    """A study redraws its figure after every attack: figures left open pile up in pyplot."""
+    import cli
+
+    plt = cli.pyplot()
+    figure, _ = plt.subplots()
+    cli.save_figure(figure, tmp_path / "figure.png")
+    assert (tmp_path / "figure.png").stat().st_size > 0 and not plt.fignum_exists(figure.number)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(HAS_MATPLOTLIB, reason="matplotlib is installed: the plot itself is tested instead")
 def test_plot_without_matplotlib_fails_first_naming_the_extra_requirements(tiny_run, shared_data, tmp_path, cache):
