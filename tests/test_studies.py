@@ -51,7 +51,7 @@ def test_the_snli_study_trains_attacks_and_pairs_every_run(snli_smoke):
     report = json.loads((root / "results" / "snli.json").read_text())
     study = studies.replace(studies.SNLI, **studies.SNLI.smoke)
     rows = {row["name"]: row for row in report["rows"]}
-    assert list(rows) == [run.name for run in study.runs] == ["rift", "adv", "standard"]
+    assert list(rows) == [run.name for run in study.runs] == ["rift", "adv", "rift-ramp", "standard"]
     for row in rows.values():
         assert row["config"]["task"] == "snli" and row["config"]["train_file"].endswith("train_subset.tsv")
         assert row["resolved"]["labels"] == ["entailment", "neutral", "contradiction"]
@@ -60,11 +60,14 @@ def test_the_snli_study_trains_attacks_and_pairs_every_run(snli_smoke):
         assert {"cka_mean", "cka_cls", "first_ce", "last_ce"} <= row.keys()
     assert rows["rift"]["config"]["alpha"] == 0.7 and rows["rift"]["config"]["beta"] == 5.0
     assert "last_mi_bound" in rows["rift"] and "last_mi_bound" not in rows["adv"]
-    assert [(g["run"], g["against"]) for g in report["paired_differences"]] == [("rift", "adv"), ("adv", "standard")]
+    assert rows["rift-ramp"]["alpha_ramp_steps"] == 104 and rows["rift"]["alpha_ramp_steps"] == 0
+    assert [(g["run"], g["against"]) for g in report["paired_differences"]] == [
+        ("rift", "adv"), ("adv", "standard"), ("rift-ramp", "rift")]
     assert all({"clean", "clean_se", *study.evaluations} <= g.keys() for g in report["paired_differences"])
     assert report["curves"]["rift"] and all(len(point) == 3 for point in report["curves"]["rift"])
     markdown = (root / "results" / "snli.md").read_text()
     assert "python bench.py snli" in markdown and "minus" in markdown and "minus" in result.stdout
+    assert "0.7, ramp 104" in markdown
 
 
 @pytest.mark.slow
