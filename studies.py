@@ -423,8 +423,9 @@ PILOT = replace(PILOT, smoke=dict(
 # Robust training starts slowly here and a strong MI term can hold CE at chance: the table shows
 # each run's CE in its first and last window. rift runs first in each seed: its CE curve is the
 # earliest sign of whether a ramp of alpha is needed. Seed 42's CE stayed within 0.004 of chance
-# (ln 3 = 1.0986) over its first 60 steps and reached only 1.082 by step 140, so rift-ramp raises
-# alpha linearly over the first half of the run (train.py --alpha-ramp-steps), compared with rift.
+# (ln 3 = 1.0986) over its first 60 steps (adv's fell to 1.076 by step 50) and reached only 1.082 by
+# step 140, so rift-ramp raises alpha linearly over the first half of the run (train.py
+# --alpha-ramp-steps), compared with rift.
 SNLI = Study(
     command="snli", name="snli", title="SNLI: standard, adv and rift with the paper's weights",
     design="Every run: {max_train_examples:,} pairs drawn with the run's seed from the shared 20,000-pair SNLI train "
