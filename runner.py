@@ -1,7 +1,8 @@
 """What the result runners (experiments.py, studies.py, parity.py) share: running train.py and
 evaluate.py as a user would, unless what they leave says the run has finished; one named reader for
-each file they leave, so no runner knows a file by name; the numbers every table computes; and the
-writer of results/<name>.md, which keeps the hand-written text below the generated tables.
+each file they leave, so no runner knows a file by name; the copy of a run's records kept under
+results/; the numbers every table computes; and the writer of results/<name>.md, which keeps the
+hand-written text below the generated tables.
 """
 
 import json
@@ -78,6 +79,31 @@ def measured_cka(run: Path, feature: str) -> float | None:
     """The linear CKA with the teacher that teacher_cka measured, or None before it has."""
     path = cka_path(run, feature)
     return json.loads(read_text(path))["linear_cka"] if path.is_file() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# A run's records (what it and its evaluations wrote, all but the checkpoints: a few hundred kB)
+# are kept under results/ beside its table and committed with it: runs/ lives only as long as its
+# machine, and a table of paired differences needs every example's outcome, not just the means.
+
+def finished_records(run: Path) -> list[Path]:
+    """The files of a finished run and of its finished evaluations and CKAs, relative to the run."""
+    if trained(run) is None:
+        return []
+    records = [Path("config.json"), Path("summary.json"), Path("metrics.jsonl")]
+    records += [path.relative_to(run) for path in sorted(run.glob("cka-*.json"))]
+    for folder in sorted(run.glob("eval/*/")):
+        if evaluated(folder) is not None:
+            records += [path.relative_to(run) for path in (folder / "results.json", folder / "adversarial.jsonl")]
+    return records
+
+
+def copy_records(source: Path, target: Path) -> None:
+    """Copy the finished records of run folder `source` to `target` (files already there are
+    replaced): keeping them under results/, or bringing them back to a runs/ that has lost them."""
+    for record in finished_records(source):
+        (target / record).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / record, target / record)
 
 
 # ---------------------------------------------------------------------------------------------

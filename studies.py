@@ -6,7 +6,7 @@ command line):
                               # one robust selection rule for all, paired on the same test sentences
                               #                                                   -> results/sst2-pilot.*
     python bench.py snli      # the paper's second task: standard, adv and rift on SNLI -> results/snli.*
-    python bench.py long      # adv against rift at five times the pilot's budget -> results/sst2-long.*
+    python bench.py long      # rift against adv at five times the pilot's budget -> results/sst2-long.*
 
 Why. The frontier (results/sst2-frontier.md) trained the critics at the encoder's learning rate for
 150 steps, where they barely learn: until they do, the MI term pushes S to fit two random maps. It
@@ -17,7 +17,9 @@ pilot changes these three things and nothing else.
 Each comparison is a `Study`: a list of train.py runs, each attacked by the same evaluate.py
 attacks on the same test examples and compared, paired example by example, with the run it names.
 It resumes like every runner: what has finished is not repeated, a run cut short goes on from its
-last save, and the table is rewritten after every evaluation, so a study can span sessions.
+last save, and the table is rewritten after every evaluation, so a study can span sessions. Each
+rewrite also copies the finished runs' records (not their checkpoints) to results/<study>/<run>/,
+to be committed: a machine without the runs restores them from there, and sees those runs finished.
 """
 
 import json
@@ -33,8 +35,9 @@ import torch
 
 from cli import format_table, pyplot, save_figure
 from data import TASKS, UsageError, balanced_batches, load_split, locate, tokenize
-from runner import (ATTACK_SEED, add_evaluation, data_flags, evaluated, measured_cka, paired_difference, recorded, run_cli,
-                    run_config, teacher_cka, tiny_model, trained, training_log, words_changed, write_page)
+from runner import (ATTACK_SEED, add_evaluation, copy_records, data_flags, evaluated, measured_cka, paired_difference,
+                    recorded, run_cli, run_config, teacher_cka, tiny_model, trained, training_log, words_changed,
+                    write_page)
 from rift import (DEFAULT_MODEL, TAU, WARMUP, WEIGHT_DECAY, Critics, conditional_info_nce, load_classifier,
                   make_teacher, teacher_features, warmup_linear_decay)
 
@@ -184,6 +187,11 @@ def train_file_flags(study: Study, data_dir: str | None) -> list[str]:
 
 
 def run_study(study: Study, model: str, data_dir: str | None, root: Path, folder: Path, table_only: bool) -> None:
+    """Restore the runs whose folder this machine lacks from the records kept under results/
+    (<folder>/<study name>/<run>), then train, measure and attack what has not finished."""
+    for run in study.runs:
+        if not (root / run.name).exists():
+            copy_records(folder / study.name / run.name, root / run.name)
     if not table_only:
         data = data_flags(data_dir)
         for run in study.runs:
@@ -280,7 +288,10 @@ def design_settings(study: Study, rows: list[dict]) -> dict:
 
 
 def write_study(study: Study, root: Path, folder: Path) -> None:
-    """results/<study>.{md,json,png} from what has finished under root."""
+    """results/<study>.{md,json,png} from what has finished under root, and each run's records in
+    results/<study>/<run>."""
+    for run in study.runs:
+        copy_records(root / run.name, folder / study.name / run.name)
     rows = study_rows(study, root)
 
     def with_se(row, key):

@@ -309,3 +309,25 @@ def test_the_words_of_a_report_come_from_the_recorded_settings():
     assert "default" in runner.words_changed([None, {}])
     assert runner.recorded([{"ascc_steps": 10}, None, {"ascc_steps": 5}], "ascc_steps", "-") == "10 / 5"
     assert runner.recorded([None], "ascc_steps", "train.py's default") == "train.py's default"
+
+
+def test_a_run_keeps_the_records_of_what_finished_and_none_of_its_checkpoints(tmp_path):
+    run, kept = tmp_path / "runs" / "rift", tmp_path / "results" / "study" / "rift"
+    for name in ("config.json", "metrics.jsonl", "best/model.safetensors", "last/training_state.json"):
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_text("{}")
+    runner.copy_records(run, kept)
+    assert not kept.exists()  # training has not finished: nothing to keep
+    (run / "summary.json").write_text('{"best_dev_accuracy": 0.5}')
+    runner.cka_path(run, "mean").write_text('{"linear_cka": 0.25}')
+    for name, complete in (("ascc", "true"), ("pwws", "false")):
+        write_outcomes(run / "eval" / name, {3: "failed"})
+        (run / "eval" / name / "results.json").write_text(f'{{"complete": {complete}}}')
+    runner.copy_records(run, kept)
+    assert sorted(str(path.relative_to(kept)) for path in kept.rglob("*") if path.is_file()) == [
+        "cka-mean.json", "config.json", "eval/ascc/adversarial.jsonl", "eval/ascc/results.json", "metrics.jsonl",
+        "summary.json"]
+    restored = tmp_path / "fresh" / "rift"
+    runner.copy_records(kept, restored)  # a machine without runs/: the run reads as finished again
+    assert runner.trained(restored) == {"best_dev_accuracy": 0.5} and runner.measured_cka(restored, "mean") == 0.25
+    assert runner.example_outcomes(restored / "eval" / "ascc") == {3: (1, 1)}

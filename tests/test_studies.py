@@ -2,6 +2,7 @@
 to end on a tiny model, and their definitions checked against train.py and evaluate.py."""
 
 import json
+import shutil
 
 import pytest
 
@@ -79,6 +80,20 @@ def test_a_study_skips_what_has_finished(snli_smoke, shared_data):
     study = studies.replace(studies.SNLI, **studies.SNLI.smoke)
     per_run = 1 + len(studies.CKA_FEATURES) + len(study.evaluations)  # training, CKA, attacks
     assert "+ python" not in result.stdout and result.stdout.count("done already") == len(study.runs) * per_run
+
+
+@pytest.mark.slow
+def test_a_study_rewrites_its_table_from_the_kept_records_on_a_machine_without_its_runs(snli_smoke, shared_data,
+                                                                                       tmp_path):
+    root, _ = snli_smoke
+    shutil.copytree(root / "results", tmp_path / "results")
+    assert not list((tmp_path / "results" / "snli").rglob("*.safetensors"))  # records only, no checkpoint
+    result = run_cli("snli", "--smoke", "--table-only", "--runs", tmp_path / "no-runs", "--results-dir",
+                     tmp_path / "results", "--data-dir", shared_data, script="bench.py", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    before, after = (json.loads((folder / "snli.json").read_text()) for folder in (root / "results", tmp_path / "results"))
+    assert after["rows"] == before["rows"] and after["paired_differences"] == before["paired_differences"]
+    assert after["curves"] == before["curves"]
 
 
 @pytest.mark.slow
