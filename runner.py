@@ -82,7 +82,7 @@ def measured_cka(run: Path, feature: str) -> float | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# A run's records (what it and its evaluations wrote, all but the checkpoints: a few hundred kB)
+# A run's records (what it and its evaluations wrote, all but the checkpoints: about 1 MB a run)
 # are kept under results/ beside its table and committed with it: runs/ lives only as long as its
 # machine, and a table of paired differences needs every example's outcome, not just the means.
 
