@@ -25,14 +25,17 @@ ATTACK_SEED = 42  # evaluate.py's --seed in every table: all models of a table m
 # What a train.py run folder holds: config.json from the start, last/ at each save, summary.json
 # at the end; evaluate.py's folders hold results.json ("complete" at the end) and adversarial.jsonl.
 
+CONFIG, SUMMARY, TRAINING_LOG = Path("config.json"), Path("summary.json"), Path("metrics.jsonl")
+RESULTS, OUTCOMES = Path("results.json"), Path("adversarial.jsonl")
+
 def run_config(run: Path) -> dict:
     """config.json: every setting of the run ("config", "resolved") and the machine ("environment")."""
-    return json.loads(read_text(run / "config.json"))
+    return json.loads(read_text(run / CONFIG))
 
 
 def trained(run: Path) -> dict | None:
     """summary.json, the final numbers, once the run has finished; None before."""
-    return json.loads(read_text(run / "summary.json")) if (run / "summary.json").is_file() else None
+    return json.loads(read_text(run / SUMMARY)) if (run / SUMMARY).is_file() else None
 
 
 def training_resumable(run: Path) -> bool:
@@ -42,13 +45,13 @@ def training_resumable(run: Path) -> bool:
 
 def training_log(run: Path) -> list[dict]:
     """metrics.jsonl's lines (logged steps and dev evaluations); none before the run has begun."""
-    path = run / "metrics.jsonl"
+    path = run / TRAINING_LOG
     return [json.loads(line) for line in read_text(path).splitlines()] if path.is_file() else []
 
 
 def evaluation_started(folder: Path) -> bool:
     """Whether evaluate.py has written results.json there, so `evaluate.py --resume` can finish it."""
-    return (folder / "results.json").is_file()
+    return (folder / RESULTS).is_file()
 
 
 def evaluated(folder: Path) -> dict | None:
@@ -56,13 +59,13 @@ def evaluated(folder: Path) -> dict | None:
     older than the "complete" key was written only at the end)."""
     if not evaluation_started(folder):
         return None
-    report = json.loads(read_text(folder / "results.json"))
+    report = json.loads(read_text(folder / RESULTS))
     return report if report.get("complete", True) else None
 
 
 def example_statuses(folder: Path) -> dict[int, str]:
     """Test index -> the attack's outcome (successful, failed, skipped), from adversarial.jsonl."""
-    return {line["index"]: line["status"] for line in map(json.loads, read_text(folder / "adversarial.jsonl").splitlines())}
+    return {line["index"]: line["status"] for line in map(json.loads, read_text(folder / OUTCOMES).splitlines())}
 
 
 def example_outcomes(folder: Path) -> dict[int, tuple[int, int]]:
@@ -90,11 +93,11 @@ def finished_records(run: Path) -> list[Path]:
     """The files of a finished run and of its finished evaluations and CKAs, relative to the run."""
     if trained(run) is None:
         return []
-    records = [Path("config.json"), Path("summary.json"), Path("metrics.jsonl")]
+    records = [CONFIG, SUMMARY, TRAINING_LOG]
     records += [path.relative_to(run) for path in sorted(run.glob("cka-*.json"))]
     for folder in sorted(run.glob("eval/*/")):
         if evaluated(folder) is not None:
-            records += [path.relative_to(run) for path in (folder / "results.json", folder / "adversarial.jsonl")]
+            records += [path.relative_to(run) for path in (folder / RESULTS, folder / OUTCOMES)]
     return records
 
 
