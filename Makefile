@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup wordnet demo test test-fast results frontier campaign bench clean
+.PHONY: setup wordnet demo test test-fast results frontier campaign bench gpu-bundle clean
 
 setup: $(VENV)/.installed wordnet
 
@@ -53,6 +53,11 @@ campaign: setup
 
 bench: setup
 	$(PY) bench.py
+
+# What a lent GPU machine needs beyond the tracked tree (gpu.py): the default model in fp16 and the
+# steps' data, xz-compressed, in the ignored folder gpu/.
+gpu-bundle: setup
+	$(PY) bench.py gpu bundle
 
 clean:
 	rm -rf $(VENV) runs/demo

@@ -13,6 +13,8 @@ experiments.py, studies.py and parity.py (what rift achieves). Each command has 
     python bench.py long            # adv vs rift at five times the pilot's budget -> results/sst2-long.*
     python bench.py parity --checkpoints RUN RUN   # rift's PWWS beside TextAttack's -> results/parity-sst2.*
     python bench.py plot RUN_DIR    # a train.py run's loss terms, MI bound, dev accuracy -> RUN_DIR/training.png
+    python bench.py gpu run check snli --out OUT   # on a GPU: the CUDA paths, then SNLI at ten times the CPU study
+    python bench.py gpu file OUT    # what a GPU step brought back -> results/gpu/ (gpu.py says more)
 
 Cost is measured as ratios inside one process on the same batches, so the machine's speed cancels:
   training  seconds per optimiser step of standard, adv and rift, each against standard, beside the
@@ -31,9 +33,7 @@ Cost is measured as ratios inside one process on the same batches, so the machin
 
 import argparse
 import json
-import resource
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -42,111 +42,17 @@ from pathlib import Path
 import torch
 
 import attacks
+import gpu
 import synonyms
 from cli import at_least, environment, format_table, newest_run, pick_device, run_command
-from data import TASKS, UsageError, load_split, tokenize
+from costs import training_cost
+from data import TASKS, UsageError, load_split
 from experiments import frontier, plot_run, results
 from parity import parity
 from runner import tiny_classifier, tiny_model
 from studies import STUDIES, critics_study, study_command
-from adversaries import (ADVERSARIES, ASCC, ASCC_STEPS, PGD, PGD_EPS, PGD_STEPS, ascc_weights, batch_candidates,
-                         neighbour_table, pgd_perturbation)
-from rift import (ALPHA, BATCH_SIZE, BETA, DEFAULT_MODEL, METHODS, TAU, Critics, classify, kl_objective,
-                  load_classifier, make_teacher, predict_proba, teacher_features, training_loss)
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory so far: CUDA's allocator peak, or the process's resident high-water mark."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def timings(fns: dict, batches, repeats: int, device: torch.device) -> tuple[dict, dict]:
-    """(median seconds, peak memory MB) of each fn over the batches.
-
-    Each fn first makes one untimed warm-up pass, in the given order, and its peak memory is read
-    after it (cheapest first, so the CPU's resident high-water mark reads each one's own peak).
-    Then they are timed in turns, batch by batch, so a drift in the machine's speed (a shared CPU
-    varies by 10-20% from minute to minute) falls on all of them alike."""
-    peaks = {}
-    for name, fn in fns.items():
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        for batch in batches:
-            fn(batch)
-        peaks[name] = peak_memory_mb(device)
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for batch in batches:
-            for name, fn in fns.items():
-                started = time.perf_counter()
-                fn(batch)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                times[name].append(time.perf_counter() - started)
-    return {name: statistics.median(t) for name, t in times.items()}, peaks
-
-
-def training_cost(model_name: str, examples, device, batch_size: int, steps: int, eps: float,
-                  max_length: int, repeats: int, adversary: str = "pgd", synonyms=None, amp: bool = False) -> list[dict]:
-    """Seconds per optimiser step of each method; `steps` are PGD's or ASCC's, as `adversary` says."""
-    model, tokenizer = load_classifier(model_name, num_labels=2)
-    neighbours = neighbour_table(tokenizer, synonyms).to(device) if adversary == "ascc" else None
-    training_adversary = ASCC(neighbours, steps) if adversary == "ascc" else PGD(eps, steps)
-    teacher = make_teacher(model).to(device)
-    model.to(device).train()
-    critics = Critics(2, model.config.hidden_size, teacher.config.hidden_size).to(device)
-    optimizer = torch.optim.AdamW([*model.parameters(), *critics.parameters()], lr=1e-5)
-    by_class = [[ex for ex in examples if ex.label == c] for c in (0, 1)]
-    half = batch_size // 2
-    batches = [tokenize(tokenizer, by_class[0][i * half:(i + 1) * half] + by_class[1][i * half:(i + 1) * half],
-                        max_length).to(device) for i in range(4)]
-    loss_kwargs = dict(teacher=teacher, critics=critics, alpha=ALPHA, beta=BETA, tau=TAU)
-
-    def optimiser_step(method):
-        def step(batch):
-            training_loss(method, model, batch, training_adversary, **loss_kwargs)["loss"].backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-        return step
-
-    # The passes, each timed alone.
-    def forward_backward(batch):
-        logits, _ = classify(model, model.get_input_embeddings()(batch["input_ids"]), batch)
-        torch.nn.functional.cross_entropy(logits, batch["labels"]).backward()
-        optimizer.zero_grad(set_to_none=True)
-
-    def attack(batch):  # the K steps of the adversary, each a forward pass and a backward pass to its inputs
-        embeds = model.get_input_embeddings()(batch["input_ids"]).detach()
-        clean_logits = torch.zeros(len(embeds), 2, device=device)  # the target is given in training
-        if adversary == "ascc":
-            ascc_weights(model, batch, kl_objective(clean_logits), batch_candidates(neighbours, batch), steps)
-        else:
-            pgd_perturbation(model, embeds, batch, kl_objective(clean_logits), eps, steps, training_adversary.norm)
-
-    def autocast(fn):
-        def under_autocast(batch):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                fn(batch)
-        return under_autocast
-
-    passes = {"forward_backward": forward_backward, "attack": attack, "teacher": lambda b: teacher_features(teacher, b)}
-    fns = {method: optimiser_step(method) for method in METHODS} | passes
-    t, peaks = timings({name: autocast(fn) for name, fn in fns.items()}, batches, repeats, device)
-    rows = [{"method": method, "s_per_step": t[method], "peak_memory_mb": peaks[method]} for method in METHODS]
-    t_standard = rows[0]["s_per_step"]
-    expected = {"standard": t_standard,
-                "adv": t_standard + t["forward_backward"] + t["attack"],
-                "rift": t_standard + t["forward_backward"] + t["attack"] + t["teacher"]}
-    for row in rows:
-        row |= {"ratio_to_standard": row["s_per_step"] / t_standard,
-                "expected_ratio": expected[row["method"]] / t_standard,
-                "measured_over_expected": row["s_per_step"] / expected[row["method"]],
-                "examples_per_s": batch_size / row["s_per_step"]}
-    rows.append({"method": "passes", "forward_backward_s": t["forward_backward"], "attack_s": t["attack"],
-                 "teacher_forward_s": t["teacher"]})
-    return rows
+from adversaries import ADVERSARIES, ASCC_STEPS, PGD_EPS, PGD_STEPS
+from rift import BATCH_SIZE, DEFAULT_MODEL, load_classifier, predict_proba
 
 
 def attack_cost(checkpoint: str, examples, device, max_length: int, batch_size: int) -> list[dict]:
@@ -318,6 +224,34 @@ def build_parser() -> argparse.ArgumentParser:
                         help="SST-2 test sentences, drawn with seed 42 (default: %(default)s)")
     peers.add_argument("--peer", type=Path, default=Path(__file__).resolve().parent.parent / "shared" / "peers" /
                         "textattack", help="the TextAttack harness folder (default: ../shared/peers/textattack)")
+    steps = commands.add_parser("gpu", help="rift on a GPU: the bundle, the steps, and filing what they bring back",
+                                description=gpu.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    actions = steps.add_subparsers(dest="action", required=True)
+    bundle = actions.add_parser("bundle", help="gpu/: the model (fp16) and the steps' data (xz) that travel",
+                                parents=[data])
+    bundle.add_argument("--steps", nargs="+", choices=gpu.STEPS, default=list(gpu.STEPS),
+                        help="the steps whose data to bundle (default: all of them)")
+    bundle.add_argument("--folder", type=Path, default=Path("gpu"), help="(default: %(default)s)")
+    bundle.add_argument("--model", default=DEFAULT_MODEL, help="the pre-trained encoder (default: %(default)s)")
+    runner = actions.add_parser("run", help="steps on the GPU machine (check first: the others use its speeds)",
+                                parents=[data])
+    runner.add_argument("steps", nargs="+", choices=gpu.STEPS, help="the steps, in one command")
+    runner.add_argument("--out", type=Path, required=True, help="where the reports, records and checkpoint go ($OUT)")
+    runner.add_argument("--bundle", type=Path, help="the bundle to run from (make gpu-bundle); without it, --model "
+                                                    "and the data folders as everywhere")
+    runner.add_argument("--model", default=DEFAULT_MODEL, help="the pre-trained encoder without --bundle "
+                                                               "(default: %(default)s)")
+    runner.add_argument("--deadline-s", type=at_least(1.0, float),
+                        help="seconds the whole command may take: a study then trains as many of its steps as fit, "
+                             "from check's speeds (default: no limit, every step)")
+    runner.add_argument("--smoke", action="store_true", help="a tiny random model, a few steps and examples")
+    filing = actions.add_parser("file", help="a step's returned folder -> results/gpu/<step>.* (and runs/gpu/<step>/)")
+    filing.add_argument("returned", type=Path, help="the folder the step wrote to")
+    filing.add_argument("--results-dir", type=Path, default=Path("results"), help="(default: %(default)s)")
+    filing.add_argument("--runs", type=Path, default=Path("runs"), help="(default: %(default)s)")
+    join = actions.add_parser("join", help="the checkpoint parts a step brought back -> a Hugging Face folder")
+    join.add_argument("returned", type=Path, help="the folder the step wrote to")
+    join.add_argument("target", type=Path, help="the model folder to write (must not exist)")
     plot = commands.add_parser("plot", help="a train.py run's loss terms, MI bound and dev accuracy -> RUN/training.png",
                                description="a train.py run's loss terms, MI bound and dev accuracy -> RUN/training.png")
     plot.add_argument("run", type=Path, help="the run folder")
@@ -346,8 +280,21 @@ def main(argv=None) -> None:
         study_command(args.command, args.model, args.data_dir, args.runs, args.results_dir, args.smoke, args.table_only)
     elif args.command == "parity":
         parity(args.checkpoints, args.peer, args.examples, args.runs, args.results_dir, args.data_dir)
+    elif args.command == "gpu":
+        gpu_command(args)
     else:
         plot_run(args.run)
+
+
+def gpu_command(args) -> None:
+    if args.action == "bundle":
+        gpu.make_bundle(args.folder, tuple(args.steps), args.model, args.data_dir)
+    elif args.action == "file":
+        gpu.file_steps(args.returned, args.results_dir, args.runs)
+    elif args.action == "join":
+        gpu.join_checkpoint(args.returned, args.target)
+    else:
+        gpu.run_steps(args.steps, args.out, args.bundle, args.model, args.data_dir, args.smoke, args.deadline_s)
 
 
 if __name__ == "__main__":

@@ -193,18 +193,26 @@ def run_study(study: Study, model: str, data_dir: str | None, root: Path, folder
         if not (root / run.name).exists():
             copy_records(folder / study.name / run.name, root / run.name)
     if not table_only:
-        data = data_flags(data_dir)
+        train_file = train_file_flags(study, data_dir)
         for run in study.runs:
-            out = root / run.name
-            run_cli(["train.py", *study.train, "--model", model, "--method", run.method, "--seed", str(run.seed),
-                     *run.flags, "--out", str(out), *train_file_flags(study, data_dir), *data], out)
-            for feature in CKA_FEATURES:
-                teacher_cka(out, study.cka_examples, data_dir, feature)
-            for name, (flags, examples) in study.evaluations.items():
-                run_cli(["evaluate.py", "--checkpoint", str(out), *flags, "--num-examples", str(examples),
-                         "--seed", str(ATTACK_SEED), "--out", str(out / "eval" / name), *data], out / "eval" / name)
-                write_study(study, root, folder)
+            run_one(study, run, model, data_dir, root, train_file, after_each=lambda: write_study(study, root, folder))
     write_study(study, root, folder)
+
+
+def run_one(study: Study, run: Run, model: str, data_dir: str | None, root: Path, train_file: list[str],
+            after_each=lambda: None) -> str:
+    """One run of a study: trained, its CKA measured, then attacked by each evaluation, calling
+    after_each after each; what has finished is skipped, what was cut short resumed."""
+    data, out = data_flags(data_dir), root / run.name
+    run_cli(["train.py", *study.train, "--model", model, "--method", run.method, "--seed", str(run.seed),
+             *run.flags, "--out", str(out), *train_file, *data], out)
+    for feature in CKA_FEATURES:
+        teacher_cka(out, study.cka_examples, data_dir, feature)
+    for name, (flags, examples) in study.evaluations.items():
+        run_cli(["evaluate.py", "--checkpoint", str(out), *flags, "--num-examples", str(examples),
+                 "--seed", str(ATTACK_SEED), "--out", str(out / "eval" / name), *data], out / "eval" / name)
+        after_each()
+    return run.name
 
 
 def smoke_version(study: Study, root: Path) -> tuple[Study, str]:
