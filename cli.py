@@ -133,7 +133,10 @@ def default_amp(device: torch.device) -> bool:
 def environment(device: torch.device) -> dict:
     """What a reader needs to reproduce a result: versions, machine, code revision, command."""
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+        try:  # a copy of the tree without git (a lent GPU machine's) records no revision
+            return subprocess.run(["git", *args], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+        except OSError:
+            return ""
     commit = git("rev-parse", "HEAD") or None
     if commit and git("status", "--porcelain", "--untracked-files=no"):
         commit += " (with uncommitted changes)"
