@@ -151,8 +151,8 @@ def eval_mode(model):
 
 
 def make_teacher(model) -> nn.Module:
-    """A frozen copy of the pre-trained encoder, taken before fine-tuning starts. Eval mode: the
-    release code left its dropout on, which only adds noise to the target T."""
+    """A frozen copy of the pre-trained encoder, taken before fine-tuning starts. Eval mode, as the
+    release's teacher (it switches only the student and its head to train mode): no dropout noise in T."""
     return copy.deepcopy(model.base_model).eval().requires_grad_(False)
 
 
