@@ -100,9 +100,11 @@ def model_inputs(batch) -> dict:
 
 def resolve_feature(feature: str, model, path: str) -> str:
     """The concrete feature for --feature: cls (h_[CLS]), mean (the attention-masked mean of the
-    last layer's token states) or pooler (tanh(W h_cls)). auto takes the checkpoint's own
-    sentence-transformers pooling where it has one (mean or cls), else the pooler where it was
-    trained (a bias not exactly 0), else cls."""
+    last layer's token states) or pooler (tanh(W h_cls)). pooler is, bit for bit, the tensor a BERT
+    classification head takes in (the input of BertForSequenceClassification's dropout, then its
+    linear layer): S on the classifier's own path, as in the release, whose head reads the pooler
+    output. auto takes the checkpoint's own sentence-transformers pooling where it has one (mean or
+    cls), else the pooler where it was trained (a bias not exactly 0), else cls."""
     pooler = getattr(model.base_model, "pooler", None)
     if feature == "pooler" and pooler is None:
         raise UsageError(f"--feature pooler: {type(model.base_model).__name__} has no pooler; use cls or mean")
@@ -116,6 +118,9 @@ def resolve_feature(feature: str, model, path: str) -> str:
             return "mean"
         if modes.get("pooling_mode_cls_token"):
             return "cls"
+    # Open: whether a checkpoint whose pooler was never trained should take the pooler anyway, the
+    # tensor its classification head reads (S on the classifier's own path, as in the release).
+    # The measurement of issue 27 decides it.
     if pooler is not None and any(p.detach().abs().sum() > 0 for n, p in pooler.named_parameters() if n.endswith("bias")):
         return "pooler"
     return "cls"
