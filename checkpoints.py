@@ -150,7 +150,7 @@ def set_random_states(states: dict, device: torch.device) -> None:
 
 # A resumed run may change where its data is and how often it reports; every other setting changes
 # the arithmetic (the batches, the schedule, the loss) and must stay as the run began.
-RESUME_MAY_CHANGE = ("data_dir", "device", "log_every", "eval_every", "save_every")
+RESUME_MAY_CHANGE = ("data_dir", "device", "log_every", "log_pulls", "eval_every", "save_every")
 FLAGS_RESUME_MAY_CHANGE = ["--" + key.replace("_", "-") for key in RESUME_MAY_CHANGE]
 
 

@@ -429,7 +429,9 @@ def plot_run(run: Path) -> None:
     evals = [r for r in records if "dev_accuracy" in r]
     if not steps:
         raise UsageError(f"{run} has no logged steps in a metrics.jsonl: is it a train.py run folder?")
-    figure, (losses, mutual_information, accuracy) = plt.subplots(1, 3, figsize=(14, 4))
+    pulled = [r for r in steps if "pull_ce" in r]  # train.py --log-pulls
+    figure, (losses, mutual_information, accuracy, *pull_axes) = plt.subplots(
+        1, 5 if pulled else 3, figsize=(23 if pulled else 14, 4))
     for term in ("loss", "ce", "kl", "mi_nce"):
         if term in steps[0]:
             losses.plot([r["step"] for r in steps], [r[term] for r in steps], label=term)
@@ -440,6 +442,14 @@ def plot_run(run: Path) -> None:
     mutual_information.set(xlabel="step", title="InfoNCE bound on I(S;T|Y), nats")
     accuracy.plot([r["step"] for r in evals], [r["dev_accuracy"] for r in evals], marker="o")
     accuracy.set(xlabel="step", title="dev accuracy")
+    if pulled:
+        pulls, cosines = pull_axes
+        for prefix, axis in (("pull_", pulls), ("cos_", cosines)):
+            for key in [key for key in pulled[-1] if key.startswith(prefix)]:
+                axis.plot([r["step"] for r in pulled], [r[key] for r in pulled], label=key.removeprefix(prefix))
+            axis.legend()
+        pulls.set(xlabel="step", yscale="log", title="each weighted term's gradient norm on the encoder")
+        cosines.set(xlabel="step", title="cosine between two terms' gradients")
     figure.tight_layout()
     save_figure(figure, run / "training.png")
     print(f"-> {run / 'training.png'}")

@@ -24,6 +24,7 @@ ASCC (the paper's), where each word moves inside the convex hull of its synonyms
 """
 
 import copy
+import itertools
 import json
 import math
 from contextlib import contextmanager
@@ -100,9 +101,11 @@ def model_inputs(batch) -> dict:
 
 def resolve_feature(feature: str, model, path: str) -> str:
     """The concrete feature for --feature: cls (h_[CLS]), mean (the attention-masked mean of the
-    last layer's token states) or pooler (tanh(W h_cls)). auto takes the checkpoint's own
-    sentence-transformers pooling where it has one (mean or cls), else the pooler where it was
-    trained (a bias not exactly 0), else cls."""
+    last layer's token states) or pooler (tanh(W h_cls)). pooler is, bit for bit, the tensor a BERT
+    classification head takes in (the input of BertForSequenceClassification's dropout, then its
+    linear layer): S on the classifier's own path, as in the release, whose head reads the pooler
+    output. auto takes the checkpoint's own sentence-transformers pooling where it has one (mean or
+    cls), else the pooler where it was trained (a bias not exactly 0), else cls."""
     pooler = getattr(model.base_model, "pooler", None)
     if feature == "pooler" and pooler is None:
         raise UsageError(f"--feature pooler: {type(model.base_model).__name__} has no pooler; use cls or mean")
@@ -116,6 +119,9 @@ def resolve_feature(feature: str, model, path: str) -> str:
             return "mean"
         if modes.get("pooling_mode_cls_token"):
             return "cls"
+    # Open: whether a checkpoint whose pooler was never trained should take the pooler anyway, the
+    # tensor its classification head reads (S on the classifier's own path, as in the release).
+    # The measurement of issue 27 decides it.
     if pooler is not None and any(p.detach().abs().sum() > 0 for n, p in pooler.named_parameters() if n.endswith("bias")):
         return "pooler"
     return "cls"
@@ -151,8 +157,8 @@ def eval_mode(model):
 
 
 def make_teacher(model) -> nn.Module:
-    """A frozen copy of the pre-trained encoder, taken before fine-tuning starts. Eval mode: the
-    release code left its dropout on, which only adds noise to the target T."""
+    """A frozen copy of the pre-trained encoder, taken before fine-tuning starts. Eval mode, as the
+    release's teacher (it switches only the student and its head to train mode): no dropout noise in T."""
     return copy.deepcopy(model.base_model).eval().requires_grad_(False)
 
 
@@ -265,17 +271,17 @@ def ramped_alpha(alpha: float, step: int, ramp_steps: int) -> float:
     return alpha * min(1.0, step / ramp_steps) if ramp_steps else alpha
 
 
-def training_loss(method: str, model, batch, adversary=None, *, teacher=None, critics: Critics | None = None,
-                  alpha: float = ALPHA, beta: float = BETA, tau: float = TAU,
-                  feature: str = "cls") -> dict[str, torch.Tensor]:
-    """The loss of one batch and its terms, for logging.
+def loss_terms(method: str, model, batch, adversary=None, *, teacher=None, critics: Critics | None = None,
+               alpha: float = ALPHA, beta: float = BETA, tau: float = TAU,
+               feature: str = "cls") -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The loss of one batch as its weighted terms, which sum to it, and the terms as logged (detached).
 
-    standard:  CE(f(x), y)
-    adv:       CE(f(x), y) + beta * KL(p(x) || p(x_adv))            (the paper's baseline)
-    rift:      adv + alpha * L_MI(S(x_adv), T(x) | y)
+    standard:  ce = CE(f(x), y)
+    adv:       ce, kl = beta * KL(p(x) || p(x_adv))                  (the paper's baseline)
+    rift:      ce, kl, mi = alpha * L_MI(S(x_adv), T(x) | y)
 
-    x_adv comes from `adversary`, an adversaries.PGD or ASCC (standard needs none); S and T are the
-    `feature` of resolve_feature.
+    Logged: ce, kl and mi_nce unweighted, and the bound mi_bound. x_adv comes from `adversary`, an
+    adversaries.PGD or ASCC (standard needs none); S and T are the `feature` of resolve_feature.
 
     `model` may be wrapped in DistributedDataParallel; the attack runs on the bare module, so its
     forward passes neither synchronise nor leave DDP waiting for a backward that never comes."""
@@ -285,22 +291,44 @@ def training_loss(method: str, model, batch, adversary=None, *, teacher=None, cr
     logits, _ = classify(model, embeds, batch)
     ce = F.cross_entropy(logits.float(), labels)
     if method == "standard":
-        return {"loss": ce, "ce": ce.detach()}
+        return {"ce": ce}, {"ce": ce.detach()}
 
     # The clean forward pass just made doubles as the attack's target p(x): no extra pass. It ran
     # in train mode, so the attack maximises the very KL term of the loss below.
     adv_embeds = adversary.embeddings(bare, embeds, batch, kl_objective(logits))
     adv_logits, adv_features = classify(model, adv_embeds, batch, feature)
     kl = kl_divergence(logits, adv_logits)  # neither side detached, as in the release code
-    terms = {"ce": ce.detach(), "kl": kl.detach()}
-    loss = ce + beta * kl
+    weighted, logged = {"ce": ce, "kl": beta * kl}, {"ce": ce.detach(), "kl": kl.detach()}
     if method == "rift":
         t = teacher_features(teacher, batch, feature)
         with torch.autocast(embeds.device.type, enabled=False):  # cosines / tau need more than bf16's 3 digits
             mi_nce, mi_bound = conditional_info_nce(critics, adv_features.float(), t.float(), labels, tau)
-        loss = loss + alpha * mi_nce
-        terms |= {"mi_nce": mi_nce.detach(), "mi_bound": mi_bound}
-    return {"loss": loss} | terms
+        weighted["mi"] = alpha * mi_nce
+        logged |= {"mi_nce": mi_nce.detach(), "mi_bound": mi_bound}
+    return weighted, logged
+
+
+def training_loss(method: str, model, batch, adversary=None, **settings) -> dict[str, torch.Tensor]:
+    """The loss of one batch, and its terms as logged: loss_terms summed."""
+    weighted, logged = loss_terms(method, model, batch, adversary, **settings)
+    return {"loss": sum(weighted.values())} | logged
+
+
+def term_pulls(weighted: dict[str, torch.Tensor], params: list[torch.Tensor]) -> dict[str, float]:
+    """How hard each weighted term pulls on `params` (the encoder's), and in which direction:
+    pull_<term>, the L2 norm of the term's gradient, and cos_<a>_<b>, the cosine between two terms'
+    gradients. Under Adam a term whose gradient is larger than the others' and orthogonal to them
+    takes most of each update. One backward pass per term; the graph is kept for the loss's own
+    backward and no .grad is touched, so training goes on exactly as without it."""
+    grads = {name: [torch.zeros_like(p) if g is None else g
+                    for p, g in zip(params, torch.autograd.grad(term, params, retain_graph=True, allow_unused=True))]
+             for name, term in weighted.items()}
+    dot = lambda a, b: sum((x.double() * y.double()).sum() for x, y in zip(a, b))
+    norms = {name: dot(g, g).sqrt() for name, g in grads.items()}
+    pulls = {f"pull_{name}": norm.item() for name, norm in norms.items()}
+    for a, b in itertools.combinations(grads, 2):
+        pulls[f"cos_{a}_{b}"] = (dot(grads[a], grads[b]) / (norms[a] * norms[b]).clamp(min=1e-30)).item()
+    return pulls
 
 
 # ---------------------------------------------------------------------------------------------

@@ -49,8 +49,8 @@ from cli import (add_data_flags, at_least, environment, format_table, fraction, 
                  run_command)
 from data import DEFAULT_TASK, TASKS, Task, UsageError, balanced_batches, custom_task, infer_labels, load_split, tokenize
 from rift import (ALPHA, BATCH_SIZE, BETA, CRITIC_LR, DEFAULT_MODEL, FEATURES, LR, METHODS, TAU, WARMUP, WEIGHT_DECAY,
-                  Critics, build_optimizer, load_classifier, make_teacher, model_path, predict_proba, ramped_alpha,
-                  resolve_feature, training_loss)
+                  Critics, build_optimizer, load_classifier, loss_terms, make_teacher, model_path, predict_proba,
+                  ramped_alpha, resolve_feature, term_pulls)
 
 # The paper's settings (REFERENCE.md section 2; the release's rift_train.sh and opts.py). A preset
 # only sets defaults: any flag given wins. bert-base-uncased needs the hub or a local copy (not
@@ -139,6 +139,12 @@ def parse_args(argv=None) -> argparse.Namespace:
                              help="--select-on robust: dev sentences attacked, the same ones for every run (drawn with "
                                   "seed 0) (default: %(default)s)")
     bookkeeping.add_argument("--log-every", type=at_least(1), default=10, help="optimiser steps between metrics.jsonl lines (default: %(default)s)")
+    bookkeeping.add_argument("--log-pulls", action="store_true",
+                             help="adv and rift: on each logged step's batch, the L2 norm of each weighted term's "
+                                  "gradient on the encoder (pull_ce, pull_kl, pull_mi) and their pairwise cosines "
+                                  "(cos_ce_kl, ...) in metrics.jsonl; costs one extra backward pass per term on "
+                                  "those steps, about doubling their time (README), the training itself "
+                                  "unchanged; not with --compile")
     bookkeeping.add_argument("--save-every", type=at_least(1), default=500,
                              help="optimiser steps between saves of last/, which --resume continues from; also saved at the "
                                   "end and on Ctrl-C (default: %(default)s)")
@@ -158,6 +164,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         defaults, unset = vars(p.parse_args([])), object()
         given = vars(p.parse_args(argv, argparse.Namespace(**dict.fromkeys(defaults, unset))))
         cfg = resumed_settings(cfg.resume, {key: value for key, value in given.items() if value is not unset}, defaults)
+    if cfg.log_pulls and cfg.compile:  # a compiled backward frees its buffers: no graph kept for a second pass
+        p.error("--log-pulls needs the graph kept between backward passes, which --compile does not keep: drop one")
     return cfg
 
 
@@ -411,6 +419,7 @@ def main(cfg: argparse.Namespace) -> dict:
     optimizer, scheduler = build_optimizer(model, critics, total_steps, lr=cfg.lr, critic_lr=cfg.critic_lr,
                                            weight_decay=cfg.weight_decay, warmup=cfg.warmup)
     params = [p for group in optimizer.param_groups for p in group["params"]]  # encoder, heads, critics
+    encoder_params = [p for p in model.base_model.parameters() if p.requires_grad]  # --log-pulls: the terms' pull
     # Resuming, every process loads last/ into what it just built (the teacher stays the pre-trained copy).
     progress = load_training_state(run.path / "last", model, critics, optimizer, scheduler) if cfg.resume else None
     bare, model = model, distribute(model, critics, device, world_size, cfg.compile)
@@ -426,14 +435,20 @@ def main(cfg: argparse.Namespace) -> dict:
     with stop_on_signals() as stop:
         for step in bar:
             loss_settings["alpha"] = ramped_alpha(cfg.alpha, step, cfg.alpha_ramp_steps)
+            logged_step = step % cfg.log_every == 0 or step == total_steps
             for micro in range(cfg.grad_accum):
                 batch = tokenize(tokenizer, [train[i] for i in next(batches)], max_length).to(device)
                 last_micro = micro == cfg.grad_accum - 1
                 with (model.no_sync() if world_size > 1 and not last_micro else nullcontext()), \
                         torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    terms = training_loss(cfg.method, model, batch, adversary, **loss_settings)
-                (terms["loss"] / cfg.grad_accum).backward()
-                for name, value in terms.items():  # summed as tensors: no .item() until a log line
+                    weighted, terms = loss_terms(cfg.method, model, batch, adversary, **loss_settings)
+                loss = sum(weighted.values())
+                if cfg.log_pulls and logged_step and last_micro:
+                    # Gradients of this process's batch alone: autograd.grad runs none of DDP's
+                    # reducer hooks, which the backward below runs as always.
+                    pulls = term_pulls(weighted, encoder_params)
+                (loss / cfg.grad_accum).backward()
+                for name, value in ({"loss": loss} | terms).items():  # summed as tensors: no .item() until a log line
                     loop.window[name] = loop.window.get(name, 0.0) + value.detach() / cfg.grad_accum
             if critics and world_size > 1:
                 average_gradients(critics, world_size)
@@ -445,13 +460,14 @@ def main(cfg: argparse.Namespace) -> dict:
             optimizer.zero_grad(set_to_none=True)
             loop.steps_in_window += 1
 
-            if step % cfg.log_every == 0 or step == total_steps:
+            if logged_step:
                 loop.close_window()  # its .item() waits for the device
                 loop.train_seconds = clock.seconds()
                 examples_per_s = step * cfg.batch_size * cfg.grad_accum * world_size / loop.train_seconds
                 run.log({"step": step, "epoch": round(step / max(steps_per_epoch, 1), 3), "lr": scheduler.get_last_lr()[0],
                          **({"alpha": loss_settings["alpha"]} if cfg.method == "rift" else {}),
-                         **loop.record, "examples_per_s": examples_per_s, "elapsed_s": loop.train_seconds})
+                         **loop.record, **(pulls if cfg.log_pulls else {}), "examples_per_s": examples_per_s,
+                         "elapsed_s": loop.train_seconds})
                 bar.set_postfix(loss=f"{loop.record['loss']:.3f}", ex_s=f"{examples_per_s:.1f}")
             if step % eval_every == 0 or step == total_steps:
                 if device.type == "cuda":

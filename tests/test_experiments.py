@@ -331,3 +331,23 @@ def test_a_run_keeps_the_records_of_what_finished_and_none_of_its_checkpoints(tm
     runner.copy_records(kept, restored)  # a machine without runs/: the run reads as finished again
     assert runner.trained(restored) == {"best_dev_accuracy": 0.5} and runner.measured_cka(restored, "mean") == 0.25
     assert runner.example_outcomes(restored / "eval" / "ascc") == {3: (1, 1)}
+
+
+# ---------------------------------------------------------------------------------------------
+# bench.py plot
+
+
+@pytest.mark.skipif(not HAS_MATPLOTLIB, reason="matplotlib is not installed: bench.py plot's error is tested instead")
+@pytest.mark.parametrize("log_pulls", [False, True])
+def test_the_training_plot_draws_the_pulls_where_the_run_logged_them(tmp_path, log_pulls):
+    pulls = {"pull_ce": 0.3, "pull_kl": 0.2, "pull_mi": 0.9, "cos_ce_kl": 0.1, "cos_ce_mi": 0.0, "cos_kl_mi": -0.1}
+    lines = [{"step": step, "loss": 1.0, "ce": 0.7, "kl": 0.01, "mi_nce": 2.0, "mi_bound": 0.5,
+              **(pulls if log_pulls else {})} for step in (1, 2, 3)] + [{"step": 3, "dev_accuracy": 0.6}]
+    (tmp_path / runner.TRAINING_LOG).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    drawn = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(experiments, "save_figure", lambda figure, path: (
+            drawn.append([axis.get_title() for axis in figure.axes]), experiments.pyplot().close(figure)))
+        experiments.plot_run(tmp_path)
+    assert len(drawn[0]) == (5 if log_pulls else 3)
+    assert any("gradient norm" in title for title in drawn[0]) == log_pulls

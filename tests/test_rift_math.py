@@ -439,3 +439,68 @@ def test_teacher_is_a_frozen_eval_mode_copy_independent_of_the_student(rift_part
         for p in model.parameters():
             p.add_(1.0)
     assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Each term's pull on the encoder (train.py --log-pulls)
+
+
+def encoder_params(model) -> list[torch.Tensor]:
+    return [p for p in model.base_model.parameters() if p.requires_grad]
+
+
+def seeded_terms(method, model, tokenizer, teacher, critics, seed=5):
+    """loss_terms in train mode (dropout) with the adversary's random start: the same seed, the same draws."""
+    torch.manual_seed(seed)
+    return rift.loss_terms(method, model, sentence_batch(tokenizer), adversaries.PGD(eps=0.1, steps=2, norm="l2"),
+                           teacher=teacher, critics=critics, alpha=0.5, beta=2.0, feature="mean")
+
+
+@pytest.mark.parametrize("method", ["adv", "rift"])
+def test_each_terms_pull_is_the_norm_of_its_own_backward_pass_and_the_cosines_between_them(rift_parts, method):
+    """Against independent references: each weighted term alone, from a fresh forward pass with the same
+    random draws, backpropagated with .backward() into the encoder's .grad."""
+    model, tokenizer, teacher, critics = rift_parts
+    model.train()
+    weighted, _ = seeded_terms(method, model, tokenizer, teacher, critics)
+    pulls = rift.term_pulls(weighted, encoder_params(model))
+    names = ["ce", "kl", "mi"][:len(weighted)]
+    assert list(weighted) == names
+    assert all(p.grad is None for p in model.parameters())  # the pulls touch no .grad
+    grads = {}
+    for name in names:
+        model.zero_grad(set_to_none=True)
+        seeded_terms(method, model, tokenizer, teacher, critics)[0][name].backward()
+        grads[name] = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten().double()
+                                 for p in encoder_params(model)])
+    expected = {f"pull_{name}": grads[name].norm().item() for name in names}
+    expected |= {f"cos_{a}_{b}": F.cosine_similarity(grads[a], grads[b], dim=0).item()
+                 for i, a in enumerate(names) for b in names[i + 1:]}
+    assert pulls.keys() == expected.keys()
+    assert {"rift": {"pull_mi", "cos_ce_kl", "cos_ce_mi", "cos_kl_mi"}, "adv": {"cos_ce_kl"}}[method] <= pulls.keys()
+    for key, value in expected.items():
+        assert pulls[key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+    assert all(value > 1e-4 for key, value in expected.items() if key.startswith("pull_"))  # every term pulls
+    assert all(abs(value) < 0.999 for key, value in expected.items() if key.startswith("cos_"))  # in its own direction
+
+
+def test_the_pulls_leave_the_losss_own_gradients_bit_for_bit_as_they_were(rift_parts):
+    model, tokenizer, teacher, critics = rift_parts
+    model.train()
+    grads = []
+    for log_pulls in (False, True):
+        model.zero_grad(set_to_none=True), critics.zero_grad(set_to_none=True)
+        weighted, _ = seeded_terms("rift", model, tokenizer, teacher, critics)
+        if log_pulls:
+            rift.term_pulls(weighted, encoder_params(model))
+        sum(weighted.values()).backward()
+        grads.append([p.grad.clone() for p in [*model.parameters(), *critics.parameters()] if p.grad is not None])
+    assert len(grads[0]) == len(grads[1]) and all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+def test_standard_has_one_pull_and_no_cosine(classifier):
+    model, tokenizer = classifier
+    weighted, logged = rift.loss_terms("standard", model, sentence_batch(tokenizer))
+    assert set(rift.term_pulls(weighted, encoder_params(model))) == {"pull_ce"}
+    assert rift.training_loss("standard", model, sentence_batch(tokenizer))["loss"].item() == pytest.approx(
+        logged["ce"].item(), abs=1e-6)

@@ -127,6 +127,25 @@ def test_student_and_teacher_features_are_the_same_before_fine_tuning(classifier
         assert torch.allclose(t, out.pooler_output, atol=1e-6)
 
 
+@pytest.mark.parametrize("mode,amp", [("train", False), ("eval", False), ("train", True)])
+def test_the_pooler_feature_is_bit_for_bit_the_tensor_the_classification_head_reads(classifier, mode, amp):
+    """S on the classifier's own path, as in the release: with --feature pooler, S is the input of
+    BertForSequenceClassification's head (its dropout, then its linear layer), captured by hooks on
+    the same forward pass; in eval mode the dropout passes it on unchanged to the linear layer."""
+    model, tokenizer = classifier
+    getattr(model, mode)()
+    batch = data.tokenize(tokenizer, [Example(tuple(s.split()), 0) for s in SENTENCES], 32)
+    read = {}
+    hooks = [module.register_forward_pre_hook(lambda module, args, name=name: read.setdefault(name, args[0]))
+             for name, module in (("dropout", model.dropout), ("classifier", model.classifier))]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        _, s = rift.classify(model, model.get_input_embeddings()(batch["input_ids"]), batch, "pooler")
+    for hook in hooks:
+        hook.remove()
+    assert s.dtype == read["dropout"].dtype and torch.equal(s, read["dropout"])
+    assert torch.equal(s, read["classifier"]) == (mode == "eval")  # in train mode the head's dropout acts
+
+
 def test_auto_takes_the_sentence_transformers_pooling_then_a_trained_pooler_then_cls(classifier, tiny_model, tmp_path):
     model, _ = classifier
     assert rift.resolve_feature("auto", model, str(tiny_model)) == "cls"  # its pooler's bias is exactly 0

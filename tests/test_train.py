@@ -17,6 +17,8 @@ from conftest import assert_one_line_error, run_cli
 
 TIMING_KEYS = {"examples_per_s", "elapsed_s", "eval_seconds"}
 LOSS_TERMS = {"standard": {"loss", "ce"}, "adv": {"loss", "ce", "kl"}, "rift": {"loss", "ce", "kl", "mi_nce", "mi_bound"}}
+PULLS = {"adv": {"pull_ce", "pull_kl", "cos_ce_kl"},
+         "rift": {"pull_ce", "pull_kl", "pull_mi", "cos_ce_kl", "cos_ce_mi", "cos_kl_mi"}}
 
 
 def tiny_args(tiny_model, shared_data, out, method="rift", *extra):
@@ -115,6 +117,25 @@ def test_same_seed_twice_gives_identical_losses_and_weights(sst2_runs, tiny_mode
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def assert_same_training(run: Path, whole: Path) -> None:
+    """The same losses at every logged step and the same weights, critics and optimiser at the end."""
+    assert [{k: v for k, v in m.items() if k not in PULLS["rift"]} for m in train_lines(run)] == train_lines(whole)
+    for file in ("last/model.safetensors", "last/training_state.safetensors"):
+        a, b = load_file(run / file), load_file(whole / file)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), file
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["adv", "rift"])
+def test_log_pulls_logs_each_terms_pull_at_every_logged_step_and_trains_bit_for_bit_the_same(
+        sst2_runs, tiny_model, shared_data, tmp_path, method):
+    run = train_ok(*tiny_args(tiny_model, shared_data, tmp_path / "pulls", method, "--log-pulls"), cache=tmp_path / "cache")
+    lines = train_lines(run)
+    assert len(lines) == 2 and all(PULLS[method] <= set(line) for line in lines)
+    assert all(line["pull_ce"] > 0 and -1 <= line["cos_ce_kl"] <= 1 for line in lines)
+    assert_same_training(run, sst2_runs[method])
+
+
 @pytest.mark.slow
 def test_custom_task_from_generated_tsv_trains_and_labels_the_checkpoint(tiny_model, tmp_path):
     words = ["good", "fine", "great", "bad", "dull", "awful"]
@@ -193,9 +214,9 @@ def test_a_run_stopped_then_killed_at_any_moment_resumes_to_the_very_same_run(ti
         result = run_cli(kill, *leg_args, script=hook, cache=tmp_path / "cache")
         assert result.returncode == code and "Traceback" not in result.stderr, result.stderr[-3000:]
 
-    leg("training_loss::3:SIGINT", *args, code=130)  # Ctrl-C during step 3: it finishes, saves and exits
+    leg("loss_terms::3:SIGINT", *args, code=130)  # Ctrl-C during step 3: it finishes, saves and exits
     assert state(run)["step"] == 3
-    leg("training_loss::4:SIGKILL", "--resume", run, code=-9)  # killed in step 7: last/ holds step 4 ...
+    leg("loss_terms::4:SIGKILL", "--resume", run, code=-9)  # killed in step 7: last/ holds step 4 ...
     assert state(run)["step"] == 4 and [m["step"] for m in metrics(run)][-2:] == [5, 6]  # ... metrics step 6
     leg("rename:last.saving:1:SIGKILL", "--resume", run, code=-9)  # killed in step 8's save, between renames
     assert not (run / "last").exists() and state(run, "last.old")["step"] == 4
@@ -356,13 +377,25 @@ def test_two_process_torchrun_rift_run_on_cpu_keeps_replicas_in_sync(ddp_run):
 
 
 @pytest.mark.slow
+def test_two_process_run_logs_the_pulls_of_its_own_batch_and_trains_bit_for_bit_the_same(ddp_run, tiny_model,
+                                                                                        shared_data, torchrun, tmp_path):
+    """Under DDP the pulls' autograd.grad passes run none of the reducer's hooks: the replicas stay in
+    sync and the run's weights are those of the run without --log-pulls."""
+    run = train_ok(*tiny_args(tiny_model, shared_data, tmp_path / "run", "rift", "--log-pulls"), cache=tmp_path / "cache",
+                   launcher=torchrun)
+    assert json.loads((run / "summary.json").read_text())["replicas_in_sync"] is True
+    assert all(PULLS["rift"] <= set(line) for line in train_lines(run))
+    assert_same_training(run, ddp_run)
+
+
+@pytest.mark.slow
 def test_two_process_run_stopped_on_one_process_resumes_to_the_very_same_run(ddp_run, tiny_model, shared_data,
                                                                               torchrun, tmp_path):
     """Ctrl-C reaches rank 0 only: both processes stop after the same step, rank 0 saves every
     process's random states (each draws its own dropout), and each loads its own on --resume."""
     (tmp_path / "kill_hook.py").write_text(KILL_HOOK)
     run = tmp_path / "stopped"
-    result = run_cli("training_loss::3:SIGINT:0", *tiny_args(tiny_model, shared_data, run, "rift"),
+    result = run_cli("loss_terms::3:SIGINT:0", *tiny_args(tiny_model, shared_data, run, "rift"),
                      script=tmp_path / "kill_hook.py", cache=tmp_path / "cache", launcher=torchrun)
     assert result.returncode != 0 and "stopped at step 3 of 4" in result.stderr, result.stderr[-3000:]
     assert state(run)["step"] == 3 and len(state(run)["random_states"]) == 2
@@ -378,6 +411,13 @@ def test_out_of_range_settings_are_refused_by_argparse(flag, value, capsys):
         train.parse_args([flag, value])
     assert exit.value.code == 2
     assert f"argument {flag}" in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_log_pulls_with_compile_is_refused_by_argparse(capsys):
+    with pytest.raises(SystemExit) as exit:
+        train.parse_args(["--log-pulls", "--compile"])
+    assert exit.value.code == 2 and "--log-pulls" in capsys.readouterr().err.splitlines()[-1]
+    assert train.parse_args(["--log-pulls"]).log_pulls and not train.parse_args([]).log_pulls
 
 
 def test_every_float_setting_refuses_nan_and_infinities_and_a_learning_rate_must_be_positive(capsys):
