@@ -429,11 +429,12 @@ GPU_SNLI = Study(
            "length {max_length}, {max_steps} steps of {batch_size} (epochs: {epochs:.2g}), lr {lr}, alpha {alpha} and "
            "beta {beta} (the paper's), ASCC as the training adversary, bf16 autocast on one H200; best/ the checkpoint "
            "with the best accuracy under ASCC on the same {select_examples} dev pairs at steps {selection_steps}. "
-           "rift: critics at {critic_lr}, features `auto` (`S, T`).",
+           "rift: critics at {critic_lr}, features `auto` (`S, T`). Each term's pull on the encoder (the norm of its "
+           "gradient, `--log-pulls`) is logged every 10 steps.",
     train=("--task", "snli", "--adversary", "ascc", "--alpha", "0.7", "--beta", "5", "--select-on", "robust",
            "--max-train-examples", "20000", "--max-steps", "2000", "--batch-size", "48", "--lr", "5e-5",
            "--eval-every", "500", "--save-every", "500"),
-    runs=(Run("adv", "adv", 42), Run("rift", "rift", 42, against="adv")),
+    runs=(Run("adv", "adv", 42, ("--log-pulls",)), Run("rift", "rift", 42, ("--log-pulls",), against="adv")),
     evaluations={"pwws_counterfitted": (PWWS_COUNTERFITTED, 500), "ascc": (ASCC, 500)},
     cka_examples=1000, train_file="snli/train_subset.tsv",
 )
