@@ -252,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     join = actions.add_parser("join", help="the checkpoint parts a step brought back -> a Hugging Face folder")
     join.add_argument("returned", type=Path, help="the folder the step wrote to")
     join.add_argument("target", type=Path, help="the model folder to write (must not exist)")
+    recheck = actions.add_parser("recheck", help="a joined checkpoint scores its run's attacked texts again here")
+    recheck.add_argument("model", type=Path, help="the model folder `join` wrote")
+    recheck.add_argument("run", type=Path, help="the run's records (runs/gpu/<step>/<run>, which `file` unpacked)")
     plot = commands.add_parser("plot", help="a train.py run's loss terms, MI bound and dev accuracy -> RUN/training.png",
                                description="a train.py run's loss terms, MI bound and dev accuracy -> RUN/training.png")
     plot.add_argument("run", type=Path, help="the run folder")
@@ -293,6 +296,8 @@ def gpu_command(args) -> None:
         gpu.file_steps(args.returned, args.results_dir, args.runs)
     elif args.action == "join":
         gpu.join_checkpoint(args.returned, args.target)
+    elif args.action == "recheck":
+        gpu.recheck(args.model, args.run)
     else:
         gpu.run_steps(args.steps, args.out, args.bundle, args.model, args.data_dir, args.smoke, args.deadline_s)
 

@@ -7,6 +7,7 @@ bring back (bench.py is their command line: python bench.py gpu --help).
                                       # and rift on SNLI at ten times the CPU study, as far as fits
     python bench.py gpu file OUT      # back here: OUT -> results/gpu/
     python bench.py gpu join OUT runs/gpu-snli-rift   # the checkpoint brought back -> a model folder
+    python bench.py gpu recheck runs/gpu-snli-rift runs/gpu/snli/rift   # its GPU verdicts scored here
 
 On one's own GPU, the same step without --bundle: the default model and $RIFT_DATA, as everywhere.
 
@@ -25,6 +26,7 @@ trains from them in fp32. Numbers from a bundle carry that rounding; the pages s
 import json
 import lzma
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -46,8 +48,8 @@ import synonyms
 from adversaries import ascc_attack, neighbour_table
 from cli import environment, format_table, pick_device
 from costs import training_cost
-from data import TASKS, UsageError, load_split, locate
-from rift import DEFAULT_MODEL, load_classifier, model_path
+from data import TASKS, Example, UsageError, load_split, locate
+from rift import DEFAULT_MODEL, load_classifier, model_path, predict_proba
 from runner import tiny_model, trained, training_log
 from studies import ASCC, PWWS_COUNTERFITTED, SMOKE_TRAIN, Run, Study, run_one, train_file_flags, write_study
 
@@ -202,6 +204,32 @@ def join_checkpoint(returned: Path, target: Path) -> Path:
         save_file({k: v.float() if v.is_floating_point() else v for k, v in weights.items()}, target / "model.safetensors")
     print(f"{target}: {name} as a Hugging Face classifier folder (fp32 of fp16-rounded weights)")
     return target
+
+
+def recheck(model_folder: Path, run: Path) -> list[dict]:
+    """Every text a run's attacks recorded (run/eval/*/adversarial.jsonl), scored again here in
+    fp32 by model_folder (the run's kept checkpoint, joined): how many clean predictions agree with
+    the GPU's, and how many reported successes still flip the model."""
+    model, tokenizer = load_classifier(str(model_folder))
+    model.eval()
+    max_length = json.loads((run / "config.json").read_text())["resolved"]["max_length"]
+    rows = []
+    for records in sorted((run / "eval").glob("*/adversarial.jsonl")):
+        attacked = [json.loads(line) for line in records.read_text().splitlines() if line.strip()]
+        examples = [Example(tuple(r["original"].split()), r["label"], r["context"]) for r in attacked]
+        clean = predict_proba(model, tokenizer, examples, max_length).argmax(-1).tolist()
+        successes = [n for n, r in enumerate(attacked) if r["status"] == "successful"]
+        flipped = predict_proba(model, tokenizer, [examples[n] for n in successes], max_length,
+                                words=[tuple(attacked[n]["perturbed"].split()) for n in successes]).argmax(-1).tolist() \
+            if successes else []
+        rows.append({"evaluation": records.parent.name, "examples": len(attacked),
+                     "clean_predictions_agreeing": sum(c == r["pred_before"] for c, r in zip(clean, attacked)),
+                     "successes": len(successes),
+                     "successes_still_flipping": sum(f != attacked[n]["label"] for f, n in zip(flipped, successes))})
+    print(format_table(rows, {"evaluation": "evaluation", "examples": "examples",
+                              "clean_predictions_agreeing": "clean predictions agreeing",
+                              "successes": "successes", "successes_still_flipping": "still flipping here"}))
+    return rows
 
 
 def keep_model_files(run: Path) -> None:
@@ -423,9 +451,9 @@ def compare_runs(whole: Path, stopped: Path, again: Path) -> dict:
 # steps of 48, the paper's alpha 0.7 and beta 5, ASCC, robust selection every 500 steps; the same
 # 500 test pairs (seed 42) as the CPU study, so the two pair example by example.
 GPU_SNLI = Study(
-    command="gpu snli", name="snli", title="SNLI on a GPU: adv and rift at ten times the CPU study's budget",
+    command="gpu run snli", name="snli", title="SNLI on a GPU: adv and rift with the paper's weights",
     design="Every run: all {max_train_examples:,} pairs of the shared SNLI train subset (a public copy whose labels "
-           "were mapped by inspection), {model} (its weights rounded to fp16 for the journey, trained in fp32), max "
+           "were mapped by inspection), {model}, max "
            "length {max_length}, {max_steps} steps of {batch_size} (epochs: {epochs:.2g}), lr {lr}, alpha {alpha} and "
            "beta {beta} (the paper's), ASCC as the training adversary, bf16 autocast on one H200; best/ the checkpoint "
            "with the best accuracy under ASCC on the same {select_examples} dev pairs at steps {selection_steps}. "
@@ -445,8 +473,8 @@ GPU_SNLI = replace(GPU_SNLI, smoke=dict(
 
 # What a study's runs need besides their training steps (startups, dev evaluations, CKA, attacks),
 # and how much slower each run steps beside the others than check_speed's quiet in-process step.
-STUDY_RESERVE_S = 150
-SIDE_BY_SIDE_SLOWDOWN = 2.0
+STUDY_RESERVE_S = 120
+SIDE_BY_SIDE_SLOWDOWN = 1.3
 
 
 def fitted_steps(study: Study, seconds: float, step_s: float) -> Study:
@@ -490,7 +518,7 @@ def run_steps(steps: list[str], out: Path, bundle: Path | None, model: str, data
             model = tiny_model(work / "tiny-model")
         reports = {step: {"step": step, "smoke": smoke, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                           "environment": environment(pick_device("auto")), "deadline_s": deadline_s,
-                          "model": f"{DEFAULT_MODEL} from the bundle (fp16-rounded weights)" if bundle else model}
+                          "model": f"{DEFAULT_MODEL} from the bundle (weights rounded to fp16 for the journey, trained in fp32)" if bundle else model}
                    for step in steps}
         roots = {step: work / step for step in steps}
         for root in roots.values():
@@ -549,8 +577,10 @@ def file_steps(returned: Path, results: Path, runs: Path) -> list[str]:
                 tar.extractall(root, filter="data")
         if step == "check":
             write_check_page(report, folder / "check.md")
-        elif "study" in report:  # the steps the run fitted in, as it recorded them
-            write_study(replace(GPU_SNLI, train=tuple(report["study"]["train"])), root, folder)
+        elif "study" in report:  # the steps the run fitted in, the command and model as it recorded them
+            command = report["environment"]["command"].removeprefix("bench.py ")
+            write_study(replace(GPU_SNLI, train=tuple(report["study"]["train"]), command=command,
+                                design=GPU_SNLI.design.replace("{model}", report["model"])), root, folder)
         print(f"{step}: filed under {folder}")
     return [report["step"] for report in reports]
 
@@ -598,6 +628,9 @@ def note(check: dict) -> str:
                 f"{check['max_abs_diff_two_whole_runs']}")
     if "stopped_at" in check:
         return f"stopped at step {check['stopped_at']}, first leg exit {check['first_leg_returncode']}"
+    if check.get("timed_out"):
+        done = re.findall(r"(\d+)/(\d+) \[", check.get("output_tail", ""))
+        return f"stopped at its {check['seconds']:.0f} s limit" + (f", {done[-1][0]} of {done[-1][1]} steps done" if done else "")
     if not check.get("ok"):
         return check.get("output_tail", "")[-200:].replace("\n", " | ")
     if "pytest" in check.get("command", ""):

@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 
 import gpu
 from conftest import REPO
-from data import UsageError
-from rift import load_classifier
+from data import Example, UsageError
+from rift import load_classifier, predict_proba
 
 
 @pytest.fixture
@@ -80,6 +80,27 @@ def test_the_checkpoint_parts_join_into_the_same_classifier(tiny_classifier, tmp
         gpu.join_checkpoint(returned, tmp_path / "again")
 
 
+def test_recheck_counts_the_clean_predictions_that_agree_and_the_successes_that_still_flip(tiny_classifier, tmp_path):
+    model, tokenizer = load_classifier(str(tiny_classifier))
+    model.eval()
+    texts = ["a fine film", "the plot was dull", "good acting", "a bad story"]
+    predicted = predict_proba(model, tokenizer, [Example(tuple(t.split()), 0) for t in texts], 64).argmax(-1).tolist()
+    # a success the model really flips (its label is not what it predicts for the perturbed text), a
+    # success it does not, a failure; one clean prediction recorded wrongly
+    records = [{"status": "successful", "original": texts[0], "perturbed": texts[1], "label": 1 - predicted[1],
+                "context": None, "pred_before": predicted[0]},
+               {"status": "successful", "original": texts[1], "perturbed": texts[2], "label": predicted[2],
+                "context": None, "pred_before": predicted[1]},
+               {"status": "failed", "original": texts[3], "perturbed": texts[3], "label": predicted[3], "context": None,
+                "pred_before": 1 - predicted[3]}]
+    run = tmp_path / "run"
+    (run / "eval" / "pwws").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"resolved": {"max_length": 64}}))
+    (run / "eval" / "pwws" / "adversarial.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    assert gpu.recheck(tiny_classifier, run) == [{"evaluation": "pwws", "examples": 3, "clean_predictions_agreeing": 2,
+                                                  "successes": 2, "successes_still_flipping": 1}]
+
+
 def test_the_records_leave_the_checkpoints_behind(tmp_path):
     root = tmp_path / "runs"
     for relative in ("rift/config.json", "rift/best/model.safetensors", "rift/last/state.json", "rift/eval/ascc/results.json"):
@@ -90,7 +111,7 @@ def test_the_records_leave_the_checkpoints_behind(tmp_path):
         assert sorted(tar.getnames()) == ["rift/config.json", "rift/eval/ascc/results.json"]
 
 
-@pytest.mark.parametrize("seconds, step_s, expected", [(10_000, 0.1, 2000), (550, 0.1, 2000), (350, 0.1, 1000),
+@pytest.mark.parametrize("seconds, step_s, expected", [(10_000, 0.1, 2000), (380, 0.1, 2000), (250, 0.1, 1000),
                                                       (100, 0.1, 4)])
 def test_a_study_trains_the_steps_that_fit_and_no_more_than_its_own(seconds, step_s, expected):
     study = gpu.fitted_steps(gpu.GPU_SNLI, seconds, step_s)
@@ -126,6 +147,7 @@ def test_the_steps_run_end_to_end_and_file_what_they_bring_back(shared_data, tmp
     assert "resume-matches" in (tmp_path / "results" / "gpu" / "check.md").read_text()
     assert (tmp_path / "results" / "gpu" / "snli" / "rift" / "eval" / "ascc" / "results.json").is_file()
     bench("join", out, tmp_path / "model")
+    assert "still flipping here" in bench("recheck", tmp_path / "model", tmp_path / "runs" / "gpu" / "snli" / "rift").stdout
     result = subprocess.run([sys.executable, "evaluate.py", "--checkpoint", str(tmp_path / "model"), "--task", "snli",
                              "--attack", "none", "--num-examples", "4", "--out", str(tmp_path / "eval")], cwd=REPO,
                             capture_output=True, text=True, env={**os.environ, "RIFT_DATA": str(shared_data)})
