@@ -69,10 +69,17 @@ REPO = Path(__file__).resolve().parent
 # The bundle
 
 
+def cast(weights: dict, dtype: torch.dtype) -> dict:
+    """The floating-point tensors of a state dict in dtype (fp16 to travel, fp32 to train)."""
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()}
+
+
 def make_bundle(folder: Path, steps: tuple[str, ...], model: str, data_dir: str | None) -> int:
     """folder/: the model (fp16 weights, tokenizer, pooling config) and the steps' data (xz).
     Returns the bytes that will travel with the tracked tree; refuses past the limit."""
     source = Path(model_path(model))
+    if not (source / "model.safetensors").is_file():
+        raise UsageError(f"the bundle takes the weights from {source}/model.safetensors, which does not exist")
     if folder.exists():
         shutil.rmtree(folder)
     (folder / "model").mkdir(parents=True)
@@ -80,9 +87,7 @@ def make_bundle(folder: Path, steps: tuple[str, ...], model: str, data_dir: str 
         if (source / name).is_file():
             (folder / "model" / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source / name, folder / "model" / name)
-    weights = load_file(source / "model.safetensors")
-    save_file({k: v.half() if v.is_floating_point() else v for k, v in weights.items()},
-              folder / "model" / "model.safetensors")
+    save_file(cast(load_file(source / "model.safetensors"), torch.float16), folder / "model" / "model.safetensors")
     for relative in sorted({f for step in steps for f in STEP_DATA[step]}):
         found = locate(relative, data_dir)
         if found is None:
@@ -106,9 +111,9 @@ def folder_size(folder: Path) -> int:
 
 def travelling_size(bundle: Path) -> int:
     """The bundle plus every file git tracks or would add (the device copies both)."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
                             capture_output=True, text=True, check=True).stdout.split("\0")
-    return folder_size(bundle) + sum(Path(p).stat().st_size for p in listed if p and Path(p).is_file())
+    return folder_size(bundle) + sum((REPO / p).stat().st_size for p in listed if p and (REPO / p).is_file())
 
 
 def unpack_bundle(bundle: Path, work: Path) -> tuple[str, str]:
@@ -117,8 +122,7 @@ def unpack_bundle(bundle: Path, work: Path) -> tuple[str, str]:
         raise UsageError(f"{bundle} is not a bundle (no model/model.safetensors): make gpu-bundle writes one")
     model, data = work / "model", work / "data"
     shutil.copytree(bundle / "model", model)
-    weights = load_file(model / "model.safetensors")
-    save_file({k: v.float() if v.is_floating_point() else v for k, v in weights.items()}, model / "model.safetensors")
+    save_file(cast(load_file(model / "model.safetensors"), torch.float32), model / "model.safetensors")
     for packed in (bundle / "data").rglob("*.xz"):
         target = data / packed.relative_to(bundle / "data").with_suffix("")
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +141,10 @@ def pack_records(root: Path, archive: Path) -> None:
         for path in sorted(root.rglob("*")):
             if path.is_file() and not {"best", "last"} & set(path.relative_to(root).parts) and \
                     not path.name.endswith((".saving", ".old", ".part")):
-                tar.add(path, arcname=str(path.relative_to(root)))
+                try:
+                    tar.add(path, arcname=str(path.relative_to(root)))
+                except FileNotFoundError:  # renamed away by a save since the listing: the next pack has it
+                    pass
     partial.replace(archive)
 
 
@@ -165,9 +172,8 @@ class Packer:
 
 def split_checkpoint(model_folder: Path, out: Path, name: str) -> list[Path]:
     """model_folder's weights in fp16, cut into parts under PART_SIZE: out/<name>.part00, ..."""
-    weights = load_file(model_folder / "model.safetensors")
     whole = out / f"{name}.safetensors"
-    save_file({k: v.half() if v.is_floating_point() else v for k, v in weights.items()}, whole)
+    save_file(cast(load_file(model_folder / "model.safetensors"), torch.float16), whole)
     data, parts = whole.read_bytes(), []
     whole.unlink()
     for n, start in enumerate(range(0, len(data), PART_SIZE)):
@@ -186,6 +192,8 @@ def join_checkpoint(returned: Path, target: Path) -> Path:
     step, run = name.split("-", 1)
     if target.exists():
         raise UsageError(f"{target} exists already: pass a new folder")
+    if not (returned / f"{step}.tar.xz").is_file():
+        raise UsageError(f"{returned} lacks {step}.tar.xz, which holds the configuration and tokenizer of {name}")
     with tempfile.TemporaryDirectory() as scratch:
         whole = Path(scratch) / "model.safetensors"
         whole.write_bytes(b"".join(p.read_bytes() for p in sorted(returned.glob(f"{name}.part[0-9][0-9]"))))
@@ -201,7 +209,7 @@ def join_checkpoint(returned: Path, target: Path) -> Path:
                 destination = target / member.name.removeprefix(f"{run}/model/")
                 destination.parent.mkdir(parents=True, exist_ok=True)
                 destination.write_bytes(tar.extractfile(member).read())
-        save_file({k: v.float() if v.is_floating_point() else v for k, v in weights.items()}, target / "model.safetensors")
+        save_file(cast(weights, torch.float32), target / "model.safetensors")
     print(f"{target}: {name} as a Hugging Face classifier folder (fp32 of fp16-rounded weights)")
     return target
 
@@ -210,6 +218,8 @@ def recheck(model_folder: Path, run: Path) -> list[dict]:
     """Every text a run's attacks recorded (run/eval/*/adversarial.jsonl), scored again here in
     fp32 by model_folder (the run's kept checkpoint, joined): how many clean predictions agree with
     the GPU's, and how many reported successes still flip the model."""
+    if not (run / "config.json").is_file() or not list(run.glob("eval/*/adversarial.jsonl")):
+        raise UsageError(f"{run} holds no run records with attacks: pass runs/gpu/<step>/<run>, which `gpu file` unpacks")
     model, tokenizer = load_classifier(str(model_folder))
     model.eval()
     max_length = json.loads((run / "config.json").read_text())["resolved"]["max_length"]
@@ -502,43 +512,52 @@ def study_step(study: Study, model: str, data_dir: str | None, root: Path, repor
     report["checkpoint_parts"] = [p.name for p in split_checkpoint(last / "best", out, f"{study.name}-{last.name}")]
 
 
+def quiet_step_s(check: dict | None) -> float:
+    """check's quiet rift/ASCC step time: from this command's check, else from the committed
+    results/gpu/check.json (a study fitted without check in the same command)."""
+    if check is None:
+        committed = REPO / "results" / "gpu" / "check.json"
+        if not committed.is_file():
+            raise UsageError("--deadline-s needs check's speeds: run check in the same command (gpu run check snli)")
+        check = json.loads(committed.read_text())
+    return min(row["s_per_step"] for row in check["training_speed"] if row["adversary"] == "ascc" and row["method"] == "rift")
+
+
 def run_steps(steps: list[str], out: Path, bundle: Path | None, model: str, data_dir: str | None, smoke: bool,
               deadline_s: float | None) -> dict:
     """The steps in one command: check's speed measurement first on a quiet GPU, then its command
     lines and the study side by side. Each step's report goes to out/<step>.json and its records to
     out/<step>.tar.xz. With deadline_s the study trains as many of its steps as fit in what is left."""
-    started = time.time()
+    started, reports = time.time(), {}
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="rift-gpu-"))
     os.environ.setdefault("TQDM_MININTERVAL", "15")  # progress lines for a log, not a terminal
     try:
         if bundle is not None:
             model, data_dir = unpack_bundle(bundle, work)
-        elif smoke:
-            model = tiny_model(work / "tiny-model")
-        reports = {step: {"step": step, "smoke": smoke, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                          "environment": environment(pick_device("auto")), "deadline_s": deadline_s,
-                          "model": f"{DEFAULT_MODEL} from the bundle (weights rounded to fp16 for the journey, trained in fp32)" if bundle else model}
-                   for step in steps}
-        roots = {step: work / step for step in steps}
-        for root in roots.values():
-            root.mkdir()
+            model_note = f"{DEFAULT_MODEL} from the bundle (weights rounded to fp16 for the journey, trained in fp32)"
+        else:
+            model = tiny_model(work / "tiny-model") if smoke else model
+            model_note = model
+        for step in steps:
+            reports[step] = {"step": step, "smoke": smoke, "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                             "environment": environment(pick_device("auto")), "deadline_s": deadline_s,
+                             "model": model_note}
+            (work / step).mkdir()
         with ExitStack() as packers:
             for step in steps:
-                packers.enter_context(Packer(roots[step], out / f"{step}.tar.xz"))
+                packers.enter_context(Packer(work / step, out / f"{step}.tar.xz"))
             jobs = {}
             if "check" in steps:
                 settings = CHECK_SMOKE if smoke else CHECK
                 reports["check"]["settings"] = settings
-                check_speed(model, data_dir, roots["check"], settings, reports["check"])
-                jobs["check"] = lambda: check_paths(model, data_dir, roots["check"], settings, reports["check"])
+                check_speed(model, data_dir, work / "check", settings, reports["check"])
+                jobs["check"] = lambda: check_paths(model, data_dir, work / "check", settings, reports["check"])
             if "snli" in steps:
                 study = replace(GPU_SNLI, **GPU_SNLI.smoke) if smoke else GPU_SNLI
-                if deadline_s is not None and "check" in reports:
-                    quiet = [row["s_per_step"] for row in reports["check"]["training_speed"]
-                             if row["adversary"] == "ascc" and row["method"] == "rift"]
-                    study = fitted_steps(study, deadline_s - (time.time() - started), min(quiet))
-                jobs["snli"] = lambda: study_step(study, model, data_dir, roots["snli"], reports["snli"], out)
+                if deadline_s is not None:
+                    study = fitted_steps(study, deadline_s - (time.time() - started), quiet_step_s(reports.get("check")))
+                jobs["snli"] = lambda: study_step(study, model, data_dir, work / "snli", reports["snli"], out)
             with ThreadPoolExecutor(len(jobs) or 1) as pool:
                 futures = {step: pool.submit(job) for step, job in jobs.items()}
                 for step, future in futures.items():
@@ -547,7 +566,7 @@ def run_steps(steps: list[str], out: Path, bundle: Path | None, model: str, data
                     except Exception as err:  # one step's failure must not lose the other's report
                         reports[step]["error"] = f"{type(err).__name__}: {err}"
     finally:
-        for step, report in locals().get("reports", {}).items():
+        for step, report in reports.items():
             report["seconds"] = round(time.time() - started, 1)
             (out / f"{step}.json").write_text(json.dumps(report, indent=2, default=str))
         shutil.rmtree(work, ignore_errors=True)

@@ -30,8 +30,7 @@ def tiny_data(tmp_path):
     return folder
 
 
-def test_the_bundle_round_trips_fp16_weights_and_the_data(tiny_model, tiny_data, tmp_path, monkeypatch):
-    monkeypatch.chdir(REPO)  # the travelling size counts the tracked tree
+def test_the_bundle_round_trips_fp16_weights_and_the_data(tiny_model, tiny_data, tmp_path):
     bundle = tmp_path / "bundle"
     gpu.make_bundle(bundle, ("check",), str(tiny_model), str(tiny_data))
     packed = load_file(bundle / "model" / "model.safetensors")
@@ -48,7 +47,6 @@ def test_the_bundle_round_trips_fp16_weights_and_the_data(tiny_model, tiny_data,
 
 
 def test_a_bundle_over_the_travel_limit_is_refused_and_removed(tiny_model, tiny_data, tmp_path, monkeypatch):
-    monkeypatch.chdir(REPO)
     monkeypatch.setattr(gpu, "TRAVEL_LIMIT", 2**20)  # the tracked tree alone is larger
     with pytest.raises(UsageError, match="over the 1 MiB that travel"):
         gpu.make_bundle(tmp_path / "bundle", ("check",), str(tiny_model), str(tiny_data))
@@ -97,6 +95,8 @@ def test_recheck_counts_the_clean_predictions_that_agree_and_the_successes_that_
     (run / "eval" / "pwws").mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"resolved": {"max_length": 64}}))
     (run / "eval" / "pwws" / "adversarial.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    with pytest.raises(UsageError, match="no run records"):
+        gpu.recheck(tiny_classifier, tmp_path)
     assert gpu.recheck(tiny_classifier, run) == [{"evaluation": "pwws", "examples": 3, "clean_predictions_agreeing": 2,
                                                   "successes": 2, "successes_still_flipping": 1}]
 
@@ -152,3 +152,16 @@ def test_the_steps_run_end_to_end_and_file_what_they_bring_back(shared_data, tmp
                              "--attack", "none", "--num-examples", "4", "--out", str(tmp_path / "eval")], cwd=REPO,
                             capture_output=True, text=True, env={**os.environ, "RIFT_DATA": str(shared_data)})
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_a_study_fitted_without_check_takes_the_committed_speeds_or_says_what_it_needs(tmp_path, monkeypatch):
+    speeds = {"training_speed": [{"adversary": "ascc", "method": "rift", "s_per_step": 0.3},
+                                 {"adversary": "ascc", "method": "rift", "s_per_step": 0.2},
+                                 {"adversary": "pgd", "method": "rift", "s_per_step": 0.1}]}
+    assert gpu.quiet_step_s(speeds) == 0.2
+    monkeypatch.setattr(gpu, "REPO", tmp_path)
+    with pytest.raises(UsageError, match="run check in the same command"):
+        gpu.quiet_step_s(None)
+    (tmp_path / "results" / "gpu").mkdir(parents=True)
+    (tmp_path / "results" / "gpu" / "check.json").write_text(json.dumps(speeds))
+    assert gpu.quiet_step_s(None) == 0.2
