@@ -13,7 +13,7 @@ experiments.py, studies.py and parity.py (what rift achieves). Each command has 
     python bench.py long            # adv vs rift at five times the pilot's budget -> results/sst2-long.*
     python bench.py parity --checkpoints RUN RUN   # rift's PWWS beside TextAttack's -> results/parity-sst2.*
     python bench.py plot RUN_DIR    # a train.py run's loss terms, MI bound, dev accuracy -> RUN_DIR/training.png
-    python bench.py gpu run check snli --out OUT   # on a GPU: the CUDA paths, then SNLI at ten times the CPU study
+    python bench.py gpu run check snli --out OUT   # on a GPU: the CUDA paths, then adv and rift on SNLI
     python bench.py gpu file OUT    # what a GPU step brought back -> results/gpu/ (gpu.py says more)
 
 Cost is measured as ratios inside one process on the same batches, so the machine's speed cancels:
