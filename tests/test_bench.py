@@ -67,7 +67,8 @@ def test_out_of_range_values_and_missing_arguments_are_refused_by_argparse(argv,
 
 def test_no_help_string_starts_with_a_command_name():
     [commands] = [a for a in bench.build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
-    assert set(commands.choices) == {"cost", "results", "frontier", "critics", "pilot", "snli", "long", "parity", "plot", "gpu"}
+    assert set(commands.choices) == {"cost", "results", "frontier", "critics", "pilot", "snli", "long", "parity", "plot", "gpu",
+                                     "stall-snli", "stall-sst2"}
     for parser in commands.choices.values():
         for action in parser._actions:
             assert (action.help or "").split(":")[0].split(",")[0] not in commands.choices, action.help
