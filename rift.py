@@ -78,6 +78,10 @@ def load_classifier(name: str, num_labels: int | None = None):
     except Exception as err:  # a missing or corrupt checkpoint raises one of many types
         reason = (str(err).strip() or type(err).__name__).splitlines()[0]
         raise UsageError(f"could not load a model from {name}: {reason}") from None
+    vocabulary = type(tokenizer).vocab_files_names.values()  # without them transformers builds an empty vocabulary
+    if Path(path).expanduser().is_dir() and not any((Path(path).expanduser() / file).is_file() for file in vocabulary):
+        raise UsageError(f"{name} has no tokenizer ({' or '.join(vocabulary)}): copy the tokenizer files of the "
+                         "model it was fine-tuned from into it")
     untrained_head = [key for key in loading["missing_keys"] if not key.startswith(model.base_model_prefix + ".")]
     if num_labels is None and untrained_head:
         raise UsageError(f"{name} has no trained classification head ({', '.join(sorted(untrained_head))} would be "

@@ -8,6 +8,7 @@ hand-written text below the generated tables.
 import json
 import math
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import transformers
 
-from data import TASKS, UsageError, load_split, read_text
+from data import TASKS, Interrupted, UsageError, load_split, read_text
 from rift import DEFAULT_MODEL, load_classifier, make_teacher, model_path, teacher_similarity
 
 ATTACK_SEED = 42  # evaluate.py's --seed in every table: all models of a table meet the same test examples
@@ -133,7 +134,15 @@ def run_cli(command: list[str], folder: Path) -> None:
     elif folder.exists():
         shutil.rmtree(folder)
     print("+ python " + " ".join(command), flush=True)
-    if subprocess.run([sys.executable, *command]).returncode != 0:
+    with subprocess.Popen([sys.executable, *command]) as process:
+        try:
+            process.wait()
+        except Interrupted as stop:  # the command stops as it would alone, saving what it holds
+            if stop.signum == signal.SIGTERM:  # Ctrl-C reached it by itself, a SIGTERM only this process
+                process.terminate()
+            process.wait()
+            raise
+    if process.returncode != 0:
         raise UsageError(f"python {' '.join(command)} failed (its error is above); rerun to resume")
 
 

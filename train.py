@@ -46,8 +46,9 @@ from attacks import sample_examples
 from checkpoints import (FLAGS_RESUME_MAY_CHANGE, LoopState, RunFolder, TrainingClock, load_training_state,
                          restored_loop, resumed_settings)
 from cli import (add_data_flags, at_least, environment, format_table, fraction, pick_device, positive, process_group,
-                 run_command)
-from data import DEFAULT_TASK, TASKS, Task, UsageError, balanced_batches, custom_task, infer_labels, load_split, tokenize
+                 random_seed, run_command)
+from data import (DEFAULT_TASK, TASKS, Task, UsageError, balanced_batches, custom_task, file_sha256, infer_labels, load_split,
+                  split_file, tokenize)
 from rift import (ALPHA, BATCH_SIZE, BETA, CRITIC_LR, DEFAULT_MODEL, FEATURES, LR, METHODS, TAU, WARMUP, WEIGHT_DECAY,
                   Critics, build_optimizer, load_classifier, loss_terms, make_teacher, model_path, predict_proba,
                   ramped_alpha, resolve_feature, term_pulls)
@@ -148,7 +149,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     bookkeeping.add_argument("--save-every", type=at_least(1), default=500,
                              help="optimiser steps between saves of last/, which --resume continues from; also saved at the "
                                   "end and on Ctrl-C (default: %(default)s)")
-    bookkeeping.add_argument("--seed", type=int, default=42, help="seeds python, numpy and torch; draws the subset and the batches")
+    bookkeeping.add_argument("--seed", type=random_seed, default=42, help="seeds python, numpy and torch; draws the subset and the batches")
     bookkeeping.add_argument("--out", help="run folder (default: runs/<task>-<method>-<time>); must not exist yet")
     bookkeeping.add_argument("--device", default="auto", help="cpu, cuda, or auto: cuda when there is one (torchrun: one GPU per process)")
     bookkeeping.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast (default: on with CUDA)")
@@ -234,19 +235,22 @@ def load_task(cfg: argparse.Namespace) -> Task:
 
 
 def load_data(cfg: argparse.Namespace, task: Task, ascc: bool, rank: int, world_size: int):
-    """(train, dev, synonyms, their source): the examples (a --max-train-examples subset drawn with
-    --seed) and, for ASCC, the synonym function. Rank 0 reads first, downloading into the cache;
+    """(train, dev, synonyms, their source, data files): the examples (a --max-train-examples subset
+    drawn with --seed), for ASCC the synonym function, and the path and sha256 of every file read
+    (a resumed run must read the same bytes). Rank 0 reads first, downloading into the cache;
     the other processes read the cache after it."""
     if world_size > 1 and rank != 0:
         dist.barrier()
     train = load_split(task, "train", cfg.data_dir, cfg.train_file)
     dev = load_split(task, "dev", cfg.data_dir, cfg.dev_file)
     words, source = synonyms.counterfitted_synonyms(cfg.synonyms_path, cfg.data_dir) if ascc else (None, None)
+    files = {"train": split_file(task, "train", cfg.data_dir, cfg.train_file),
+             "dev": split_file(task, "dev", cfg.data_dir, cfg.dev_file)} | ({"neighbours": source["path"]} if ascc else {})
     if world_size > 1 and rank == 0:
         dist.barrier()
     if cfg.max_train_examples and cfg.max_train_examples < len(train):
         train = random.Random(cfg.seed).sample(train, cfg.max_train_examples)
-    return train, dev, words, source
+    return train, dev, words, source, {role: {"path": str(path), "sha256": file_sha256(path)} for role, path in files.items()}
 
 
 def schedule(cfg: argparse.Namespace, train_examples: int, world_size: int) -> tuple[int, int, int]:
@@ -341,11 +345,9 @@ def check_finite(window: dict, step: int, stop_asked: bool, saved_step: int, bes
 
 def exit_stopped(run: RunFolder, step: int, total_steps: int, stop: list) -> None:
     """Exit a stopped run, last/ saved, with its signal's status (Ctrl-C's where the others stopped)."""
-    run.close()
     if run.is_main:
-        launcher = f"torchrun --nproc-per-node {run.world_size}" if run.world_size > 1 else "python"
-        print(f"stopped at step {step} of {total_steps}; last/ is saved: continue with "
-              f"{launcher} train.py --resume {run.path}", file=sys.stderr)
+        print(f"stopped at step {step} of {total_steps}; last/ is saved: continue with {run.resume_command()}",
+              file=sys.stderr)
     if run.world_size > 1:
         dist.destroy_process_group()
     sys.exit(128 + (stop[0] if stop else signal.SIGINT))
@@ -375,20 +377,31 @@ def summarise(cfg: argparse.Namespace, run: RunFolder, task: str, feature: str, 
 
 def main(cfg: argparse.Namespace) -> dict:
     rank, world_size, device = setup_distributed(cfg.device)
+    seed_everything(cfg.seed)
+    task = load_task(cfg)
+    path = Path(cfg.resume or cfg.out or f"runs/{task.name}-{cfg.method}-{datetime.now():%Y%m%d-%H%M%S}")
+    with RunFolder(path, bool(cfg.resume), rank, world_size) as run:  # this run alone writes there
+        summary = train(cfg, task, run, device)
+    if run.is_main:
+        print(f"\n{cfg.method} on {task.name}: {run.path}")
+        print(format_table([{"key": k, "value": v} for k, v in summary.items() if k != "run"], {"key": "", "value": ""}))
+    if world_size > 1:
+        dist.destroy_process_group()
+    return summary
+
+
+def train(cfg: argparse.Namespace, task: Task, run: RunFolder, device: torch.device) -> dict:
+    rank, world_size = run.rank, run.world_size
     # bf16 by default on CUDA only, where evaluate.py also takes it on CPUs with native bf16
     # (cli.default_amp): an attack's verdict is re-checked in fp32, the weights training learns are not.
     amp = device.type == "cuda" if cfg.amp is None else cfg.amp
-    seed_everything(cfg.seed)
 
     # ---- data
-    task = load_task(cfg)
     max_length = cfg.max_length or task.max_length
-    run = RunFolder(Path(cfg.resume or cfg.out or f"runs/{task.name}-{cfg.method}-{datetime.now():%Y%m%d-%H%M%S}"),
-                    bool(cfg.resume), rank, world_size)
     select_on = cfg.select_on or ("clean" if cfg.method == "standard" else "robust")
     attacked = cfg.method != "standard" or select_on == "robust"  # the adversary trains or selects
     ascc = attacked and cfg.adversary == "ascc"  # the neighbour table is needed
-    train, dev, neighbour_words, synonym_source = load_data(cfg, task, ascc, rank, world_size)
+    train, dev, neighbour_words, synonym_source, data_files = load_data(cfg, task, ascc, rank, world_size)
     num_classes = len(task.labels)
     if cfg.method == "rift" and cfg.batch_size < 2 * num_classes:
         raise UsageError(f"rift needs --batch-size >= {2 * num_classes}: two examples of each class, for InfoNCE")
@@ -399,7 +412,8 @@ def main(cfg: argparse.Namespace) -> dict:
     resolved = {"labels": task.labels, "max_length": max_length, "model_path": model_path(cfg.model),
                 "train_examples": len(train), "dev_examples": len(dev), "total_steps": total_steps,
                 "steps_per_epoch": steps_per_epoch, "amp": amp, "task_source": task.source, "select_on": select_on,
-                "select_attack": (cfg.adversary if select_on == "robust" else None), "select_examples": len(select_dev)}
+                "select_attack": (cfg.adversary if select_on == "robust" else None), "select_examples": len(select_dev),
+                "data_files": data_files}
     if cfg.resume:
         run.check_resumable(resolved, device, cfg.save_every)
 
@@ -495,11 +509,6 @@ def main(cfg: argparse.Namespace) -> dict:
 
     summary = summarise(cfg, run, task.name, feature, select_on, len(train), total_steps, loop, params)
     run.finish(summary)
-    if run.is_main:
-        print(f"\n{cfg.method} on {task.name}: {run.path}")
-        print(format_table([{"key": k, "value": v} for k, v in summary.items() if k != "run"], {"key": "", "value": ""}))
-    if world_size > 1:
-        dist.destroy_process_group()
     return summary
 
 

@@ -222,6 +222,7 @@ def test_find_split_file_prefers_data_dir_then_rift_data_then_the_cache(roots, t
     task = dataclasses.replace(TOY, prepare=never_downloads)
     assert data.find_split_file(task, "train", str(tmp_path / "flag")) == roots["flag"]
     assert data.find_split_file(task, "train", None) == roots["env"]
+    (tmp_path / "elsewhere").mkdir()  # a folder without the file: the next root's
     assert data.find_split_file(task, "train", str(tmp_path / "elsewhere")) == roots["env"]
     monkeypatch.delenv("RIFT_DATA")
     assert data.find_split_file(task, "train", None) == roots["cache"]
@@ -247,6 +248,8 @@ def test_find_split_file_downloads_into_the_cache_when_no_root_has_the_file(tmp_
 def test_failed_download_raises_usage_error_naming_the_three_ways_out(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "CACHE", tmp_path / "cache")
     monkeypatch.setenv("RIFT_DATA", str(tmp_path / "env"))
+    (tmp_path / "env").mkdir()
+    (tmp_path / "flag").mkdir()
 
     def offline(folder):
         raise ConnectionError("no network")
@@ -264,7 +267,7 @@ def test_offline_sst2_without_files_gives_the_usage_error(tmp_path, monkeypatch)
     monkeypatch.delenv("RIFT_DATA", raising=False)
     monkeypatch.setattr(data, "GLUE_SST2_URL", "http://127.0.0.1:9/SST-2.zip")  # nothing listens there
     with pytest.raises(UsageError, match="--data-dir"):
-        data.load_split(data.TASKS["sst2"], "train", str(tmp_path / "empty"))
+        data.load_split(data.TASKS["sst2"], "train", str(tmp_path))
 
 
 def test_custom_task_without_a_file_asks_for_it():

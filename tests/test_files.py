@@ -110,7 +110,7 @@ def test_a_task_whose_original_changed_is_a_one_line_error_and_nothing_is_kept(t
     (tmp_path / "SST-2.zip").write_bytes(b"not GLUE's archive")
     monkeypatch.setattr(data, "GLUE_SST2_URL", (tmp_path / "SST-2.zip").as_uri())  # the real pin stays
     with pytest.raises(UsageError) as err:
-        data.load_split(data.TASKS["sst2"], "train", str(tmp_path / "empty"))
+        data.load_split(data.TASKS["sst2"], "train", str(tmp_path))
     message = str(err.value)
     assert f"not the pinned {data.GLUE_SST2_SHA256}" in message and "removed" in message and "--data-dir" in message
     assert "\n" not in message
@@ -136,7 +136,7 @@ def test_the_neighbour_table_pin_is_the_shared_copy_and_another_file_is_refused(
     if not shared.is_file():
         pytest.skip(f"no {shared}")
     monkeypatch.setattr(synonyms, "NEIGHBOURS_URL", shared.as_uri())
-    found, source = synonyms.counterfitted_synonyms(data_dir=str(tmp_path / "empty"))
+    found, source = synonyms.counterfitted_synonyms(data_dir=str(tmp_path))
     assert source["path"] == str(offline_cache / "synonyms" / "counterfitted_neighbors.json")
     assert "film" in found("movie")
 
@@ -144,7 +144,7 @@ def test_the_neighbour_table_pin_is_the_shared_copy_and_another_file_is_refused(
     (tmp_path / "other.json").write_text('{"movie": ["film"]}')
     monkeypatch.setattr(synonyms, "NEIGHBOURS_URL", (tmp_path / "other.json").as_uri())
     with pytest.raises(UsageError, match=f"not the pinned {synonyms.NEIGHBOURS_SHA256}; the file was removed"):
-        synonyms.counterfitted_synonyms(data_dir=str(tmp_path / "empty"))
+        synonyms.counterfitted_synonyms(data_dir=str(tmp_path))
     assert list((offline_cache / "synonyms").iterdir()) == []
 
 
@@ -152,5 +152,5 @@ def test_the_vectors_download_is_checked_against_its_pin(tmp_path, offline_cache
     (tmp_path / "vectors.zip").write_bytes(b"not the counter-fitted vectors")
     monkeypatch.setattr(synonyms, "VECTORS_URL", (tmp_path / "vectors.zip").as_uri())
     with pytest.raises(UsageError, match=f"not the pinned {synonyms.VECTORS_SHA256}; the file was removed"):
-        synonyms.vector_synonyms(data_dir=str(tmp_path / "empty"))
+        synonyms.vector_synonyms(data_dir=str(tmp_path))
     assert list((offline_cache / "synonyms").iterdir()) == []

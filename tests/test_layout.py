@@ -24,6 +24,7 @@ MAY_IMPORT = {  # module: the project modules it may import
     **{name: {"data", "rift", "synonyms", "attacks", "adversaries", "cli"} for name in COMMAND_LINES},
 }
 MAY_IMPORT["train"] |= {"checkpoints"}
+MAY_IMPORT["evaluate"] |= {"checkpoints"}  # one writer per results folder
 MAY_IMPORT["bench"] |= {"experiments", "parity", "studies", "runner", "costs", "gpu"}
 
 

@@ -294,5 +294,5 @@ def test_without_vectors_and_offline_the_error_names_the_ways_out(tmp_path, monk
     monkeypatch.delenv("RIFT_DATA", raising=False)
     monkeypatch.setattr(synonyms, "VECTORS_URL", "http://127.0.0.1:9/counter-fitted-vectors.txt.zip")  # nothing listens
     with pytest.raises(UsageError, match="--synonyms-path.*--data-dir"):
-        synonyms.vector_synonyms(data_dir=str(tmp_path / "empty"))
+        synonyms.vector_synonyms(data_dir=str(tmp_path))
     assert not list((tmp_path / "cache").rglob("*.part"))

@@ -465,7 +465,7 @@ def test_train_and_evaluate_read_the_same_data_flags(capsys):
         assert (cfg.data_dir, cfg.text_column, cfg.label_column, cfg.context_column, cfg.labels, cfg.max_length) == (
             "D", "t", "l", "c", "a,b", 7)
         defaults = parse([])
-        assert (defaults.text_column, defaults.label_column, defaults.max_length) == ("text", "label", None)
+        assert (defaults.text_column, defaults.label_column, defaults.max_length) == (None, None, None)  # not given: a run's own columns, else data.TEXT_COLUMN, LABEL_COLUMN
         with pytest.raises(SystemExit) as exit:
             parse(["--max-length", "0"])
         assert exit.value.code == 2 and "argument --max-length" in capsys.readouterr().err.splitlines()[-1]
