@@ -63,7 +63,7 @@ def hold_folder(folder: Path, new: bool):
                          "another --out") from None
     if new and any(path.name != LOCK for path in folder.iterdir()):  # checked under the lock: no race
         lock.close()
-        raise UsageError(f"{folder} already exists; pass a new --out, or --resume it")
+        raise UsageError(f"{folder} already exists; pass a new --out, or --resume {folder}")
     lock.truncate(0)
     lock.write(str(os.getpid()))
     lock.flush()

@@ -362,28 +362,27 @@ def main(args: argparse.Namespace) -> dict | None:
                 todo = [n for n in share if indices[n] not in finished]
                 started, model_seconds = time.perf_counter(), victim.model_seconds
                 source_name = "counterfitted" if search == "ascc" else args.synonyms
-                bar = tqdm(total=len(share), initial=len(share) - len(todo), desc=f"{search} ({source_name})",
-                           dynamic_ncols=True, disable=rank != 0)
-                if search == "ascc":
-                    skip = set(range(len(examples))) - set(todo)  # whole chunks of skip are not attacked
-                    outcomes = ((n, result) for n, result in ascc_attack(
-                        model, tokenizer, examples, neighbours, max_length, args.seed, steps=args.ascc_steps,
-                        batch_size=args.batch_size, amp=amp, done=skip) if n not in skip)
-                else:
-                    seeds = [[args.seed, indices[n]] for n in todo]  # per example: results do not depend on order
-                    outcomes = ((todo[k], result) for k, result in attacks.attack_examples(
-                        victim, [examples[n] for n in todo], search, word_synonyms, seeds, stopwords=args.stopwords,
-                        max_modify_rate=args.max_modify_rate, query_budget=args.query_budget,
-                        at_once=args.examples_at_once, **search_options))
-                for n, result in outcomes:
-                    lines.append({"attack": search, "index": indices[n], **result.record()})
-                    jsonl.write(json.dumps(lines[-1]) + "\n")
-                    jsonl.flush()  # a line written is a line kept, whatever stops the process
-                    so_far = attacks.summarize([line for line in lines if line["attack"] == search])
-                    bar.update()
-                    bar.set_postfix(acc_under_attack=f"{so_far['accuracy_under_attack']:.3f}",
-                                    success=f"{so_far['attack_success_rate']:.3f}")
-                bar.close()
+                with tqdm(total=len(share), initial=len(share) - len(todo), desc=f"{search} ({source_name})",
+                          dynamic_ncols=True, disable=rank != 0) as bar:  # closed before any message
+                    if search == "ascc":
+                        skip = set(range(len(examples))) - set(todo)  # whole chunks of skip are not attacked
+                        outcomes = ((n, result) for n, result in ascc_attack(
+                            model, tokenizer, examples, neighbours, max_length, args.seed, steps=args.ascc_steps,
+                            batch_size=args.batch_size, amp=amp, done=skip) if n not in skip)
+                    else:
+                        seeds = [[args.seed, indices[n]] for n in todo]  # per example: results do not depend on order
+                        outcomes = ((todo[k], result) for k, result in attacks.attack_examples(
+                            victim, [examples[n] for n in todo], search, word_synonyms, seeds, stopwords=args.stopwords,
+                            max_modify_rate=args.max_modify_rate, query_budget=args.query_budget,
+                            at_once=args.examples_at_once, **search_options))
+                    for n, result in outcomes:
+                        lines.append({"attack": search, "index": indices[n], **result.record()})
+                        jsonl.write(json.dumps(lines[-1]) + "\n")
+                        jsonl.flush()  # a line written is a line kept, whatever stops the process
+                        so_far = attacks.summarize([line for line in lines if line["attack"] == search])
+                        bar.update()
+                        bar.set_postfix(acc_under_attack=f"{so_far['accuracy_under_attack']:.3f}",
+                                        success=f"{so_far['attack_success_rate']:.3f}")
                 seconds = time.perf_counter() - started
                 timing[search] = {"seconds_per_example": seconds / max(len(todo), 1),  # this process's (rank 0's) only
                                   "model_time_share": (victim.model_seconds - model_seconds) / max(seconds, 1e-9)}
