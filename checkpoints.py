@@ -38,13 +38,17 @@ from rift import load_classifier
 # ---------------------------------------------------------------------------------------------
 # One writer per folder
 
-LOCK = ".lock"  # <folder>/.lock holds the writer's pid; flock-ed while the writer lives
+LOCK = ".lock"  # <folder>/.lock holds the writer's pid, flock-ed while the writer lives
 
 
 def hold_folder(folder: Path, new: bool):
     """Make `folder` (new: it must not exist, or be empty) or open it (resuming), and hold it: the
     returned file keeps an advisory lock that the kernel releases however the process ends. A
-    second writer, a resume included, is refused with the holder's pid."""
+    second writer, a resume included, is refused with the holder's pid, and a folder refused is
+    left as it was."""
+    def occupied() -> bool:
+        return any(path.name != LOCK for path in folder.iterdir())
+
     if new:
         folder.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -52,6 +56,8 @@ def hold_folder(folder: Path, new: bool):
         except FileExistsError:
             if not folder.is_dir():
                 raise UsageError(f"{folder} is a file; pass a new --out") from None
+            if occupied():
+                raise UsageError(f"{folder} already exists; pass a new --out, or --resume {folder}") from None
     lock = open(folder / LOCK, "a+")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -61,9 +67,13 @@ def hold_folder(folder: Path, new: bool):
         lock.close()
         raise UsageError(f"{folder} is being written by process {holder}; wait for it to end, or pass "
                          "another --out") from None
-    if new and any(path.name != LOCK for path in folder.iterdir()):  # checked under the lock: no race
+    try:  # a writer that let go in between removed the file this lock is on
+        current = os.stat(folder / LOCK).st_ino == os.fstat(lock.fileno()).st_ino
+    except FileNotFoundError:
+        current = False
+    if not current or (new and occupied()):  # checked under the lock: no race
         lock.close()
-        raise UsageError(f"{folder} already exists; pass a new --out, or --resume {folder}")
+        raise UsageError(f"{folder} was being written by another process; pass a new --out, or --resume {folder}")
     lock.truncate(0)
     lock.write(str(os.getpid()))
     lock.flush()
@@ -71,9 +81,10 @@ def hold_folder(folder: Path, new: bool):
 
 
 def release_folder(lock, folder: Path, made: bool) -> None:
-    """Let go of a held folder; one this writer made and left with nothing in it goes too."""
-    if made and [path.name for path in folder.iterdir()] == [LOCK]:
-        (folder / LOCK).unlink()
+    """Let go of a held folder, the lock file removed while still held; one this writer made and
+    left with nothing in it goes too."""
+    (folder / LOCK).unlink(missing_ok=True)
+    if made and not any(folder.iterdir()):
         folder.rmdir()
     lock.close()
 

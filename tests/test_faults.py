@@ -2,6 +2,7 @@
 resume, and every failure of the machine or stop in one line that says what was kept."""
 
 import errno
+import fcntl
 import json
 import multiprocessing
 import os
@@ -36,8 +37,23 @@ def test_a_second_writer_of_a_held_folder_is_refused_with_the_holders_pid(tmp_pa
     for new in (True, False):  # another new run there, or a resume of it
         with pytest.raises(UsageError, match=f"being written by process {os.getpid()}"):
             hold_folder(tmp_path / "run", new)
-    release_folder(lock, tmp_path / "run", made=True)
+    release_folder(lock, tmp_path / "run", made=False)
+    assert [p.name for p in (tmp_path / "run").iterdir()] == []  # no lock file left behind
+    release_folder(hold_folder(tmp_path / "run", new=True), tmp_path / "run", made=True)
     assert not (tmp_path / "run").exists()  # made, left empty: gone
+
+
+def test_a_lock_on_the_file_a_leaving_writer_removed_holds_nothing(tmp_path, monkeypatch):
+    (tmp_path / "run").mkdir()
+    real = fcntl.flock
+
+    def holder_lets_go_first(file, operation):  # between this writer's open and its lock
+        (tmp_path / "run" / LOCK).unlink()
+        real(file, operation)
+
+    monkeypatch.setattr(fcntl, "flock", holder_lets_go_first)
+    with pytest.raises(UsageError, match="was being written by another process"):
+        hold_folder(tmp_path / "run", new=False)
 
 
 def claim(folder: str, start, outcomes) -> None:
@@ -77,10 +93,12 @@ def test_a_folder_with_something_in_it_is_no_new_folder(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(UsageError, match="is a file"):
         hold_folder(tmp_path / "file", new=True)
-    lock = hold_folder(tmp_path / "empty", new=True)  # an empty folder, or one a failed start left, is new
-    release_folder(lock, tmp_path / "empty", made=True)
-    (tmp_path / "empty").mkdir()
-    hold_folder(tmp_path / "empty", new=True).close()
+    (tmp_path / "empty").mkdir()  # an empty folder is new
+    release_folder(hold_folder(tmp_path / "empty", new=True), tmp_path / "empty", made=False)
+    assert [p.name for p in tmp_path.iterdir() if p.name == "empty"] == ["empty"]  # not made here: stays
+    (tmp_path / "empty" / LOCK).write_text("12345")  # a lock file a killed writer left behind
+    release_folder(hold_folder(tmp_path / "empty", new=True), tmp_path / "empty", made=True)
+    assert not (tmp_path / "empty").exists()
 
 
 def test_a_failure_of_the_machine_in_a_held_folder_is_one_line_with_what_was_kept(tmp_path):

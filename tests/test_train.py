@@ -10,7 +10,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import checkpoints
 import data
 import rift
 import train
@@ -294,11 +293,10 @@ def test_resume_refuses_a_run_it_cannot_continue_exactly_and_changes_nothing(unf
         (run / "last" / "training_state.safetensors").write_bytes(b"not safetensors")
     elif case == "not a run":
         run = tmp_path / "nothing"
-    files = lambda: {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.name != checkpoints.LOCK}
-    before = files()
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     result = run_cli("--resume", run, cache=tmp_path / "cache")
     assert_one_line_error(result, needle)
-    assert files() == before  # nothing written, nothing lost (the lock file names the last writer)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # nothing written, nothing lost
 
 
 # ---------------------------------------------------------------------------------------------
