@@ -43,7 +43,7 @@ from adversaries import ASCC_STEPS, PGD_ATTACK_STEPS, PGD_NORM, ascc_attack, nei
 from checkpoints import writing
 from cli import (add_data_flags, at_least, default_amp, environment, format_table, fraction, from_rank_zero, newest_run,
                  pick_device, process_group, pyplot, random_seed, run_command, save_figure)
-from data import TASKS, UsageError, custom_task, infer_labels, load_split, read_text
+from data import TASKS, UsageError, custom_task, file_sha256, infer_labels, load_split, read_text, split_file
 from rift import load_classifier, predict_proba
 
 ATTACKS = {"synonym": ["pwws"], "pwws": ["pwws"], "textfooler": ["textfooler"], "genetic": ["genetic"],
@@ -255,6 +255,15 @@ def resume(out: str) -> tuple[argparse.Namespace, list[dict]]:
     return argparse.Namespace(**{**defaults, **settings, "out": str(folder), "resume": str(folder)}), lines
 
 
+def check_same_data(out: Path, data_file: dict) -> None:
+    """A resumed evaluation reads the bytes it began on (an older folder recorded none)."""
+    began = json.loads(read_text(out / "results.json"))["resolved"].get("data_file")
+    if began and began["sha256"] != data_file["sha256"]:
+        raise UsageError(f"--resume {out}: its data file {data_file['path']} has changed since the evaluation "
+                         f"began (sha256 {began['sha256'][:12]}..., now {data_file['sha256'][:12]}...); finish it on "
+                         "the data it began on, or start a new evaluation")
+
+
 def write_json(path: Path, record: dict) -> None:
     """results.json, replaced whole: a full disk or a kill leaves the previous one, which --resume reads."""
     part = path.with_name(path.name + ".part")
@@ -313,6 +322,10 @@ def main(args: argparse.Namespace) -> dict | None:
 
     # ---- the examples: TextDefender's protocol, drawn once so every attack sees the same ones
     split = load_split(task, args.split, args.data_dir, args.file)
+    path = split_file(task, args.split, args.data_dir, args.file)
+    data_file = {"path": str(path), "sha256": file_sha256(path)}
+    if args.resume:  # the indices drawn at the start must name the same examples
+        check_same_data(Path(args.resume), data_file)
     indices = attacks.sample_examples(split, args.num_examples, args.seed, args.min_words, args.length_rule)
     if not indices:
         raise UsageError(f"no example of the {args.split} split has {args.min_words} words or more "
@@ -337,7 +350,7 @@ def main(args: argparse.Namespace) -> dict | None:
     results = {
         "settings": {k: v for k, v in vars(args).items() if k != "resume"},
         "resolved": {"model": model_dir, "task": task.name, "labels": task.labels, "max_length": max_length,
-                     "synonym_source": synonym_source, "amp": amp},
+                     "synonym_source": synonym_source, "amp": amp, "data_file": data_file},
         "environment": environment(device) | {"processes": world_size},
         "indices": indices,
         "metrics": None,

@@ -9,7 +9,7 @@
     python train.py --resume runs/sst2-rift-20261125-120000   # continue a killed or stopped run
 
 A run folder (--out, default runs/<task>-<method>-<time>) receives
-    config.json     every setting, the seed, the versions and the machine (and each resumption)
+    config.json     every setting, the seed, each data file's sha256, the versions and the machine (and each resumption)
     metrics.jsonl   one line per logged step (loss terms, MI bound, examples/s) and per dev evaluation
     best/           the selected checkpoint (--select-on: for adv and rift the best dev accuracy under
                     the training adversary as an attack, for standard the best clean dev accuracy),

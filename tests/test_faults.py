@@ -262,6 +262,14 @@ def test_a_resume_on_changed_data_is_refused_naming_the_file(tmp_path):
         run.check_resumable(now, torch.device("cpu"), 10)
 
 
+def test_an_evaluation_resumed_on_changed_data_is_refused_naming_the_file(tmp_path):
+    evaluate.write_json(tmp_path / "results.json", {"resolved": {"data_file": {"path": "/a/test.tsv",
+                                                                                "sha256": "0" * 64}}})
+    evaluate.check_same_data(tmp_path, {"path": "/b/test.tsv", "sha256": "0" * 64})  # moved: fine
+    with pytest.raises(UsageError, match=r"its data file /b/test.tsv has changed since the evaluation began"):
+        evaluate.check_same_data(tmp_path, {"path": "/b/test.tsv", "sha256": "1" * 64})
+
+
 def test_what_an_evaluation_kept_is_said_with_the_command_that_finishes_it(tmp_path):
     out = tmp_path / "out"
     assert evaluate.kept_results(out, 1) == f"nothing was kept in {out}"
