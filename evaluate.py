@@ -84,7 +84,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--attack", default="synonym", choices=ATTACKS,
                    help="synonym (= pwws), pwws, textfooler, genetic, ascc (the paper's gradient attack over the "
                         "counter-fitted neighbours, whatever --synonyms), pgd, none (clean accuracy only), all (the "
-                        "word searches and pgd), or paper (pwws and genetic)")
+                        "word searches and pgd), or paper (pwws and genetic) (default: %(default)s)")
     p.add_argument("--protocol", choices=PROTOCOLS,
                    help="paper: the paper's evaluation, --attack paper --synonyms counterfitted --num-examples 1000 "
                         "--population 60 --generations 40 on the test split; textdefender: TextDefender's, "
@@ -94,7 +94,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     data = p.add_argument_group("data")
     data.add_argument("--task", choices=[*TASKS, "custom"], help="the task (default: the run's; "
                                                                   "required for a plain model folder)")
-    data.add_argument("--split", default="test", choices=["train", "dev", "test"], help="(default: %(default)s)")
+    data.add_argument("--split", default="test", choices=["train", "dev", "test"],
+                      help="the split the examples are drawn from (default: %(default)s)")
     data.add_argument("--file", help="a .tsv/.csv/.jsonl file to evaluate on instead of the task's split")
     add_data_flags(data, labels="the run's, else those of --file, sorted", max_length="the run's, else the task's",
                    run=", or the run's; given, it wins over the run's")
@@ -139,19 +140,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     pgd = p.add_argument_group("embedding-space PGD")
     pgd.add_argument("--eps", type=at_least(0.0, float), nargs="+", default=[0.02, 0.05, 0.1],
                      help="radii, per token (default: %(default)s)")
-    pgd.add_argument("--pgd-steps", type=at_least(1), default=PGD_ATTACK_STEPS, help="(default: %(default)s)")
-    pgd.add_argument("--pgd-norm", default=PGD_NORM, choices=["l2", "linf"], help="(default: %(default)s)")
+    pgd.add_argument("--pgd-steps", type=at_least(1), default=PGD_ATTACK_STEPS, help="PGD steps per radius (default: %(default)s)")
+    pgd.add_argument("--pgd-norm", default=PGD_NORM, choices=["l2", "linf"], help="PGD ball, per token (default: %(default)s)")
     bookkeeping = p.add_argument_group("bookkeeping")
     bookkeeping.add_argument("--batch-size", type=at_least(1), default=32,
                              help="texts per forward pass (default: %(default)s, the fastest on a 2-core CPU)")
     bookkeeping.add_argument("--examples-at-once", type=at_least(1), default=32,
                              help="examples attacked together, their candidates sharing forward passes; 1 = one at "
                                   "a time, with the same results up to float rounding (default: %(default)s)")
-    bookkeeping.add_argument("--seed", type=random_seed, default=42, help="draws the examples; seeds the genetic attack and PGD")
+    bookkeeping.add_argument("--seed", type=random_seed, default=42, help="draws the examples; seeds the genetic attack and PGD (default: %(default)s)")
     bookkeeping.add_argument("--out", help="results folder (default: <run>/eval/<attack>-<synonyms>-<time>); must not exist")
     bookkeeping.add_argument("--resume", metavar="OUT", help="finish the interrupted evaluation in OUT with its own settings "
                                                              "(every other flag is ignored), skipping the examples done")
-    bookkeeping.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto: cuda when there is one")
+    bookkeeping.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto: cuda when there is one (default: %(default)s)")
     bookkeeping.add_argument("--amp", action=argparse.BooleanOptionalAction,
                              help="bf16 autocast for the searches and PGD; every success is re-checked in fp32 "
                                   "(default: on with CUDA and on CPUs with native bf16: AVX512-BF16 or AMX)")

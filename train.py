@@ -80,7 +80,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="task to train on; 'custom' reads --train-file/--dev-file (default: %(default)s)")
     data.add_argument("--train-file", help="a .tsv/.csv/.jsonl file to train on instead of the task's")
     data.add_argument("--dev-file", help="a .tsv/.csv/.jsonl file for model selection instead of the task's")
-    data.add_argument("--max-train-examples", type=at_least(1), help="train on a random subset of this size (drawn with --seed)")
+    data.add_argument("--max-train-examples", type=at_least(1), help="train on a random subset of this size (drawn with --seed) (default: all)")
     add_data_flags(data, labels="those of the train file, sorted",
                    max_length="the task's: 64 Rotten Tomatoes and SST-2, 256 IMDB, 80 SNLI, 128 custom")
     method = p.add_argument_group("model and method")
@@ -110,11 +110,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     method.add_argument("--adv-eps", type=at_least(0.0, float), default=PGD_EPS,
                         help="PGD radius per token in embedding space; all words move at once (default: %(default)s)")
     method.add_argument("--adv-steps", type=at_least(1), default=PGD_STEPS, help="PGD steps per batch (default: %(default)s)")
-    method.add_argument("--ascc-steps", type=at_least(1), default=ASCC_STEPS, help="ASCC Adam steps per batch (paper: 10)")
-    method.add_argument("--ascc-lr", type=at_least(0.0, float), default=ASCC_LR, help="ASCC Adam learning rate (paper: 1)")
+    method.add_argument("--ascc-steps", type=at_least(1), default=ASCC_STEPS, help="ASCC Adam steps per batch (paper: 10; default: %(default)s)")
+    method.add_argument("--ascc-lr", type=at_least(0.0, float), default=ASCC_LR, help="ASCC Adam learning rate (paper: 1; default: %(default)s)")
     method.add_argument("--ascc-entropy", type=at_least(0.0, float), default=ASCC_ENTROPY,
                         help="ASCC: weight of the weights' entropy per word, which keeps them near one synonym "
-                             "(paper: 15 / (300 x 128))")
+                             "(paper: 15 / (300 x 128); default: %(default).3g)")
     method.add_argument("--synonyms-path", help="ASCC: the neighbour table, JSON word -> neighbours (default: "
                                                 "synonyms/counterfitted_neighbors.json under --data-dir, $RIFT_DATA or the cache)")
     optim = p.add_argument_group("optimisation")
@@ -123,7 +123,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     optim.add_argument("--batch-size", type=at_least(1), default=BATCH_SIZE,
                        help="examples per forward pass and process, a multiple of the classes (default: %(default)s)")
     optim.add_argument("--grad-accum", type=at_least(1), default=1, help="forward passes per optimiser step (default: %(default)s)")
-    optim.add_argument("--lr", type=positive, default=LR, help="peak AdamW learning rate (paper: 2e-5)")
+    optim.add_argument("--lr", type=positive, default=LR, help="peak AdamW learning rate (paper: 2e-5; default: %(default)s)")
     optim.add_argument("--weight-decay", type=at_least(0.0, float), default=WEIGHT_DECAY,
                        help="AdamW weight decay, on the heads only as in the paper (default: %(default)s)")
     optim.add_argument("--warmup", type=fraction, default=WARMUP,
@@ -149,9 +149,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     bookkeeping.add_argument("--save-every", type=at_least(1), default=500,
                              help="optimiser steps between saves of last/, which --resume continues from; also saved at the "
                                   "end and on Ctrl-C (default: %(default)s)")
-    bookkeeping.add_argument("--seed", type=random_seed, default=42, help="seeds python, numpy and torch; draws the subset and the batches")
+    bookkeeping.add_argument("--seed", type=random_seed, default=42, help="seeds python, numpy and torch; draws the subset and the batches (default: %(default)s)")
     bookkeeping.add_argument("--out", help="run folder (default: runs/<task>-<method>-<time>); must not exist yet")
-    bookkeeping.add_argument("--device", default="auto", help="cpu, cuda, or auto: cuda when there is one (torchrun: one GPU per process)")
+    bookkeeping.add_argument("--device", default="auto", help="cpu, cuda, or auto: cuda when there is one (torchrun: one GPU per process) (default: %(default)s)")
     bookkeeping.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast (default: on with CUDA)")
     bookkeeping.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; the first steps are slow)")
     bookkeeping.add_argument("--resume", metavar="RUN",

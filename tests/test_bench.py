@@ -139,3 +139,29 @@ def test_bench_plot_without_matplotlib_is_a_one_line_error(tiny_run, cache):
     result = run_cli("plot", tiny_run, script="bench.py", cache=cache)
     assert_one_line_error(result, "matplotlib", "requirements-extra.txt")
     assert not (tiny_run / "training.png").exists()
+
+
+def every_parser():
+    """train.py's, evaluate.py's and each bench.py command's parser, as each builds it."""
+    import evaluate
+    import train
+    built = []
+    real = argparse.ArgumentParser.parse_args
+
+    def keep(parser, *args, **kwargs):
+        built.append(parser)
+        return real(parser, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(argparse.ArgumentParser, "parse_args", keep)
+        train.parse_args([])
+        evaluate.parse_args([])
+    [commands] = [a for a in bench.build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return [built[0], built[1], *commands.choices.values()]
+
+
+def test_every_flag_with_a_default_says_it_in_its_help():
+    for parser in every_parser():
+        for action in parser._actions:
+            if action.default not in (None, False, argparse.SUPPRESS) and action.help != argparse.SUPPRESS:
+                assert "default" in (action.help or ""), (parser.prog, action.option_strings)
