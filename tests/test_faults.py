@@ -444,3 +444,16 @@ def test_an_evaluation_folder_another_process_writes_is_refused(tiny_trained, sh
                      cache=tmp_path / "cache")
     assert_one_line_error(result, f"is being written by process {os.getpid()}")
     release_folder(lock, tmp_path / "out", made=True)
+
+
+def test_a_hub_name_offline_fails_at_once_naming_model_dir(monkeypatch):
+    monkeypatch.setattr(rift, "hub_reachable", lambda: False)  # the cache alone is asked, not the hub
+    with pytest.raises(UsageError, match="not in the Hugging Face cache and the hub cannot be reached: pass --model DIR"):
+        rift.load_classifier("no-such-org/no-such-model", num_labels=2)
+
+
+def test_hf_hub_offline_means_the_hub_is_not_asked(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    rift.hub_reachable.cache_clear()
+    assert rift.hub_reachable() is False
+    rift.hub_reachable.cache_clear()
