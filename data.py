@@ -370,6 +370,8 @@ def find_split_file(task: Task, split: str, data_dir: str | None = None) -> Path
     try:
         task.prepare(CACHE / task.name)
     except ConnectionError as err:
+        if (CACHE / task.name).is_dir() and not any((CACHE / task.name).iterdir()):
+            (CACHE / task.name).rmdir()  # a failed try leaves nothing behind
         raise UsageError(
             f"no {task.name}/{name}.tsv under {', '.join(map(str, roots))} and the download failed ({err}). "
             f"Either pass --data-dir DIR or set RIFT_DATA=DIR, where DIR/{task.name}/{name}.tsv exists, "

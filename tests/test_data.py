@@ -252,6 +252,7 @@ def test_failed_download_raises_usage_error_naming_the_three_ways_out(tmp_path, 
     (tmp_path / "flag").mkdir()
 
     def offline(folder):
+        folder.mkdir(parents=True)
         raise ConnectionError("no network")
 
     with pytest.raises(UsageError) as err:
@@ -260,6 +261,7 @@ def test_failed_download_raises_usage_error_naming_the_three_ways_out(tmp_path, 
     for needed in ("--data-dir", "RIFT_DATA", str(tmp_path / "cache"), "no network"):
         assert needed in message
     assert "\n" not in message
+    assert not (tmp_path / "cache" / "toy").exists()  # the failed try left no empty folder
 
 
 def test_offline_sst2_without_files_gives_the_usage_error(tmp_path, monkeypatch):
