@@ -22,12 +22,13 @@ fewer than --min-words words. --protocol textdefender sets TextDefender's benchm
                        text, changed words, label, predictions and probabilities before and after
                        (under torchrun each process writes its own adversarial.rank<R>.jsonl, and
                        rank 0 merges them)
-and prints the summary table (clean accuracy, accuracy under attack, success rate, % words
-perturbed, queries, successful/failed/skipped, seconds per example, share of time in the model).
+and prints the summary table in percent (clean accuracy, accuracy under attack, success rate, words
+changed), with queries and seconds per example; results.json has the counts and timings besides.
 """
 
 import argparse
 import json
+import textwrap
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -409,7 +410,7 @@ def main(args: argparse.Namespace) -> dict | None:
         lines = merge(out, word_attacks, indices)
         labels = torch.tensor([ex.label for ex in examples])
         clean = (predict_proba(model, tokenizer, examples, max_length, args.batch_size, amp=amp).argmax(-1) == labels)
-        rows = [{"attack": "none", "examples": len(examples), "clean_accuracy": clean.float().mean().item()}]
+        rows = [{"attack": "none", "examples": len(examples), "clean_accuracy": int(clean.sum()) / len(examples)}]
         for search in word_attacks:
             rows.append({"attack": search, "synonyms": "counterfitted" if search == "ascc" else args.synonyms,
                          **attacks.summarize([line for line in lines if line["attack"] == search]), **timing[search]})
@@ -429,7 +430,7 @@ def main(args: argparse.Namespace) -> dict | None:
         if args.plot:
             plot_robustness(rows, lines, args.max_modify_rate, out / "robustness.png")
         print(f"\n{task.name} {args.split}, {len(examples)} examples, model {model_dir} -> {out}")
-        print(format_table(rows, SUMMARY_COLUMNS))
+        print(summary_table(rows))
         for row in rows:
             if row.get("recheck_mismatches"):
                 print(f"warning: {row['recheck_mismatches']} {row['attack']} successes did not hold when re-checked "
@@ -438,12 +439,27 @@ def main(args: argparse.Namespace) -> dict | None:
         return results
 
 
-SUMMARY_COLUMNS = {"attack": "attack", "synonyms": "synonyms", "clean_accuracy": "clean acc",
-                   "accuracy_under_attack": "acc under attack", "attack_success_rate": "success rate",
-                   "words_perturbed_pct": "% words perturbed", "avg_queries": "queries",
-                   "avg_model_calls": "model calls", "successful": "succ", "failed": "fail", "skipped": "skip",
-                   "fp32_reruns": "fp32 reruns", "seconds_per_example": "s/example",
-                   "model_time_share": "time in model"}
+def summary_table(rows: list[dict]) -> str:
+    """The metrics rows as a person reads them: one unit (percent), under 100 columns, a legend;
+    the counts, model calls and timings beyond seconds per example stay in results.json."""
+    def percent(value):
+        return None if value is None else f"{100 * value:.1f}"
+    shown = [{"attack": row["attack"], "synonyms": row.get("synonyms"), "clean": percent(row.get("clean_accuracy")),
+              "robust": percent(row.get("accuracy_under_attack")), "success": percent(row.get("attack_success_rate")),
+              "changed": f"{row['words_perturbed_pct']:.1f}" if "words_perturbed_pct" in row else None,
+              "queries": f"{row['avg_queries']:.0f}" if "avg_queries" in row else None,
+              "seconds": f"{row['seconds_per_example']:.2f}" if "seconds_per_example" in row else None}
+             for row in rows]
+    columns = {"attack": "attack", "synonyms": "synonyms", "clean": "clean %", "robust": "robust %",
+               "success": "success %", "changed": "changed %", "queries": "queries", "seconds": "s/example"}
+    return format_table(shown, columns) + "\n" + SUMMARY_LEGEND
+
+
+SUMMARY_LEGEND = textwrap.fill(
+    "robust: accuracy after the attack; success: the share of the attacked examples (those classified right) "
+    "that the attack fooled; changed: the share of a fooled example's words changed; queries: texts scored per "
+    "attacked example, as TextAttack counts them. The counts, model calls and fp32 re-checks are in results.json.",
+    width=100, break_on_hyphens=False)
 
 
 def plot_robustness(rows: list[dict], lines: list[dict], max_rate: float, path: Path) -> None:

@@ -45,7 +45,7 @@ from adversaries import (ADVERSARIES, ASCC, ASCC_ENTROPY, ASCC_LR, ASCC_STEPS, P
 from attacks import sample_examples
 from checkpoints import (FLAGS_RESUME_MAY_CHANGE, LoopState, RunFolder, TrainingClock, load_training_state,
                          restored_loop, resumed_settings)
-from cli import (add_data_flags, at_least, environment, format_table, fraction, pick_device, positive, process_group,
+from cli import (add_data_flags, at_least, environment, fraction, pick_device, positive, process_group,
                  random_seed, run_command)
 from data import (DEFAULT_TASK, TASKS, Task, UsageError, balanced_batches, custom_task, file_sha256, infer_labels, load_split,
                   split_file, tokenize)
@@ -185,7 +185,7 @@ def setup_distributed(device_flag: str) -> tuple[int, int, torch.device]:
 
 def accuracy(model, tokenizer, examples, max_length: int, amp: bool) -> float:
     probs = predict_proba(model, tokenizer, examples, max_length, batch_size=128, amp=amp)
-    return (probs.argmax(-1) == torch.tensor([ex.label for ex in examples])).float().mean().item()
+    return int((probs.argmax(-1) == torch.tensor([ex.label for ex in examples])).sum()) / len(examples)
 
 
 def robust_accuracy(model, tokenizer, examples, max_length: int, amp: bool, adversary: PGD | ASCC) -> float:
@@ -353,20 +353,22 @@ def exit_stopped(run: RunFolder, step: int, total_steps: int, stop: list) -> Non
     sys.exit(128 + (stop[0] if stop else signal.SIGINT))
 
 
-def summarise(cfg: argparse.Namespace, run: RunFolder, task: str, feature: str, select_on: str, train_examples: int,
+def summarise(cfg: argparse.Namespace, run: RunFolder, task: Task, feature: str, select_on: str, train_examples: int,
               total_steps: int, loop: LoopState, params: list[torch.Tensor]) -> dict:
     """summary.json: the run's final numbers, and whether the processes ended in sync."""
-    summary = {"run": str(run.path), "task": task, "method": cfg.method,
+    summary = {"run": str(run.path), "task": task.name, "method": cfg.method,
                "adversary": cfg.adversary if cfg.method != "standard" else None, "model": cfg.model,
                "feature": feature, "critic_lr": cfg.critic_lr if cfg.method == "rift" else None, "select_on": select_on,
                "train_examples": train_examples, "steps": total_steps, "best_step": loop.best["step"],
                "best_dev_accuracy": loop.best.get("dev_accuracy"),
                "best_dev_robust_accuracy": loop.best.get("dev_robust_accuracy"),
                "final_dev_accuracy": loop.dev_accuracy if run.is_main else None,
+               "examples_seen": total_steps * cfg.batch_size * cfg.grad_accum * run.world_size,
                "train_examples_per_s": total_steps * cfg.batch_size * cfg.grad_accum * run.world_size / loop.train_seconds,
                "train_minutes": loop.train_seconds / 60, "world_size": run.world_size}
     if cfg.method == "rift":
         summary["last_mi_bound"] = loop.record["mi_bound"]  # the last logged window's mean
+        summary["mi_bound_ceiling"] = math.log(cfg.batch_size // len(task.labels))  # log B: B examples of a class
     if run.world_size > 1:  # every replica must end with the same weights, critics included
         checksum = torch.stack([p.detach().double().sum() for p in params]).sum()
         sums = [torch.zeros_like(checksum) for _ in range(run.world_size)]
@@ -375,16 +377,37 @@ def summarise(cfg: argparse.Namespace, run: RunFolder, task: str, feature: str, 
     return summary
 
 
+def summary_text(summary: dict, adversary: str, wall_minutes: float) -> str:
+    """summary.json as labelled lines with their units."""
+    def percent(value):
+        return "-" if value is None else f"{100 * value:.1f}%"
+    seen, drawn = summary["examples_seen"], summary["train_examples"]
+    best = f"step {summary['best_step']}, dev accuracy {percent(summary['best_dev_accuracy'])}"
+    if summary["best_dev_robust_accuracy"] is not None:
+        best += f", under {adversary.upper()} {percent(summary['best_dev_robust_accuracy'])}"
+    lines = {"steps": f"{summary['steps']:,}: {seen:,} examples seen, {seen / drawn:.2g} passes over the {drawn:,} "
+                      "training examples",
+             "training time": f"{summary['train_minutes']:.1f} min, {summary['train_examples_per_s']:.1f} examples/s",
+             "wall time": f"{wall_minutes:.1f} min (this leg: loading, dev evaluations and saves included)",
+             "best/": best, "last dev accuracy": percent(summary["final_dev_accuracy"])}
+    if "last_mi_bound" in summary:
+        lines["MI bound"] = (f"{summary['last_mi_bound']:.2f} of log {round(math.exp(summary['mi_bound_ceiling']))} = "
+                             f"{summary['mi_bound_ceiling']:.2f} nats (the last logged window; it cannot exceed log B)")
+    width = max(map(len, lines))
+    return "\n".join(f"  {label.ljust(width)}  {text}" for label, text in lines.items())
+
+
 def main(cfg: argparse.Namespace) -> dict:
     rank, world_size, device = setup_distributed(cfg.device)
     seed_everything(cfg.seed)
     task = load_task(cfg)
     path = Path(cfg.resume or cfg.out or f"runs/{task.name}-{cfg.method}-{datetime.now():%Y%m%d-%H%M%S}")
+    started = time.perf_counter()
     with RunFolder(path, bool(cfg.resume), rank, world_size) as run:  # this run alone writes there
         summary = train(cfg, task, run, device)
     if run.is_main:
-        print(f"\n{cfg.method} on {task.name}: {run.path}")
-        print(format_table([{"key": k, "value": v} for k, v in summary.items() if k != "run"], {"key": "", "value": ""}))
+        print(f"\n{cfg.method} on {task.name}: {run.path} (summary.json)")
+        print(summary_text(summary, cfg.adversary, (time.perf_counter() - started) / 60))
     if world_size > 1:
         dist.destroy_process_group()
     return summary
@@ -507,7 +530,7 @@ def train(cfg: argparse.Namespace, task: Task, run: RunFolder, device: torch.dev
                 bar.close()
                 exit_stopped(run, step, total_steps, stop)
 
-    summary = summarise(cfg, run, task.name, feature, select_on, len(train), total_steps, loop, params)
+    summary = summarise(cfg, run, task, feature, select_on, len(train), total_steps, loop, params)
     run.finish(summary)
     return summary
 
