@@ -9,8 +9,8 @@ import torch
 
 from adversaries import ASCC, PGD, ascc_weights, batch_candidates, neighbour_table, pgd_perturbation
 from data import tokenize
-from rift import ALPHA, BETA, METHODS, TAU, Critics, classify, kl_objective, load_classifier, make_teacher, \
-    teacher_features, training_loss
+from rift import (ALPHA, BETA, METHODS, TAU, Critics, classify, kl_objective, load_classifier, make_teacher, model_path,
+                  resolve_feature, teacher_features, training_loss)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -60,7 +60,8 @@ def training_cost(model_name: str, examples, device, batch_size: int, steps: int
     half = batch_size // 2
     batches = [tokenize(tokenizer, by_class[0][i * half:(i + 1) * half] + by_class[1][i * half:(i + 1) * half],
                         max_length).to(device) for i in range(4)]
-    loss_kwargs = dict(teacher=teacher, critics=critics, alpha=ALPHA, beta=BETA, tau=TAU)
+    feature = resolve_feature("auto", model, model_path(model_name))  # S and T where train.py takes them
+    loss_kwargs = dict(teacher=teacher, critics=critics, alpha=ALPHA, beta=BETA, tau=TAU, feature=feature)
 
     def optimiser_step(method):
         def step(batch):
@@ -89,7 +90,7 @@ def training_cost(model_name: str, examples, device, batch_size: int, steps: int
                 fn(batch)
         return under_autocast
 
-    passes = {"forward_backward": forward_backward, "attack": attack, "teacher": lambda b: teacher_features(teacher, b)}
+    passes = {"forward_backward": forward_backward, "attack": attack, "teacher": lambda b: teacher_features(teacher, b, feature)}
     fns = {method: optimiser_step(method) for method in METHODS} | passes
     t, peaks = timings({name: autocast(fn) for name, fn in fns.items()}, batches, repeats, device)
     rows = [{"method": method, "s_per_step": t[method], "peak_memory_mb": peaks[method]} for method in METHODS]

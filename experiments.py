@@ -228,7 +228,7 @@ def frontier(root: Path, results_dir: Path, data_dir: str | None, model: str, sm
                  "--batch-size", str(s["batch_size"]), "--lr", str(s["lr"]), "--eval-every", str(s["eval_every"]),
                  "--seed", str(r["seed"]), "--save-every", str(s["save_every"]), "--out", str(run),
                  *first_recipe(s["lr"]), *s["extra_train"], *data], run)
-        teacher_cka(run, s["dev_examples"], data_dir)
+        teacher_cka(run, s["dev_examples"], data_dir, "cls")  # the frontier's runs took S at h_[CLS]
         for name in FRONTIER_EVALS:
             if name != "genetic":
                 attack(run, name)

@@ -165,9 +165,11 @@ def pooled(hidden: torch.Tensor, attention_mask: torch.Tensor, feature: str, poo
     return hidden[:, 0]
 
 
-def classify(model, embeds: torch.Tensor, batch, feature: str = "cls") -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (B, C) and the student feature S (B, H) for word embeddings (B, T, H)."""
-    out = model(inputs_embeds=embeds, **model_inputs(batch), output_hidden_states=True)
+def classify(model, embeds: torch.Tensor, batch, feature: str | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits (B, C) for word embeddings (B, T, H) and, where a `feature` is named, the student's S (B, H)."""
+    out = model(inputs_embeds=embeds, **model_inputs(batch), output_hidden_states=feature is not None)
+    if feature is None:
+        return out.logits, None
     pooler = getattr(model, "module", model).base_model.pooler if feature == "pooler" else None  # DDP: .module
     return out.logits, pooled(out.hidden_states[-1], batch["attention_mask"], feature, pooler)
 
@@ -191,7 +193,7 @@ def make_teacher(model) -> nn.Module:
 
 
 @torch.no_grad()
-def teacher_features(teacher, batch, feature: str = "cls") -> torch.Tensor:
+def teacher_features(teacher, batch, feature: str) -> torch.Tensor:
     hidden = teacher(input_ids=batch["input_ids"], **model_inputs(batch)).last_hidden_state  # (B, T, H)
     return pooled(hidden, batch["attention_mask"], feature, getattr(teacher, "pooler", None))  # (B, H)
 
@@ -301,7 +303,7 @@ def ramped_alpha(alpha: float, step: int, ramp_steps: int) -> float:
 
 def loss_terms(method: str, model, batch, adversary=None, *, teacher=None, critics: Critics | None = None,
                alpha: float = ALPHA, beta: float = BETA, tau: float = TAU,
-               feature: str = "cls") -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+               feature: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """The loss of one batch as its weighted terms, which sum to it, and the terms as logged (detached).
 
     standard:  ce = CE(f(x), y)
@@ -309,7 +311,8 @@ def loss_terms(method: str, model, batch, adversary=None, *, teacher=None, criti
     rift:      ce, kl, mi = alpha * L_MI(S(x_adv), T(x) | y)
 
     Logged: ce, kl and mi_nce unweighted, and the bound mi_bound. x_adv comes from `adversary`, an
-    adversaries.PGD or ASCC (standard needs none); S and T are the `feature` of resolve_feature.
+    adversaries.PGD or ASCC (standard needs none); S and T, rift's alone, are the `feature` of
+    resolve_feature.
 
     `model` may be wrapped in DistributedDataParallel; the attack runs on the bare module, so its
     forward passes neither synchronise nor leave DDP waiting for a backward that never comes."""
@@ -324,7 +327,9 @@ def loss_terms(method: str, model, batch, adversary=None, *, teacher=None, criti
     # The clean forward pass just made doubles as the attack's target p(x): no extra pass. It ran
     # in train mode, so the attack maximises the very KL term of the loss below.
     adv_embeds = adversary.embeddings(bare, embeds, batch, kl_objective(logits))
-    adv_logits, adv_features = classify(model, adv_embeds, batch, feature)
+    if method == "rift" and feature is None:
+        raise ValueError("rift's term needs the feature S and T are taken at (resolve_feature)")
+    adv_logits, adv_features = classify(model, adv_embeds, batch, feature if method == "rift" else None)
     kl = kl_divergence(logits, adv_logits)  # neither side detached, as in the release code
     weighted, logged = {"ce": ce, "kl": beta * kl}, {"ce": ce.detach(), "kl": kl.detach()}
     if method == "rift":
@@ -376,8 +381,8 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 @torch.inference_mode()
-def teacher_similarity(model, teacher, tokenizer, examples: list[Example], max_length: int,
-                       feature: str = "cls", batch_size: int = 64) -> float:
+def teacher_similarity(model, teacher, tokenizer, examples: list[Example], max_length: int, feature: str,
+                       batch_size: int = 64) -> float:
     """Linear CKA between the student's S and the teacher's T (both the `feature`), on the same
     clean examples, both models in eval mode."""
     device = next(model.parameters()).device

@@ -165,7 +165,7 @@ def tiny_classifier(encoder: str, folder: Path) -> str:
     return str(folder)
 
 
-def teacher_cka(run: Path, examples: int, data_dir: str | None, feature: str = "cls") -> None:
+def teacher_cka(run: Path, examples: int, data_dir: str | None, feature: str) -> None:
     """<run>/cka-<feature>.json: linear CKA between the best checkpoint's feature S and the
     pre-trained model's T on the first `examples` dev sentences."""
     path = cka_path(run, feature)

@@ -298,7 +298,7 @@ def test_rift_loss_with_ascc_sends_gradients_to_the_neighbours_embeddings(classi
     critics = rift.Critics(2, model.config.hidden_size, teacher.config.hidden_size, hidden=32, out=16)
     model.train()
     terms = rift.training_loss("rift", model, batch, adversaries.ASCC(table, steps=2), teacher=teacher, critics=critics,
-                               alpha=0.5, beta=2.0)
+                               alpha=0.5, beta=2.0, feature="cls")
     terms["loss"].backward()
     grad = model.get_input_embeddings().weight.grad
     neighbours_only = ids(tokenizer, "nice", "fine", "film", "amusing", "comic")  # in no sentence
@@ -344,9 +344,9 @@ def test_teacher_similarity_is_one_before_fine_tuning_and_drops_when_the_student
     model, tokenizer = classifier
     teacher = rift.make_teacher(model)
     examples = [Example(tuple(s.split()), 0) for s in SENTENCES * 3 + ["another sentence here", "and one more"]]
-    assert rift.teacher_similarity(model, teacher, tokenizer, examples, 32, batch_size=4) == pytest.approx(1.0, abs=1e-6)
+    assert rift.teacher_similarity(model, teacher, tokenizer, examples, 32, "cls", batch_size=4) == pytest.approx(1.0, abs=1e-6)
     torch.manual_seed(1)
     with torch.no_grad():
         for p in model.base_model.encoder.parameters():
             p.add_(torch.randn_like(p) * 0.5)
-    assert rift.teacher_similarity(model, teacher, tokenizer, examples, 32, batch_size=4) < 0.99
+    assert rift.teacher_similarity(model, teacher, tokenizer, examples, 32, "cls", batch_size=4) < 0.99

@@ -403,7 +403,7 @@ def test_rift_loss_adds_alpha_times_conditional_info_nce_of_adversarial_student_
     model.eval()
     torch.manual_seed(3)
     terms = rift.training_loss("rift", model, batch, adversaries.PGD(eps=0.1, steps=3, norm="l2"), teacher=teacher,
-                               critics=critics, alpha=0.5, beta=2.0, tau=0.2)
+                               critics=critics, alpha=0.5, beta=2.0, tau=0.2, feature="cls")
     logits, adv_logits, adv_features = adversarial_logits_by_hand(model, batch, 3, 0.1, 3, "l2")
     clean_teacher = teacher(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                             token_type_ids=batch["token_type_ids"]).last_hidden_state[:, 0]
@@ -421,7 +421,7 @@ def test_rift_loss_gradients_reach_student_and_critics_but_not_the_teacher(rift_
     batch = sentence_batch(tokenizer)
     model.train()
     terms = rift.training_loss("rift", model, batch, adversaries.PGD(eps=0.1, steps=2, norm="l2"), teacher=teacher,
-                               critics=critics, alpha=0.5, beta=2.0)
+                               critics=critics, alpha=0.5, beta=2.0, feature="cls")
     terms["loss"].backward()
     assert all(not p.requires_grad and p.grad is None for p in teacher.parameters())
     for head in list(critics.student) + list(critics.teacher):
