@@ -49,7 +49,7 @@ from rift import load_classifier, predict_proba
 
 ATTACKS = {"synonym": ["pwws"], "pwws": ["pwws"], "textfooler": ["textfooler"], "genetic": ["genetic"],
            "ascc": ["ascc"], "pgd": ["pgd"], "none": [], "all": ["pwws", "textfooler", "genetic", "pgd"], "paper": ["pwws", "genetic"]}
-# The paper's evaluation (REFERENCE.md section 4): PWWS and the genetic attack (population 60, 40
+# The paper's evaluation: PWWS and the genetic attack (population 60, 40
 # iterations), both with the counter-fitted table, on 1,000 test examples. Only defaults: flags
 # given explicitly win. The genetic attack's language-model constraint is not applied (no LM offline).
 # TextDefender's (Li et al. 2021, its main.py and bundled TextAttack): at most 50 queries per word

@@ -53,7 +53,7 @@ from rift import (ALPHA, BATCH_SIZE, BETA, CRITIC_LR, DEFAULT_MODEL, FEATURES, L
                   Critics, build_optimizer, load_classifier, loss_terms, make_teacher, model_path, predict_proba,
                   ramped_alpha, resolve_feature, term_pulls)
 
-# The paper's settings (REFERENCE.md section 2; the release's rift_train.sh and opts.py). A preset
+# The paper's settings (the release's rift_train.sh and opts.py; docs/method.md). A preset
 # only sets defaults: any flag given wins. bert-base-uncased needs the hub or a local copy (not
 # reachable on an offline machine): with --model another encoder runs the preset's other settings.
 # Not reproduced: the release's learning rate stays flat after its warm-up; here it decays linearly.
