@@ -404,7 +404,7 @@ def main(cfg: argparse.Namespace) -> dict:
     path = Path(cfg.resume or cfg.out or f"runs/{task.name}-{cfg.method}-{datetime.now():%Y%m%d-%H%M%S}")
     started = time.perf_counter()
     with RunFolder(path, bool(cfg.resume), rank, world_size) as run:  # this run alone writes there
-        summary = train(cfg, task, run, device)
+        summary = run_training(cfg, task, run, device)
     if run.is_main:
         print(f"\n{cfg.method} on {task.name}: {run.path} (summary.json)")
         print(summary_text(summary, cfg.adversary, (time.perf_counter() - started) / 60))
@@ -413,7 +413,7 @@ def main(cfg: argparse.Namespace) -> dict:
     return summary
 
 
-def train(cfg: argparse.Namespace, task: Task, run: RunFolder, device: torch.device) -> dict:
+def run_training(cfg: argparse.Namespace, task: Task, run: RunFolder, device: torch.device) -> dict:
     rank, world_size = run.rank, run.world_size
     # bf16 by default on CUDA only, where evaluate.py also takes it on CPUs with native bf16
     # (cli.default_amp): an attack's verdict is re-checked in fp32, the weights training learns are not.
