@@ -496,6 +496,27 @@ def summarize(records: list[dict]) -> dict:
     }
 
 
+def worst_case(lines: list[dict], searches: list[str]) -> tuple[dict, dict[int, str]]:
+    """Robustness over several attacks at once, by AutoAttack's rule: an example counts as robust
+    only if it was classified right and no attack broke it. `lines` are adversarial.jsonl's (each
+    with its attack and example index), every example attacked by every one of `searches`. Returns
+    the summary row and, for each broken example, the first attack of `searches` that broke it."""
+    outcomes: dict[int, dict[str, str]] = {}
+    for line in lines:
+        outcomes.setdefault(line["index"], {})[line["attack"]] = line["status"]
+    if any(set(statuses) != set(searches) for statuses in outcomes.values()):
+        raise ValueError("the worst case needs every example attacked by every attack")
+    wrong = [i for i, statuses in outcomes.items() if "skipped" in statuses.values()]
+    broken_by = {i: next(a for a in searches if statuses[a] == "successful") for i, statuses in outcomes.items()
+                 if i not in wrong and "successful" in statuses.values()}
+    n, attacked = len(outcomes), len(outcomes) - len(wrong)
+    row = {"attack": "worst case", "examples": n, "clean_accuracy": attacked / max(n, 1),
+           "accuracy_under_attack": (attacked - len(broken_by)) / max(n, 1),
+           "attack_success_rate": len(broken_by) / max(attacked, 1),
+           "broken_first_by": {a: sum(first == a for first in broken_by.values()) for a in searches}}
+    return row, broken_by
+
+
 def accuracy_by_modify_rate(records: list[dict], rates: list[float]) -> list[float]:
     """Accuracy under attack had the cap on the share of changed words been each of `rates`
     (records as in adversarial.jsonl). Exact for the greedy searches (PWWS, TextFooler), whose path

@@ -151,6 +151,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                                   "a time, with the same results up to float rounding (default: %(default)s)")
     bookkeeping.add_argument("--seed", type=random_seed, default=42, help="draws the examples; seeds the genetic attack and PGD (default: %(default)s)")
     bookkeeping.add_argument("--out", help="results folder (default: <run>/eval/<attack>-<synonyms>-<time>); must not exist")
+    bookkeeping.add_argument("--join", nargs="+", metavar="DIR",
+                             help="instead of attacking: join finished evaluations of one checkpoint on the same "
+                                  "examples (their results folders) into the worst case over all their attacks, "
+                                  "written to --out (default: beside the first DIR)")
     bookkeeping.add_argument("--resume", metavar="OUT", help="finish the interrupted evaluation in OUT with its own settings "
                                                              "(every other flag is ignored), skipping the examples done")
     bookkeeping.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto: cuda when there is one (default: %(default)s)")
@@ -305,6 +309,8 @@ def merge(folder: Path, searches: list[str], indices: list[int]) -> list[dict]:
 def main(args: argparse.Namespace) -> dict | None:
     """The evaluation; under torchrun, each process attacks its share of the examples and writes
     its own part, and rank 0 merges them and writes results.json (the other processes return None)."""
+    if args.join:
+        return join(args.join, args.out)
     rank, world_size = process_group("gloo", PROCESS_TIMEOUT)  # only barriers and settings cross
     done = []
     if args.resume:  # rank 0 alone reads the parts (and drops their cut-short lines) before any goes on
@@ -414,6 +420,10 @@ def main(args: argparse.Namespace) -> dict | None:
         for search in word_attacks:
             rows.append({"attack": search, "synonyms": "counterfitted" if search == "ascc" else args.synonyms,
                          **attacks.summarize([line for line in lines if line["attack"] == search]), **timing[search]})
+        if len(word_attacks) > 1:  # robust only where no attack of the run broke the example
+            worst, broken_by = attacks.worst_case(lines, word_attacks)
+            rows.append(worst)
+            results["worst_case_broken_by"] = {str(index): search for index, search in broken_by.items()}
         if "pgd" in ATTACKS[args.attack]:
             for eps in tqdm(args.eps, desc=f"pgd ({args.pgd_norm}, {args.pgd_steps} steps)"):
                 torch.manual_seed(args.seed)  # each radius from the same random starts, whatever ran before
@@ -439,6 +449,54 @@ def main(args: argparse.Namespace) -> dict | None:
         return results
 
 
+def join(folders: list[str], out: str | None) -> dict:
+    """The worst case over the attacks of several finished evaluations of one checkpoint on the
+    same examples: each folder's rows, then the row that counts an example robust only if no attack
+    of any folder broke it. Each attack is named with its synonym source, which tells folders apart."""
+    runs = []
+    for folder in map(Path, folders):
+        try:
+            saved = json.loads(read_text(folder / "results.json"))
+        except (OSError, UsageError, json.JSONDecodeError) as err:
+            raise UsageError(f"--join {folder}: not an evaluate.py results folder ({err})") from None
+        if not saved.get("complete"):
+            raise UsageError(f"--join {folder}: the evaluation has not finished; finish it with --resume {folder}")
+        runs.append((folder, saved))
+    first, reference = runs[0]
+    for folder, saved in runs[1:]:
+        for key, what in ((("resolved", "model"), "checkpoint"), (("indices",), "examples")):
+            here, there = saved, reference
+            for part in key:
+                here, there = here[part], there[part]
+            if here != there:
+                raise UsageError(f"--join: {folder} evaluated another {what} than {first}; join evaluations of one "
+                                 "checkpoint on the same examples (the same --num-examples, --seed and split)")
+    rows, lines, names = [reference["metrics"][0]], [], []
+    for folder, saved in runs:
+        for row in saved["metrics"][1:]:
+            if row["attack"] == "worst case" or "eps" in row:  # PGD moves embeddings, not words: not a text
+                continue
+            name = f"{row['attack']}/{row['synonyms']}"
+            if name in names:
+                raise UsageError(f"--join: {name} is in two of the folders; join each attack once")
+            names.append(name)
+            rows.append(row)
+            lines += [line | {"attack": name} for line in read_part(folder / "adversarial.jsonl")
+                      if line["attack"] == row["attack"]]
+    worst, broken_by = attacks.worst_case(lines, names)
+    rows.append(worst)
+    joined = {"joined": [str(folder) for folder, _ in runs], "resolved": reference["resolved"],
+              "indices": reference["indices"], "metrics": rows,
+              "worst_case_broken_by": {str(index): name for index, name in broken_by.items()}, "complete": True}
+    target = Path(out) if out else first.parent / f"worst-case-{datetime.now():%Y%m%d-%H%M%S}"
+    with writing(target, True, True, lambda: f"nothing was kept in {target}"):
+        write_json(target / "results.json", joined)
+    print(f"\n{len(reference['indices'])} examples, model {reference['resolved']['model']}, the worst case over "
+          f"{', '.join(names)} -> {target}")
+    print(summary_table(rows))
+    return joined
+
+
 def summary_table(rows: list[dict]) -> str:
     """The metrics rows as a person reads them: one unit (percent), under 100 columns, a legend;
     the counts, model calls and timings beyond seconds per example stay in results.json."""
@@ -452,7 +510,11 @@ def summary_table(rows: list[dict]) -> str:
              for row in rows]
     columns = {"attack": "attack", "synonyms": "synonyms", "clean": "clean %", "robust": "robust %",
                "success": "success %", "changed": "changed %", "queries": "queries", "seconds": "s/example"}
-    return format_table(shown, columns) + "\n" + SUMMARY_LEGEND
+    worst = [row for row in rows if row["attack"] == "worst case"]
+    first_by = "; ".join(f"{n} by {name}" for name, n in worst[0]["broken_first_by"].items()) if worst else ""
+    return format_table(shown, columns) + "\n" + SUMMARY_LEGEND + ("\n" + textwrap.fill(
+        f"worst case: an example is robust only if it was classified right and no attack above broke it "
+        f"(AutoAttack's rule; word attacks only, not PGD); broken first {first_by}.", width=100) if worst else "")
 
 
 SUMMARY_LEGEND = textwrap.fill(

@@ -711,3 +711,19 @@ def test_sample_examples_draws_what_evaluate_parity_bench_and_train_drew_before_
             [ex for ex in examples if attacks.word_count(ex.words) >= 4]  # bench.py's
         assert [examples[i] for i in attacks.sample_examples(examples, 300, 0, min_words=0)] == \
             random.Random(0).sample(examples, min(300, len(examples)))  # train.py's robust-selection sentences
+
+
+def test_the_worst_case_counts_an_example_robust_only_if_no_attack_broke_it():
+    """Two attacks that break disjoint examples: the worst case is broken on their union."""
+    statuses = {"pwws": ["successful", "failed", "failed", "skipped"],
+                "textfooler": ["failed", "successful", "failed", "skipped"]}
+    lines = [{"attack": search, "index": 10 + n, "status": status}
+             for search, column in statuses.items() for n, status in enumerate(column)]
+    row, broken_by = attacks.worst_case(lines, ["pwws", "textfooler"])
+    assert broken_by == {10: "pwws", 11: "textfooler"}
+    assert (row["clean_accuracy"], row["accuracy_under_attack"], row["attack_success_rate"]) == (0.75, 0.25, 2 / 3)
+    assert row["broken_first_by"] == {"pwws": 1, "textfooler": 1}
+    lines[0]["status"] = lines[4]["status"] = "successful"  # both break example 10: the first in order is named
+    assert attacks.worst_case(lines, ["textfooler", "pwws"])[1][10] == "textfooler"
+    with pytest.raises(ValueError, match="every example attacked by every attack"):
+        attacks.worst_case(lines[:-1], ["pwws", "textfooler"])

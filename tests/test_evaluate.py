@@ -212,7 +212,7 @@ def test_summary_table_is_printed(attacked):
         table = out[out.index("attack  "):]
         assert re.split(r"\s{2,}", table.splitlines()[0].strip()) == HEADINGS
         body = [line.split("  ")[0].strip() for line in table.splitlines()[2:] if line.strip()]
-        assert body[:5] == ["none", "pwws", "textfooler", "genetic", "pgd eps=0.5"]
+        assert body[:6] == ["none", "pwws", "textfooler", "genetic", "worst case", "pgd eps=0.5"]
         assert max(len(line) for line in table.splitlines()) <= 100  # no line wraps in a terminal
         assert f"-> {attacked[synonyms][1]}" in out or str(attacked[synonyms][1]) in out
 
@@ -540,3 +540,28 @@ def test_an_existing_out_points_to_resume(tiny_run, shared_data, tmp_path, cache
     result = evaluate("--checkpoint", tiny_run, "--attack", "none", "--num-examples", 2, "--data-dir", shared_data,
                       "--out", out, cache=cache)
     assert_one_line_error(result, f"--resume {out}")
+
+
+@pytest.mark.slow
+def test_the_worst_case_over_a_runs_attacks_and_over_joined_runs_is_the_union_of_what_they_broke(
+        attacked, workspace, cache):
+    def broken(folder: Path) -> set[int]:
+        return {line["index"] for line in read_lines(folder) if line["status"] == "successful"}
+
+    def worst(results: dict) -> dict:
+        return next(row for row in results["metrics"] if row["attack"] == "worst case")
+
+    folders = [folder for _, folder in attacked.values()]
+    for folder in folders:
+        results = json.loads((folder / "results.json").read_text())
+        assert set(map(int, results["worst_case_broken_by"])) == broken(folder)
+        held = [line["index"] for line in read_lines(folder) if line["attack"] == "pwws" and line["status"] != "skipped"]
+        assert worst(results)["accuracy_under_attack"] == len(set(held) - broken(folder)) / 6
+    result = evaluate("--join", *folders, "--out", workspace / "joined", cache=cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    joined = json.loads((workspace / "joined" / "results.json").read_text())
+    assert set(map(int, joined["worst_case_broken_by"])) == broken(folders[0]) | broken(folders[1])
+    assert [row["attack"] for row in joined["metrics"]] == ["none", *["pwws", "textfooler", "genetic"] * 2, "worst case"]
+    assert "worst case" in result.stdout and "AutoAttack's rule" in result.stdout
+    again = evaluate("--join", folders[0], folders[0], "--out", workspace / "twice", cache=cache)
+    assert_one_line_error(again, "is in two of the folders")
