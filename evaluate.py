@@ -464,13 +464,9 @@ def join(folders: list[str], out: str | None) -> dict:
         runs.append((folder, saved))
     first, reference = runs[0]
     for folder, saved in runs[1:]:
-        for key, what in ((("resolved", "model"), "checkpoint"), (("indices",), "examples")):
-            here, there = saved, reference
-            for part in key:
-                here, there = here[part], there[part]
-            if here != there:
-                raise UsageError(f"--join: {folder} evaluated another {what} than {first}; join evaluations of one "
-                                 "checkpoint on the same examples (the same --num-examples, --seed and split)")
+        if (saved["resolved"]["model"], saved["indices"]) != (reference["resolved"]["model"], reference["indices"]):
+            raise UsageError(f"--join: {folder} evaluated another checkpoint or other examples than {first}; join "
+                             "evaluations of one checkpoint on the same examples (--num-examples, --seed, split)")
     rows, lines, names = [reference["metrics"][0]], [], []
     for folder, saved in runs:
         for row in saved["metrics"][1:]:

@@ -565,3 +565,15 @@ def test_the_worst_case_over_a_runs_attacks_and_over_joined_runs_is_the_union_of
     assert "worst case" in result.stdout and "AutoAttack's rule" in result.stdout
     again = evaluate("--join", folders[0], folders[0], "--out", workspace / "twice", cache=cache)
     assert_one_line_error(again, "is in two of the folders")
+
+
+def test_join_refuses_unfinished_evaluations_and_other_examples(tmp_path):
+    import evaluate
+    for name, indices, complete in (("a", [1, 2], True), ("b", [1, 3], True), ("c", [1, 2], False)):
+        (tmp_path / name).mkdir()
+        evaluate.write_json(tmp_path / name / "results.json", {"resolved": {"model": "m"}, "indices": indices,
+                                                               "complete": complete, "metrics": []})
+    with pytest.raises(data.UsageError, match="has not finished; finish it with --resume"):
+        evaluate.join([str(tmp_path / "a"), str(tmp_path / "c")], None)
+    with pytest.raises(data.UsageError, match="another checkpoint or other examples"):
+        evaluate.join([str(tmp_path / "a"), str(tmp_path / "b")], None)
