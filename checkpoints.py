@@ -178,6 +178,15 @@ def save_training_state(folder: Path, model, tokenizer, labels: tuple[str, ...],
         progress | {"optimizer_groups": optim["param_groups"], "scheduler": scheduler.state_dict()}))
 
 
+def drop_optimizer_state(folder: Path) -> None:
+    """last/ without the optimiser's moments: the model, the critics and the loop's record stay."""
+    path = folder / f"{STATE}.safetensors"
+    kept = {key: value for key, value in load_file(path).items() if not key.startswith("optimizer.")}
+    part = path.with_name(path.name + ".part")
+    save_file(kept, part)
+    part.replace(path)
+
+
 def load_training_state(folder: Path, model, critics, optimizer, scheduler) -> dict:
     """Put last/'s weights and state into the freshly built run; returns its `progress`."""
     try:
@@ -232,7 +241,7 @@ def set_random_states(states: dict, device: torch.device) -> None:
 
 # A resumed run may change where its data is and how often it reports; every other setting changes
 # the arithmetic (the batches, the schedule, the loss) and must stay as the run began.
-RESUME_MAY_CHANGE = ("data_dir", "device", "log_every", "log_pulls", "eval_every", "save_every")
+RESUME_MAY_CHANGE = ("data_dir", "device", "log_every", "log_pulls", "eval_every", "save_every", "keep_state")
 FLAGS_RESUME_MAY_CHANGE = ["--" + key.replace("_", "-") for key in RESUME_MAY_CHANGE]
 
 
@@ -422,7 +431,11 @@ class RunFolder:
         self.barrier()  # no process leaves before rank 0 has written
         self.saved_step = progress["step"]
 
-    def finish(self, summary: dict) -> None:
-        """summary.json, which marks the run finished."""
+    def finish(self, summary: dict, keep_state: bool) -> None:
+        """summary.json, which marks the run finished; then, unless keep_state, last/ lets go of
+        AdamW's moments (twice the model's size), which only a resume reads and a finished run never
+        resumes."""
         if self.is_main:
             (self.path / "summary.json").write_text(json.dumps(summary, indent=2))
+            if not keep_state:
+                drop_optimizer_state(self.path / "last")

@@ -176,7 +176,7 @@ FRONTIER = dict(task="sst2", train_examples=4800, steps=150, batch_size=32, lr=5
                 attack_examples={"pwws": 500, "pwws_counterfitted": 500, "genetic": 100})
 # The same pipeline on a tiny random model in a minute: tests and CI keep it working.
 FRONTIER_SMOKE = dict(FRONTIER, train_examples=64, steps=2, batch_size=8, eval_every=1, betas=(PAPER_BETA,),
-                      seeds=(42,), dev_examples=16, extra_train=["--max-length", "32"],
+                      seeds=(42,), dev_examples=16, extra_train=["--max-length", "32", "--keep-state"],  # the tests stop and resume them
                       extra_eval=["--population", "4", "--generations", "2"], attack_examples={"pwws": 4, "pwws_counterfitted": 4, "genetic": 3})
 # name (its folder eval/<name>): evaluate.py's flags. ASCC trains against the counter-fitted
 # neighbours; WordNet's synonyms are other words, a threat the adversary never showed the model.

@@ -149,6 +149,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     bookkeeping.add_argument("--save-every", type=at_least(1), default=500,
                              help="optimiser steps between saves of last/, which --resume continues from; also saved at the "
                                   "end and on Ctrl-C (default: %(default)s)")
+    bookkeeping.add_argument("--keep-state", action="store_true",
+                             help="a finished run keeps last/'s optimiser state (AdamW's moments, twice the model's "
+                                  "size); by default it goes at the end, as a finished run is never resumed, and a "
+                                  "stopped run always keeps it")
     bookkeeping.add_argument("--seed", type=random_seed, default=42, help="seeds python, numpy and torch; draws the subset and the batches (default: %(default)s)")
     bookkeeping.add_argument("--out", help="run folder (default: runs/<task>-<method>-<time>); must not exist yet")
     bookkeeping.add_argument("--device", default="auto", help="cpu, cuda, or auto: cuda when there is one (torchrun: one GPU per process) (default: %(default)s)")
@@ -531,7 +535,7 @@ def run_training(cfg: argparse.Namespace, task: Task, run: RunFolder, device: to
                 exit_stopped(run, step, total_steps, stop)
 
     summary = summarise(cfg, run, task, feature, select_on, len(train), total_steps, loop, params)
-    run.finish(summary)
+    run.finish(summary, cfg.keep_state)
     return summary
 
 

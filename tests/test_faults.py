@@ -16,6 +16,7 @@ from textwrap import dedent
 import pytest
 import torch
 from safetensors import SafetensorError
+from safetensors.torch import load_file
 
 import cli
 import data
@@ -292,6 +293,7 @@ HOOK = dedent("""
     import os, signal, sys
     sys.path.insert(0, os.getcwd())  # run_cli starts scripts in the repository root
     from safetensors import SafetensorError
+from safetensors.torch import load_file
     import attacks, checkpoints, evaluate, train
     from cli import run_command
 
@@ -378,6 +380,8 @@ def test_a_full_disk_at_a_save_is_one_line_keeps_the_last_save_and_the_run_resum
     assert not [p for p in out.iterdir() if p.name.endswith((".saving", ".old"))]
     result = run_cli("--resume", out, cache=tmp_path / "cache")
     assert result.returncode == 0 and json.loads((out / "summary.json").read_text())["steps"] == 4, result.stderr
+    assert not [key for key in load_file(out / "last" / "training_state.safetensors") if key.startswith("optimizer.")]
+    assert json.loads((out / "last" / "training_state.json").read_text())["step"] == 4  # finished: no moments kept
 
 
 @pytest.mark.slow
@@ -400,7 +404,7 @@ def test_a_resume_on_an_edited_data_file_is_refused_naming_it(tiny_model, shared
     flags[flags.index("--task") + 1] = "custom"
     flags[flags.index("--max-train-examples"):flags.index("--max-train-examples") + 2] = []
     result = run_cli(*flags, "--train-file", train_file, "--dev-file", dev_file, "--text-column", "sentence",
-                     cache=tmp_path / "cache")
+                     "--keep-state", cache=tmp_path / "cache")
     assert result.returncode == 0, result.stderr[-3000:]
     (out / "summary.json").unlink()  # as if it had been stopped after its last save
     train_file.write_text(train_file.read_text().replace("\t1\n", "\t0\n", 1))

@@ -49,7 +49,8 @@ def evaluation_lines(run: Path) -> list[dict]:
 def sst2_runs(tiny_model, shared_data, tmp_path_factory) -> dict[str, Path]:
     """One tiny run per method on SST-2 (a subset of 64 training examples, 4 steps)."""
     root = tmp_path_factory.mktemp("runs")
-    return {method: train_ok(*tiny_args(tiny_model, shared_data, root / method, method), cache=root / "cache")
+    return {method: train_ok(*tiny_args(tiny_model, shared_data, root / method, method, "--keep-state"),
+                             cache=root / "cache")  # --keep-state: `unfinished` resumes a copy
             for method in rift.METHODS}
 
 
