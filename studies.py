@@ -492,8 +492,8 @@ LONG = replace(LONG, smoke=PILOT.smoke | {"train": LONG.train + SMOKE_TRAIN})
 # classifier's own path (`--feature pooler`, the tensor the head reads, as in the release) beside
 # today's S (`auto`: the mean pool for MiniLM). SNLI at three times its study's budget, where the
 # slowdown arithmetic says today's rift should reach CE about 0.94 and dev about 0.70 by the end;
-# then the two S choices at the SST-2 pilot's budget, paired with the pilot's adv (its records
-# are copied in, not trained again).
+# then the two S choices at the SST-2 pilot's budget, beside an adv trained again (the pilot's runs
+# left no records to pair with).
 PULLS = ("--log-pulls",)
 STALL_SNLI = replace(
     SNLI, command="stall-snli", name="stall-snli", title="Why RIFT stalls on SNLI: each term's pull, and S on the "
@@ -513,6 +513,9 @@ STALL_SNLI = replace(STALL_SNLI, smoke=dict(
 STALL_SST2 = replace(
     PILOT, command="stall-sst2", name="stall-sst2", title="Why RIFT stalls on SST-2: S on the classifier's own path "
                                                           "at the pilot's budget",
+    design=PILOT.design.replace("`rift-cls` keeps the frontier's [CLS]", "`rift-pooler` takes S and T at the "
+                                "pooler, the tensor the classification head reads; both rift runs log each term's "
+                                "pull on the encoder (`--log-pulls`) every 10 steps"),
     runs=(Run("adv", "adv", 42), Run("rift", "rift", 42, ("--alpha", "0.1", *PULLS), against="adv"),
           Run("rift-pooler", "rift", 42, ("--alpha", "0.1", "--feature", "pooler", *PULLS), against="rift")))
 STALL_SST2 = replace(STALL_SST2, smoke=PILOT.smoke | {"runs": STALL_SST2.runs})
