@@ -293,7 +293,6 @@ HOOK = dedent("""
     import os, signal, sys
     sys.path.insert(0, os.getcwd())  # run_cli starts scripts in the repository root
     from safetensors import SafetensorError
-from safetensors.torch import load_file
     import attacks, checkpoints, evaluate, train
     from cli import run_command
 

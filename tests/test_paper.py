@@ -121,5 +121,5 @@ def test_paper_protocol_runs_pwws_and_genetic_with_the_counterfitted_table(ascc_
     report = json.loads((out / "results.json").read_text())
     assert report["settings"]["protocol"] == "paper"
     assert [(m["attack"], m.get("synonyms")) for m in report["metrics"]] == \
-        [("none", None), ("pwws", "counterfitted"), ("genetic", "counterfitted")]
+        [("none", None), ("pwws", "counterfitted"), ("genetic", "counterfitted"), ("worst case", None)]
     assert all(m["examples"] == 4 for m in report["metrics"])
