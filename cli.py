@@ -85,6 +85,9 @@ def fraction(text: str) -> float:
     return value
 
 
+SEED = 42  # every command's default --seed, and the studies' draw of test examples
+
+
 def random_seed(text: str) -> int:
     """An argparse type: a seed every seeded library takes (numpy's are 0 to 2**32 - 1)."""
     value = int(text)

@@ -43,7 +43,7 @@ import synonyms
 from adversaries import ASCC_STEPS, PGD_ATTACK_STEPS, PGD_NORM, ascc_attack, neighbour_table, pgd_accuracy
 from checkpoints import writing
 from cli import (add_data_flags, at_least, default_amp, environment, format_table, fraction, from_rank_zero, newest_run,
-                 pick_device, process_group, pyplot, random_seed, run_command, save_figure)
+                 SEED, pick_device, process_group, pyplot, random_seed, run_command, save_figure)
 from data import TASKS, UsageError, custom_task, file_sha256, infer_labels, load_split, read_text, split_file
 from rift import load_classifier, predict_proba
 
@@ -149,7 +149,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     bookkeeping.add_argument("--examples-at-once", type=at_least(1), default=32,
                              help="examples attacked together, their candidates sharing forward passes; 1 = one at "
                                   "a time, with the same results up to float rounding (default: %(default)s)")
-    bookkeeping.add_argument("--seed", type=random_seed, default=42, help="draws the examples; seeds the genetic attack and PGD (default: %(default)s)")
+    bookkeeping.add_argument("--seed", type=random_seed, default=SEED, help="draws the examples; seeds the genetic attack and PGD (default: %(default)s)")
     bookkeeping.add_argument("--out", help="results folder (default: <run>/eval/<attack>-<synonyms>-<time>); must not exist")
     bookkeeping.add_argument("--join", nargs="+", metavar="DIR",
                              help="instead of attacking: join finished evaluations of one checkpoint on the same "

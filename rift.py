@@ -208,8 +208,8 @@ def kl_objective(clean_logits: torch.Tensor):
 # 4. The loss of each method
 
 # The weights of the terms, and the critics' temperature (train.py's --alpha, --beta, --tau).
-ALPHA = 0.1  # the InfoNCE term I(S;T|Y) (paper: IMDB 0.1, SNLI 0.7)
-BETA = 10.0  # the adversarial KL term (paper: IMDB 10, SNLI 5)
+ALPHA = 0.1  # the InfoNCE term I(S;T|Y): the paper's IMDB value (train.py's paper-snli preset has SNLI's)
+BETA = 10.0  # the adversarial KL term: the paper's IMDB value
 TAU = 0.2  # InfoNCE temperature (paper: 0.2)
 
 

@@ -46,7 +46,7 @@ from attacks import sample_examples
 from checkpoints import (FLAGS_RESUME_MAY_CHANGE, LoopState, RunFolder, TrainingClock, load_training_state,
                          restored_loop, resumed_settings)
 from cli import (add_data_flags, at_least, environment, fraction, pick_device, positive, process_group,
-                 random_seed, run_command)
+                 random_seed, run_command, SEED)
 from data import (DEFAULT_TASK, TASKS, Task, UsageError, balanced_batches, custom_task, file_sha256, infer_labels, load_split,
                   split_file, tokenize)
 from rift import (ALPHA, BATCH_SIZE, BETA, CRITIC_LR, DEFAULT_MODEL, FEATURES, LR, METHODS, TAU, WARMUP, WEIGHT_DECAY,
@@ -61,7 +61,7 @@ from rift import (ALPHA, BATCH_SIZE, BETA, CRITIC_LR, DEFAULT_MODEL, FEATURES, L
 # project's own rate: rift.CRITIC_LR).
 PRESETS = {
     "paper-imdb": dict(task="imdb", model="bert-base-uncased", max_length=300, batch_size=32, epochs=20.0,
-                       alpha=0.1, beta=10.0, lr=2e-5, critic_lr=2e-5, weight_decay=2e-4, adversary="ascc"),
+                       alpha=ALPHA, beta=BETA, lr=2e-5, critic_lr=2e-5, weight_decay=2e-4, adversary="ascc"),
     "paper-snli": dict(task="snli", model="bert-base-uncased", max_length=80, batch_size=120, epochs=20.0,
                        alpha=0.7, beta=5.0, lr=2e-5, critic_lr=2e-5, weight_decay=2e-4, adversary="ascc"),
 }
@@ -153,7 +153,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                              help="a finished run keeps last/'s optimiser state (AdamW's moments, twice the model's "
                                   "size); by default it goes at the end, as a finished run is never resumed, and a "
                                   "stopped run always keeps it")
-    bookkeeping.add_argument("--seed", type=random_seed, default=42, help="seeds python, numpy and torch; draws the subset and the batches (default: %(default)s)")
+    bookkeeping.add_argument("--seed", type=random_seed, default=SEED, help="seeds python, numpy and torch; draws the subset and the batches (default: %(default)s)")
     bookkeeping.add_argument("--out", help="run folder (default: runs/<task>-<method>-<time>); must not exist yet")
     bookkeeping.add_argument("--device", default="auto", help="cpu, cuda, or auto: cuda when there is one (torchrun: one GPU per process) (default: %(default)s)")
     bookkeeping.add_argument("--amp", action=argparse.BooleanOptionalAction, help="bf16 autocast (default: on with CUDA)")
