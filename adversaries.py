@@ -7,9 +7,10 @@
 
 In training, an adversary is one value, `PGD` or `ASCC` with its own settings, built once from
 train.py's flags; its .embeddings(model, embeds, batch, objective) are the adversarial word
-embeddings that maximise the objective rift.py gives it. As attacks, `pgd_accuracy` and
-`ascc_attack` measure a trained model against them (evaluate.py, and train.py's robust model
-selection); ASCC's attack ends in a discrete text, which is scored as any word attack's.
+embeddings that maximise the objective rift.py gives it. As attacks, their .attack(victim, examples,
+seeds) measures a trained model against them with the word searches' contract (evaluate.py, and
+train.py's robust model selection); ASCC's attack ends in a discrete text, scored as any word
+attack's.
 """
 
 import math
@@ -21,9 +22,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from attacks import AttackResult, changed_words, word_count
+from attacks import AttackResult, Victim, changed_words, word_count
 from data import Example, is_word, tokenize
-from rift import classify, eval_mode, predict_proba
+from rift import classify, eval_mode
 
 ADVERSARIES = ("pgd", "ascc")
 
@@ -44,12 +45,14 @@ def project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     return delta * (eps / delta.norm(dim=-1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
 
 
-def random_start(shape, eps: float, norm: str, device) -> torch.Tensor:
-    """Uniform in the L-inf ball; uniform direction and uniform radius in the L2 ball."""
+def random_start(shape, eps: float, norm: str, device, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniform in the L-inf ball; uniform direction and uniform radius in the L2 ball. Drawn from
+    `generator` (a CPU one) when given, else from the device's own (training's draws)."""
+    on = "cpu" if generator is not None else device
     if norm == "linf":
-        return (torch.rand(shape, device=device) * 2 - 1) * eps
-    direction = F.normalize(torch.randn(shape, device=device), dim=-1)
-    return direction * torch.rand(*shape[:-1], 1, device=device) * eps
+        return ((torch.rand(shape, generator=generator, device=on) * 2 - 1) * eps).to(device)
+    direction = F.normalize(torch.randn(shape, generator=generator, device=on), dim=-1)
+    return (direction * torch.rand(*shape[:-1], 1, generator=generator, device=on) * eps).to(device)
 
 
 def misclassification_objective(labels: torch.Tensor):
@@ -58,7 +61,8 @@ def misclassification_objective(labels: torch.Tensor):
     return lambda logits: F.cross_entropy(logits.float(), labels)
 
 
-def pgd_perturbation(model, embeds: torch.Tensor, batch, objective, eps: float, steps: int, norm: str) -> torch.Tensor:
+def pgd_perturbation(model, embeds: torch.Tensor, batch, objective, eps: float, steps: int, norm: str,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
     """Embedding-space PGD (Madry et al. 2018): a perturbation delta (B, T, H) of the attacked
     words' embeddings, within eps of zero for every token, that maximises objective(logits).
 
@@ -68,7 +72,7 @@ def pgd_perturbation(model, embeds: torch.Tensor, batch, objective, eps: float, 
     blur the gradient; its mode is restored after."""
     mask = batch["attacked_tokens"].unsqueeze(-1).to(embeds.dtype)  # (B, T, 1): words only, no [CLS]/[SEP]/pad
     embeds = embeds.detach()
-    delta = random_start(embeds.shape, eps, norm, embeds.device) * mask
+    delta = random_start(embeds.shape, eps, norm, embeds.device, generator) * mask
     step_size = 2.5 * eps / max(steps, 1)
     with eval_mode(model):
         for _ in range(steps):
@@ -86,14 +90,30 @@ def pgd_perturbation(model, embeds: torch.Tensor, batch, objective, eps: float, 
 
 @dataclass(frozen=True)
 class PGD:
-    """rift.training_loss's embedding-space adversary: `steps` steps of `pgd_perturbation` in the ball."""
+    """rift.training_loss's embedding-space adversary: `steps` steps of `pgd_perturbation` in the
+    ball; as an attack, `attack_steps` steps aimed at a wrong label."""
     eps: float = PGD_EPS
     steps: int = PGD_STEPS
     norm: str = PGD_NORM
+    attack_steps: int = PGD_ATTACK_STEPS
 
     def embeddings(self, model, embeds: torch.Tensor, batch, objective) -> torch.Tensor:
         """The adversarial word embeddings (B, T, H) of the clean ones (B, T, H)."""
         return embeds + pgd_perturbation(model, embeds, batch, objective, self.eps, self.steps, self.norm)
+
+    def attack(self, victim: Victim, examples: list[Example], seeds: list, done=frozenset()) -> Iterator[tuple[int, AttackResult]]:
+        """PGD as an attack (see attack_in_chunks), aimed at the true label's cross-entropy (the
+        training adversary's KL goal would leave many examples standing: it is as happy to make a
+        prediction more confident as to flip it). The text stays as it was: the verdict is the
+        model's on the perturbed embeddings, under the victim's precision."""
+        def perturb(batch, chunk, generator):
+            embeds = victim.model.get_input_embeddings()(batch["input_ids"]).detach()
+            delta = pgd_perturbation(victim.model, embeds, batch, misclassification_objective(batch["labels"]),
+                                     self.eps, self.attack_steps, self.norm, generator)
+            with torch.no_grad():
+                logits, _ = classify(victim.model, embeds + delta, batch)
+            return [ex.words for ex in chunk], logits.float().softmax(-1).cpu().numpy()
+        return attack_in_chunks(victim, examples, seeds, done, perturb, self.attack_steps)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,59 +272,47 @@ class ASCC:
         weights = ascc_weights(model, batch, objective, candidates, self.steps, self.lr, self.entropy)
         return convex_mix(model, candidates, weights)
 
+    def attack(self, victim: Victim, examples: list[Example], seeds: list, done=frozenset()) -> Iterator[tuple[int, AttackResult]]:
+        """ASCC, the paper's third attack (see attack_in_chunks): ascc_substitution, then the discrete
+        text written back as words and scored in fp32 as any word attack's: the verdict is the
+        text's, not the mixture's."""
+        def perturb(batch, chunk, generator):
+            ids = ascc_substitution(victim.model, batch, batch_candidates(self.neighbours, batch), self.steps, self.lr,
+                                    self.entropy, generator)
+            texts = [substituted_words(victim.tokenizer, ex, batch, row, ids[row]) for row, ex in enumerate(chunk)]
+            return texts, victim.score(chunk, texts, False, victim.batch_size)
+        return attack_in_chunks(victim, examples, seeds, done, perturb, self.steps)
+
 
 # ---------------------------------------------------------------------------------------------
 # The adversaries as attacks
 
-def pgd_accuracy(model, tokenizer, examples: list[Example], max_length: int, eps: float, steps: int,
-                 norm: str, batch_size: int = 64, amp: bool = False) -> list[bool]:
-    """For each example: still classified correctly after PGD at radius eps, aimed at a
-    wrong label (the training adversary's KL goal would leave many examples standing: it is as
-    happy to make a prediction more confident as to flip it). eps 0 gives clean accuracy."""
-    device = next(model.parameters()).device
-    robust = []
-    with eval_mode(model):
-        for start in range(0, len(examples), batch_size):
-            batch = tokenize(tokenizer, examples[start:start + batch_size], max_length).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                embeds = model.get_input_embeddings()(batch["input_ids"]).detach()
-                objective = misclassification_objective(batch["labels"])
-                delta = pgd_perturbation(model, embeds, batch, objective, eps, steps, norm) if eps > 0 else 0
-                with torch.no_grad():
-                    logits, _ = classify(model, embeds + delta, batch)
-            robust += (logits.argmax(-1) == batch["labels"]).tolist()
-    return robust
-
-
-def ascc_attack(model, tokenizer, examples: list[Example], neighbours, max_length: int, seed: int = 0, *,
-                steps: int = ASCC_STEPS, lr: float = ASCC_LR, entropy_weight: float = ASCC_ENTROPY, batch_size: int = 32,
-                amp: bool = False, done: set[int] = frozenset()) -> Iterator[tuple[int, AttackResult]]:
-    """ASCC, the paper's third attack (ascc_substitution: `steps` Adam steps on the cross-entropy of
-    the true label over the convex hull of each word's counter-fitted neighbours, then each word
-    becomes its highest-weight candidate), as AttackResults in example order. The discrete text is
-    written back as words and scored in fp32 as any other attack's: the verdict is the text's, not
-    the mixture's. Examples go in fixed chunks of batch_size, each chunk's random start drawn from
-    (seed, chunk), so a chunk gives the same texts however many chunks ran before; chunks whose
-    positions are all in `done` are skipped (a resumed evaluation's, or another process's).
-    queries: the model's passes for the example (the clean one, the attack's steps, the final
-    text's), each a model call too."""
-    device = next(model.parameters()).device
-    for start in range(0, len(examples), batch_size):
-        positions = range(start, min(start + batch_size, len(examples)))
+def attack_in_chunks(victim: Victim, examples: list[Example], seeds: list, done, perturb,
+                     steps: int) -> Iterator[tuple[int, AttackResult]]:
+    """An adversary as an attack, with the word searches' contract (attacks.WordAttack.attack): an
+    AttackResult for each example whose position is not in `done`, with its position. Examples go
+    in fixed chunks of victim.batch_size; perturb(batch, chunk, generator) returns each example's
+    words after the attack and the model's probabilities (B, C) on them. A chunk's random start is
+    drawn from the seed of its first example, so a chunk gives the same result however many chunks
+    ran before; chunks whose positions are all done are skipped (a resumed evaluation's, or another
+    process's). The clean verdict is fp32's. queries: the model's passes for the example (the clean
+    one, the attack's steps, the final one), each a model call too."""
+    device = victim.model.device
+    for start in range(0, len(examples), victim.batch_size):
+        positions = range(start, min(start + victim.batch_size, len(examples)))
         if all(n in done for n in positions):
             continue
         began = time.perf_counter()
         chunk = [examples[n] for n in positions]
-        batch = tokenize(tokenizer, chunk, max_length).to(device)
-        generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, start]).generate_state(1)[0]))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            ids = ascc_substitution(model, batch, batch_candidates(neighbours, batch), steps, lr, entropy_weight,
-                                    generator)
-        texts = [substituted_words(tokenizer, ex, batch, row, ids[row]) for row, ex in enumerate(chunk)]
-        before = predict_proba(model, tokenizer, chunk, max_length, batch_size)  # fp32
-        after = predict_proba(model, tokenizer, chunk, max_length, batch_size, words=texts)
+        batch = tokenize(victim.tokenizer, chunk, victim.max_length).to(device)
+        generator = torch.Generator().manual_seed(int(np.random.SeedSequence(seeds[start]).generate_state(1)[0]))
+        with eval_mode(victim.model), torch.autocast(device.type, dtype=torch.bfloat16, enabled=victim.amp):
+            texts, after = perturb(batch, chunk, generator)
+        before = victim.score(chunk, [ex.words for ex in chunk], False, victim.batch_size)
         seconds = (time.perf_counter() - began) / len(chunk)
         for n, ex, text, p, q in zip(positions, chunk, texts, before, after):
+            if n in done:
+                continue
             right = int(p.argmax()) == ex.label
             status = "skipped" if not right else "failed" if int(q.argmax()) == ex.label else "successful"
             perturbed = text if right else ex.words

@@ -33,8 +33,8 @@ import math
 import random
 import re
 import time
-from dataclasses import dataclass
-from typing import Iterator, NamedTuple
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -474,6 +474,30 @@ def attack_examples(victim: Victim, examples: list[Example], search: str, synony
             except StopIteration as done:
                 del running[n]
                 yield n, done.value
+
+
+@dataclass(frozen=True)
+class WordAttack:
+    """A word search with its settings, as an attack: .attack(victim, examples, seeds, done) yields
+    (position, AttackResult) for every example whose position is not in `done`, seeds[n] seeding
+    example n's search. The adversaries as attacks (adversaries.PGD, adversaries.ASCC) share this
+    contract, so evaluate.py runs every attack alike."""
+    search: str
+    synonyms: Callable[[str], list[str]]
+    stopwords: str = "nltk"
+    max_modify_rate: float = 1.0
+    query_budget: int | str | None = None
+    at_once: int = 32
+    options: dict = field(default_factory=dict)  # the search's own, e.g. the genetic attack's population
+
+    def attack(self, victim: Victim, examples: list[Example], seeds: list,
+               done=frozenset()) -> Iterator[tuple[int, AttackResult]]:
+        todo = [n for n in range(len(examples)) if n not in done]
+        for k, result in attack_examples(victim, [examples[n] for n in todo], self.search, self.synonyms,
+                                         [seeds[n] for n in todo], stopwords=self.stopwords,
+                                         max_modify_rate=self.max_modify_rate, query_budget=self.query_budget,
+                                         at_once=self.at_once, **self.options):
+            yield todo[k], result
 
 
 def summarize(records: list[dict]) -> dict:

@@ -17,9 +17,10 @@ fewer than --min-words words. --protocol textdefender sets TextDefender's benchm
 <run>/eval/<attack>-<synonyms>-<time>/:
     results.json       every setting, the sampled indices, the metrics of each attack ("complete"
                        false until the end: --resume OUT finishes the evaluation)
-    adversarial.jsonl  one line per attacked example, written as it finishes and put in order at the
-                       end (attack by attack, in the order of the indices): original and perturbed
-                       text, changed words, label, predictions and probabilities before and after
+    adversarial.jsonl  one line per example and attack, written as it finishes and put in order at
+                       the end (attack by attack, in the order of the indices): original and perturbed
+                       text (PGD's is the original: it moves embeddings), changed words, label,
+                       predictions and probabilities before and after
                        (under torchrun each process writes its own adversarial.rank<R>.jsonl, and
                        rank 0 merges them)
 and prints the summary table in percent (clean accuracy, accuracy under attack, success rate, words
@@ -40,7 +41,7 @@ from tqdm.auto import tqdm
 
 import attacks
 import synonyms
-from adversaries import ASCC_STEPS, PGD_ATTACK_STEPS, PGD_NORM, ascc_attack, neighbour_table, pgd_accuracy
+from adversaries import ASCC, ASCC_STEPS, PGD, PGD_ATTACK_STEPS, PGD_NORM, neighbour_table
 from checkpoints import writing
 from cli import (add_data_flags, at_least, default_amp, environment, format_table, fraction, from_rank_zero, newest_run,
                  SEED, pick_device, process_group, pyplot, random_seed, run_command, save_figure)
@@ -256,15 +257,18 @@ def resume(out: str) -> tuple[argparse.Namespace, list[dict]]:
         settings = saved["settings"]
     except (OSError, UsageError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise UsageError(f"--resume {out}: not an evaluate.py results folder ({err})") from None
+    missing = set(vars(parse_args([]))) - set(settings) - {"resume"}
+    if missing:
+        raise UsageError(f"--resume {out}: written by another version of rift (no {', '.join(sorted(missing))} in "
+                         "its results.json); start a new evaluation")
     lines = [line for path in parts(folder) for line in read_part(path)]
-    defaults = vars(parse_args([]))  # settings a folder from an older rift lacks
-    return argparse.Namespace(**{**defaults, **settings, "out": str(folder), "resume": str(folder)}), lines
+    return argparse.Namespace(**{**settings, "out": str(folder), "resume": str(folder)}), lines
 
 
 def check_same_data(out: Path, data_file: dict) -> None:
-    """A resumed evaluation reads the bytes it began on (an older folder recorded none)."""
-    began = json.loads(read_text(out / "results.json"))["resolved"].get("data_file")
-    if began and began["sha256"] != data_file["sha256"]:
+    """A resumed evaluation reads the bytes it began on."""
+    began = json.loads(read_text(out / "results.json"))["resolved"]["data_file"]
+    if began["sha256"] != data_file["sha256"]:
         raise UsageError(f"--resume {out}: its data file {data_file['path']} has changed since the evaluation "
                          f"began (sha256 {began['sha256'][:12]}..., now {data_file['sha256'][:12]}...); finish it on "
                          "the data it began on, or start a new evaluation")
@@ -306,6 +310,103 @@ def merge(folder: Path, searches: list[str], indices: list[int]) -> list[dict]:
     return ordered
 
 
+def load_model(args, device) -> tuple:
+    """The classifier, in eval mode on `device`, with its folder, task and max length; its labels must be the task's."""
+    model_dir, run_config = resolve_checkpoint(args.checkpoint)
+    model, tokenizer = load_classifier(model_dir)
+    task, max_length = resolve_task(args, run_config)
+    saved_labels = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
+    if model.config.num_labels != len(task.labels) or (set(saved_labels) == set(task.labels) and saved_labels != task.labels):
+        raise UsageError(f"the model has {len(saved_labels)} classes ({', '.join(saved_labels)}); task {task.name} "
+                         f"has {len(task.labels)} labels ({', '.join(task.labels)}), in this order")
+    return model.to(device).eval(), tokenizer, task, max_length, model_dir, run_config
+
+
+def draw_examples(args, task) -> tuple[list, list[int], dict]:
+    """TextDefender's protocol: the examples drawn once, so every attack sees the same ones; with
+    their indices in the split and the data file's path and sha256."""
+    split = load_split(task, args.split, args.data_dir, args.file)
+    path = split_file(task, args.split, args.data_dir, args.file)
+    data_file = {"path": str(path), "sha256": file_sha256(path)}
+    if args.resume:  # the indices drawn at the start must name the same examples
+        check_same_data(Path(args.resume), data_file)
+    indices = attacks.sample_examples(split, args.num_examples, args.seed, args.min_words, args.length_rule)
+    if not indices:
+        raise UsageError(f"no example of the {args.split} split has {args.min_words} words or more "
+                         f"(--length-rule {args.length_rule})")
+    return [split[i] for i in indices], indices, data_file
+
+
+def attack_plan(args, tokenizer, device) -> tuple[dict[str, tuple], str | None]:
+    """Every attack of --attack, in the order they run: name -> (the attack, what its row names it by),
+    each with the same .attack(victim, examples, seeds, done) (attacks.WordAttack's contract); and
+    the synonym source."""
+    word_synonyms, source = load_synonyms(args)
+    plan = {}
+    for name in ATTACKS[args.attack]:
+        if name == "ascc":  # ASCC is defined on the counter-fitted table, whatever --synonyms says
+            table, table_source = synonyms.counterfitted_synonyms(
+                args.synonyms_path if args.synonyms == "counterfitted" else None, args.data_dir)
+            source = source or table_source
+            plan[name] = ASCC(neighbour_table(tokenizer, table).to(device), steps=args.ascc_steps), \
+                {"synonyms": "counterfitted"}
+        elif name == "pgd":
+            for eps in args.eps:
+                plan[f"pgd eps={eps:g}"] = PGD(eps, norm=args.pgd_norm, attack_steps=args.pgd_steps), \
+                    {"eps": eps, "words_perturbed_pct": None}  # PGD changes no word
+        else:
+            options = {"population": args.population, "generations": args.generations} if name == "genetic" else {}
+            plan[name] = attacks.WordAttack(name, word_synonyms, args.stopwords, args.max_modify_rate,
+                                            args.query_budget, args.examples_at_once, options), {"synonyms": args.synonyms}
+    return plan, source
+
+
+def run_attacks(plan: dict, victim, examples, indices: list[int], done: list[dict], part: Path, seed: int,
+                rank: int, world_size: int) -> tuple[list[dict], dict]:
+    """This process's share of every attack: chunk n of victim.batch_size examples goes to process
+    n % world_size, whole, so each chunk is attacked as in a one-process run. Each line is written to
+    `part` as its example finishes: a line written is a line kept, whatever stops the process."""
+    lines, timing = list(done), {}
+    seeds = [[seed, index] for index in indices]  # per example: results do not depend on order or process
+    with open(part, "a") as jsonl:
+        for name, (attack, described) in plan.items():
+            finished = {line["index"] for line in done if line["attack"] == name}
+            share = [n for n in range(len(examples)) if (n // victim.batch_size) % world_size == rank]
+            skip = set(range(len(examples))) - {n for n in share if indices[n] not in finished}
+            started, model_seconds = time.perf_counter(), victim.model_seconds
+            desc = f"{name} ({described['synonyms']})" if "synonyms" in described else name
+            with tqdm(total=len(share), initial=sum(n in skip for n in share), desc=desc, dynamic_ncols=True,
+                      disable=rank != 0) as bar:  # closed before any message
+                for n, result in attack.attack(victim, examples, seeds, skip):
+                    lines.append({"attack": name, "index": indices[n], **result.record()})
+                    jsonl.write(json.dumps(lines[-1]) + "\n")
+                    jsonl.flush()
+                    so_far = attacks.summarize([line for line in lines if line["attack"] == name])
+                    bar.update()
+                    bar.set_postfix(acc_under_attack=f"{so_far['accuracy_under_attack']:.3f}",
+                                    success=f"{so_far['attack_success_rate']:.3f}")
+            seconds, attacked = time.perf_counter() - started, len(examples) - len(skip)
+            timing[name] = {"seconds_per_example": seconds / max(attacked, 1),  # this process's (rank 0's) only
+                            "model_time_share": (victim.model_seconds - model_seconds) / max(seconds, 1e-9)}
+    return lines, timing
+
+
+def metric_rows(plan: dict, lines: list[dict], timing: dict, examples, clean_right: int) -> tuple[list[dict], dict | None]:
+    """The summary rows: clean accuracy, each attack's, and where several word attacks ran the worst
+    case over them (PGD moves embeddings, not words: it makes no text a suite could count); with
+    the attack that broke each example first."""
+    rows = [{"attack": "none", "examples": len(examples), "clean_accuracy": clean_right / len(examples)}]
+    texts = [name for name, (attack, _) in plan.items() if not isinstance(attack, PGD)]
+    broken_by = None
+    for name, (_, described) in plan.items():
+        rows.append({"attack": name, **attacks.summarize([line for line in lines if line["attack"] == name]),
+                     **described, **timing[name]})
+        if len(texts) > 1 and name == texts[-1]:  # robust only where no attack of the run broke the example
+            worst, broken_by = attacks.worst_case([line for line in lines if line["attack"] in texts], texts)
+            rows.append(worst)
+    return rows, broken_by
+
+
 def main(args: argparse.Namespace) -> dict | None:
     """The evaluation; under torchrun, each process attacks its share of the examples and writes
     its own part, and rank 0 merges them and writes results.json (the other processes return None)."""
@@ -319,42 +420,15 @@ def main(args: argparse.Namespace) -> dict | None:
     amp = default_amp(device) if args.amp is None else args.amp
     if args.plot:
         pyplot()  # fail now, not after the attacks, when matplotlib is missing
-    model_dir, run_config = resolve_checkpoint(args.checkpoint)
-    model, tokenizer = load_classifier(model_dir)
-    task, max_length = resolve_task(args, run_config)
-    saved_labels = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
-    if model.config.num_labels != len(task.labels) or (set(saved_labels) == set(task.labels) and saved_labels != task.labels):
-        raise UsageError(f"the model has {len(saved_labels)} classes ({', '.join(saved_labels)}); task {task.name} "
-                         f"has {len(task.labels)} labels ({', '.join(task.labels)}), in this order")
-    model.to(device).eval()
-
-    # ---- the examples: TextDefender's protocol, drawn once so every attack sees the same ones
-    split = load_split(task, args.split, args.data_dir, args.file)
-    path = split_file(task, args.split, args.data_dir, args.file)
-    data_file = {"path": str(path), "sha256": file_sha256(path)}
-    if args.resume:  # the indices drawn at the start must name the same examples
-        check_same_data(Path(args.resume), data_file)
-    indices = attacks.sample_examples(split, args.num_examples, args.seed, args.min_words, args.length_rule)
-    if not indices:
-        raise UsageError(f"no example of the {args.split} split has {args.min_words} words or more "
-                         f"(--length-rule {args.length_rule})")
-    examples = [split[i] for i in indices]
-
+    model, tokenizer, task, max_length, model_dir, run_config = load_model(args, device)
+    examples, indices, data_file = draw_examples(args, task)
     if args.out:
         out = Path(args.out)
     else:
         where = Path(model_dir).parent / "eval" if run_config else Path("runs") / "eval" / Path(model_dir).name
-        source_name = "counterfitted" if args.attack == "ascc" else args.synonyms
-        out = where / f"{args.attack}-{source_name}-{datetime.now():%Y%m%d-%H%M%S}"
+        out = where / f"{args.attack}-{'counterfitted' if args.attack == 'ascc' else args.synonyms}-{datetime.now():%Y%m%d-%H%M%S}"
     out = Path(from_rank_zero(str(out)))  # the default folder's time is rank 0's
-    word_attacks = [a for a in ATTACKS[args.attack] if a != "pgd"]
-    word_synonyms, synonym_source = load_synonyms(args)
-    neighbours = None
-    if "ascc" in word_attacks:  # ASCC is defined on the counter-fitted table, whatever --synonyms says
-        table, table_source = synonyms.counterfitted_synonyms(args.synonyms_path if args.synonyms == "counterfitted"
-                                                              else None, args.data_dir)
-        neighbours = neighbour_table(tokenizer, table).to(device)
-        synonym_source = synonym_source or table_source
+    plan, synonym_source = attack_plan(args, tokenizer, device)
     results = {
         "settings": {k: v for k, v in vars(args).items() if k != "resume"},
         "resolved": {"model": model_dir, "task": task.name, "labels": task.labels, "max_length": max_length,
@@ -369,72 +443,21 @@ def main(args: argparse.Namespace) -> dict | None:
             write_json(out / "results.json", results)
         if world_size > 1:
             dist.barrier()  # results.json is there before any other process writes its part
-
-        # Example n is attacked by process n % world_size; ASCC's chunk n (adversaries.ascc_attack) by
-        # process n % world_size, whole chunks, so that each chunk's texts are a one-process run's.
-        lines, timing = list(done), {}
         part = out / ("adversarial.jsonl" if world_size == 1 else f"adversarial.rank{rank}.jsonl")
-        with attacks.Victim(model, tokenizer, max_length, args.batch_size, amp) as victim, open(part, "a") as jsonl:
-            for search in word_attacks:
-                search_options = {"population": args.population, "generations": args.generations} if search == "genetic" else {}
-                finished = {line["index"] for line in done if line["attack"] == search}
-                share = [n for n in range(len(examples))
-                         if (n // args.batch_size if search == "ascc" else n) % world_size == rank]
-                todo = [n for n in share if indices[n] not in finished]
-                started, model_seconds = time.perf_counter(), victim.model_seconds
-                source_name = "counterfitted" if search == "ascc" else args.synonyms
-                with tqdm(total=len(share), initial=len(share) - len(todo), desc=f"{search} ({source_name})",
-                          dynamic_ncols=True, disable=rank != 0) as bar:  # closed before any message
-                    if search == "ascc":
-                        skip = set(range(len(examples))) - set(todo)  # whole chunks of skip are not attacked
-                        outcomes = ((n, result) for n, result in ascc_attack(
-                            model, tokenizer, examples, neighbours, max_length, args.seed, steps=args.ascc_steps,
-                            batch_size=args.batch_size, amp=amp, done=skip) if n not in skip)
-                    else:
-                        seeds = [[args.seed, indices[n]] for n in todo]  # per example: results do not depend on order
-                        outcomes = ((todo[k], result) for k, result in attacks.attack_examples(
-                            victim, [examples[n] for n in todo], search, word_synonyms, seeds, stopwords=args.stopwords,
-                            max_modify_rate=args.max_modify_rate, query_budget=args.query_budget,
-                            at_once=args.examples_at_once, **search_options))
-                    for n, result in outcomes:
-                        lines.append({"attack": search, "index": indices[n], **result.record()})
-                        jsonl.write(json.dumps(lines[-1]) + "\n")
-                        jsonl.flush()  # a line written is a line kept, whatever stops the process
-                        so_far = attacks.summarize([line for line in lines if line["attack"] == search])
-                        bar.update()
-                        bar.set_postfix(acc_under_attack=f"{so_far['accuracy_under_attack']:.3f}",
-                                        success=f"{so_far['attack_success_rate']:.3f}")
-                seconds = time.perf_counter() - started
-                timing[search] = {"seconds_per_example": seconds / max(len(todo), 1),  # this process's (rank 0's) only
-                                  "model_time_share": (victim.model_seconds - model_seconds) / max(seconds, 1e-9)}
+        with attacks.Victim(model, tokenizer, max_length, args.batch_size, amp) as victim:
+            lines, timing = run_attacks(plan, victim, examples, indices, done, part, args.seed, rank, world_size)
         if world_size > 1:
             dist.barrier()  # every part is whole
             dist.destroy_process_group()
         if rank != 0:
             return None
 
-        lines = merge(out, word_attacks, indices)
-        labels = torch.tensor([ex.label for ex in examples])
-        clean = (predict_proba(model, tokenizer, examples, max_length, args.batch_size, amp=amp).argmax(-1) == labels)
-        rows = [{"attack": "none", "examples": len(examples), "clean_accuracy": int(clean.sum()) / len(examples)}]
-        for search in word_attacks:
-            rows.append({"attack": search, "synonyms": "counterfitted" if search == "ascc" else args.synonyms,
-                         **attacks.summarize([line for line in lines if line["attack"] == search]), **timing[search]})
-        if len(word_attacks) > 1:  # robust only where no attack of the run broke the example
-            worst, broken_by = attacks.worst_case(lines, word_attacks)
-            rows.append(worst)
-            results["worst_case_broken_by"] = {str(index): search for index, search in broken_by.items()}
-        if "pgd" in ATTACKS[args.attack]:
-            for eps in tqdm(args.eps, desc=f"pgd ({args.pgd_norm}, {args.pgd_steps} steps)"):
-                torch.manual_seed(args.seed)  # each radius from the same random starts, whatever ran before
-                started = time.perf_counter()
-                robust = pgd_accuracy(model, tokenizer, examples, max_length, eps, args.pgd_steps, args.pgd_norm,
-                                      args.batch_size, amp)
-                rows.append({"attack": f"pgd eps={eps:g}", "eps": eps, "examples": len(examples),
-                             "clean_accuracy": rows[0]["clean_accuracy"],
-                             "accuracy_under_attack": float(np.mean(robust)),
-                             "seconds_per_example": (time.perf_counter() - started) / len(examples)})
-
+        lines = merge(out, list(plan), indices)
+        clean = predict_proba(model, tokenizer, examples, max_length, args.batch_size, amp=amp).argmax(-1)
+        rows, broken_by = metric_rows(plan, lines, timing, examples,
+                                      int((clean == torch.tensor([ex.label for ex in examples])).sum()))
+        if broken_by is not None:
+            results["worst_case_broken_by"] = {str(index): name for index, name in broken_by.items()}
         results |= {"metrics": rows, "complete": True}
         write_json(out / "results.json", results)
         if args.plot:
@@ -500,7 +523,7 @@ def summary_table(rows: list[dict]) -> str:
         return None if value is None else f"{100 * value:.1f}"
     shown = [{"attack": row["attack"], "synonyms": row.get("synonyms"), "clean": percent(row.get("clean_accuracy")),
               "robust": percent(row.get("accuracy_under_attack")), "success": percent(row.get("attack_success_rate")),
-              "changed": f"{row['words_perturbed_pct']:.1f}" if "words_perturbed_pct" in row else None,
+              "changed": f"{row['words_perturbed_pct']:.1f}" if row.get("words_perturbed_pct") is not None else None,
               "queries": f"{row['avg_queries']:.0f}" if "avg_queries" in row else None,
               "seconds": f"{row['seconds_per_example']:.2f}" if "seconds_per_example" in row else None}
              for row in rows]
@@ -528,7 +551,7 @@ def plot_robustness(rows: list[dict], lines: list[dict], max_rate: float, path: 
     by_eps.plot(*zip(*pgd), marker="o")
     by_eps.set(xlabel="PGD radius per token (L2 or L-inf)", ylabel="accuracy", title="embedding-space PGD")
     rates = np.linspace(0, max_rate, 13)
-    for search in dict.fromkeys(line["attack"] for line in lines):
+    for search in [row["attack"] for row in rows[1:] if "eps" not in row and row["attack"] != "worst case"]:
         records = [line for line in lines if line["attack"] == search]
         by_rate.plot(rates * 100, attacks.accuracy_by_modify_rate(records, rates), marker=".", label=search)
     by_rate.set(xlabel="most words changed (%)", title="word substitution")

@@ -45,7 +45,7 @@ from safetensors.torch import load_file, save_file
 
 import attacks
 import synonyms
-from adversaries import ascc_attack, neighbour_table
+from adversaries import ASCC, neighbour_table
 from cli import environment, format_table, pick_device
 from costs import training_cost
 from data import TASKS, Example, UsageError, load_split, locate
@@ -297,13 +297,10 @@ def attack_speed(run: Path, data_dir: str | None, n: int, table) -> list[dict]:
     for search in ("pwws", "ascc"):
         for at_once in (32, 1):
             started = time.perf_counter()
-            with attacks.Victim(model, tokenizer, max_length, 32, amp) as victim:
-                if search == "pwws":
-                    done = dict(attacks.attack_examples(victim, examples, "pwws", table,
-                                                        [42] * len(examples), at_once=at_once))
-                else:
-                    done = dict(ascc_attack(model, tokenizer, examples, neighbours, max_length, seed=0,
-                                            batch_size=at_once, amp=amp))
+            # PWWS's examples at once share the victim's batches; ASCC's go through the model together
+            attack = attacks.WordAttack("pwws", table, at_once=at_once) if search == "pwws" else ASCC(neighbours)
+            with attacks.Victim(model, tokenizer, max_length, 32 if search == "pwws" else at_once, amp) as victim:
+                done = dict(attack.attack(victim, examples, [[0, k] for k in range(len(examples))]))
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 wall = time.perf_counter() - started
@@ -315,7 +312,7 @@ def attack_speed(run: Path, data_dir: str | None, n: int, table) -> list[dict]:
                          "wall_s": wall, "examples_per_s": len(examples) / wall,
                          "queries_per_s": sum(r.queries for r in results) / wall,
                          "model_calls_per_s": sum(r.model_calls for r in results) / wall,
-                         "model_time_share": model_seconds / wall if search == "pwws" else None,
+                         "model_time_share": model_seconds / wall,
                          "accuracy_under_attack": summary["accuracy_under_attack"],
                          "outcomes_differing_from_one_at_a_time": None})
             print(f"{search} x{at_once}: {wall:.1f} s", flush=True)

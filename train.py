@@ -40,9 +40,9 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 import synonyms
-from adversaries import (ADVERSARIES, ASCC, ASCC_ENTROPY, ASCC_LR, ASCC_STEPS, PGD, PGD_ATTACK_STEPS, PGD_EPS, PGD_NORM,
-                         PGD_STEPS, Neighbours, ascc_attack, neighbour_table, pgd_accuracy)
-from attacks import sample_examples
+from adversaries import (ADVERSARIES, ASCC, ASCC_ENTROPY, ASCC_LR, ASCC_STEPS, PGD, PGD_EPS, PGD_NORM,
+                         PGD_STEPS, Neighbours, neighbour_table)
+from attacks import Victim, sample_examples, summarize
 from checkpoints import (FLAGS_RESUME_MAY_CHANGE, LoopState, RunFolder, TrainingClock, load_training_state,
                          restored_loop, resumed_settings)
 from cli import (add_data_flags, at_least, environment, fraction, pick_device, positive, process_group,
@@ -193,29 +193,32 @@ def accuracy(model, tokenizer, examples, max_length: int, amp: bool) -> float:
 
 
 def robust_accuracy(model, tokenizer, examples, max_length: int, amp: bool, adversary: PGD | ASCC) -> float:
-    """Accuracy on dev sentences under the training adversary turned attack: ASCC's discrete text
-    (adversaries.ascc_attack, the release's selection attack), or PGD aimed at the true label at the
-    training radius, PGD_ATTACK_STEPS steps. Its random draws are its own (seed 0, the generators restored after):
+    """Accuracy on dev sentences under the training adversary turned attack (its .attack): ASCC's
+    discrete text (the release's selection attack), or PGD aimed at the true label at the training
+    radius. Its random draws come from generators of its own, seeded by each sentence's position:
     selecting leaves the training's draws alone, so the rule changes only which checkpoint is kept."""
-    device = next(model.parameters()).device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(0)
-        if isinstance(adversary, ASCC):
-            results = ascc_attack(model, tokenizer, examples, adversary.neighbours, max_length, seed=0,
-                                          steps=adversary.steps, lr=adversary.lr, entropy_weight=adversary.entropy,
-                                          amp=amp)
-            return sum(result.status == "failed" for _, result in results) / len(examples)
-        return float(np.mean(pgd_accuracy(model, tokenizer, examples, max_length, adversary.eps, PGD_ATTACK_STEPS,
-                                          adversary.norm, amp=amp)))
+    with Victim(model, tokenizer, max_length, batch_size=32, amp=amp) as victim:
+        records = [result.record() for _, result in adversary.attack(victim, examples, [[0, n] for n in range(len(examples))])]
+    return summarize(records)["accuracy_under_attack"]
 
 
-def evaluate(model, tokenizer, dev, select_dev, max_length: int, amp: bool, adversary, step: int) -> dict:
-    """The dev evaluation at `step`: the clean accuracy and, where --select-on robust drew select_dev,
-    its accuracy under the adversary turned attack."""
+def evaluate(run: RunFolder, loop: LoopState, model, tokenizer, labels, dev, select_dev, max_length: int, amp: bool,
+             adversary, step: int, select_on: str) -> str:
+    """The dev evaluation at `step`, logged: the clean accuracy and, where --select-on robust drew
+    select_dev, its accuracy under the adversary turned attack. Its checkpoint becomes best/ when it
+    is better. Returns the line to print."""
+    started = time.perf_counter()
     evaluation = {"step": step, "dev_accuracy": accuracy(model, tokenizer, dev, max_length, amp)}
     if select_dev:
         evaluation["dev_robust_accuracy"] = robust_accuracy(model, tokenizer, select_dev, max_length, amp, adversary)
-    return evaluation
+    loop.dev_accuracy = evaluation["dev_accuracy"]
+    if loop.best["step"] == 0 or better(evaluation, loop.best, select_on):
+        loop.best = evaluation
+        run.save_best(model, tokenizer, labels)
+    run.log(evaluation | {"best_step": loop.best["step"], "best_dev_accuracy": loop.best["dev_accuracy"],
+                          "eval_seconds": time.perf_counter() - started})
+    robust = f", under {type(adversary).__name__} {evaluation['dev_robust_accuracy']:.4f}" if select_dev else ""
+    return f"step {step}: dev accuracy {loop.dev_accuracy:.4f}{robust} (best/: step {loop.best['step']})"
 
 
 def better(evaluation: dict, best: dict, select_on: str) -> bool:
@@ -515,16 +518,8 @@ def run_training(cfg: argparse.Namespace, task: Task, run: RunFolder, device: to
                     torch.cuda.synchronize()  # pending training work is not evaluation time
                 with clock.paused():
                     if run.is_main:
-                        started = time.perf_counter()
-                        evaluation = evaluate(bare, tokenizer, dev, select_dev, max_length, amp, adversary, step)
-                        loop.dev_accuracy = evaluation["dev_accuracy"]
-                        if loop.best["step"] == 0 or better(evaluation, loop.best, select_on):
-                            loop.best = evaluation
-                            run.save_best(bare, tokenizer, task.labels)
-                        run.log(evaluation | {"best_step": loop.best["step"], "best_dev_accuracy": loop.best["dev_accuracy"],
-                                              "eval_seconds": time.perf_counter() - started})
-                        robust = f", under {cfg.adversary.upper()} {evaluation['dev_robust_accuracy']:.4f}" if select_dev else ""
-                        bar.write(f"step {step}: dev accuracy {loop.dev_accuracy:.4f}{robust} (best/: step {loop.best['step']})")
+                        bar.write(evaluate(run, loop, bare, tokenizer, task.labels, dev, select_dev, max_length, amp,
+                                           adversary, step, select_on))
                     run.barrier()
             if step % cfg.save_every == 0 or step == total_steps or stop_now:
                 with clock.paused() as train_seconds:

@@ -6,7 +6,8 @@ which examples can be flipped within the cap on changed words. The searches are 
 (minGPT-style parity), PWWS against a plain restatement of TextAttack's greedy search, many
 examples at once against one at a time, the truncation window, then the per-example cache, query
 count and budget, the re-checks of successes (batching, bf16), the summary metrics,
-accuracy_by_modify_rate, the word and substitution rules and pgd_accuracy."""
+accuracy_by_modify_rate, the word and substitution rules, PGD as an attack, and the one contract
+every attack keeps."""
 
 import itertools
 import math
@@ -671,20 +672,48 @@ def test_substitutions_never_touch_clitics_that_are_stopwords():
 # Embedding-space PGD as an evaluation
 
 
-def test_pgd_accuracy_at_eps_zero_is_clean_accuracy_and_gives_one_bool_per_example(tiny_model):
-    model, tokenizer = rift.load_classifier(str(tiny_model), num_labels=2)
-    torch.manual_seed(0)
+def labelled_half_right(model, tokenizer) -> list[Example]:
+    """Sentences labelled so that the model gets the even ones right and the odd ones wrong."""
     sentences = ["a good film", "dull and slow", "it is fine , i guess", "one of the best of the year",
                  "an awful mess", "not bad at all", "brilliant"]
     examples = [Example(tuple(s.split()), 0) for s in sentences]
     predicted = rift.predict_proba(model, tokenizer, examples, 32).argmax(-1).tolist()
-    # half right, half wrong, so clean accuracy is not all or nothing
-    labelled = [Example(ex.words, p if n % 2 == 0 else 1 - p) for n, (ex, p) in enumerate(zip(examples, predicted))]
-    clean = adversaries.pgd_accuracy(model, tokenizer, labelled, 32, 0.0, 3, "l2", batch_size=3)
-    assert clean == [n % 2 == 0 for n in range(len(labelled))]
-    for norm in ("l2", "linf"):
-        robust = adversaries.pgd_accuracy(model, tokenizer, labelled, 32, 2.0, 2, norm, batch_size=4)
-        assert len(robust) == len(labelled) and all(type(r) is bool for r in robust)
+    return [Example(ex.words, p if n % 2 == 0 else 1 - p) for n, (ex, p) in enumerate(zip(examples, predicted))]
+
+
+def test_pgd_as_an_attack_at_eps_zero_leaves_every_verdict_clean_and_keeps_the_text(tiny_model):
+    model, tokenizer = rift.load_classifier(str(tiny_model), num_labels=2)
+    labelled = labelled_half_right(model, tokenizer)
+    seeds = list(range(len(labelled)))
+    with Victim(model, tokenizer, 32, batch_size=3) as victim:
+        clean = dict(adversaries.PGD(0.0, attack_steps=3).attack(victim, labelled, seeds))
+        assert [clean[n].status for n in range(len(labelled))] == ["failed" if n % 2 == 0 else "skipped"
+                                                                  for n in range(len(labelled))]
+        for norm in ("l2", "linf"):
+            robust = dict(adversaries.PGD(2.0, norm=norm, attack_steps=2).attack(victim, labelled, seeds))
+            assert sorted(robust) == seeds
+            assert all((r.status == "skipped") == (n % 2 == 1) and r.perturbed == r.original and r.queries == 4 - 3 * (n % 2)
+                       for n, r in robust.items())
+
+
+def test_every_attack_skips_what_is_done_and_gives_the_rest_as_a_whole_run_would(tiny_model):
+    """The one contract of attacks.WordAttack, adversaries.PGD and adversaries.ASCC as attacks,
+    which evaluate.py's resume and its processes' shares rely on."""
+    model, tokenizer = rift.load_classifier(str(tiny_model), num_labels=2)
+    labelled = labelled_half_right(model, tokenizer)
+    table = {"good": ("great", "fine"), "film": ("movie",), "dull": ("boring",), "slow": ("sluggish",),
+             "fine": ("good",), "best": ("finest",), "awful": ("terrible",), "brilliant": ("superb",)}
+    word_synonyms = dict_synonyms(table)
+    seeds = [[7, n] for n in range(len(labelled))]
+    every = [attacks.WordAttack("pwws", word_synonyms), attacks.WordAttack("genetic", word_synonyms,
+                                                                           options={"population": 4, "generations": 2}),
+             adversaries.PGD(1.0, attack_steps=2), adversaries.ASCC(adversaries.neighbour_table(tokenizer, word_synonyms))]
+    with Victim(model, tokenizer, 32, batch_size=2) as victim:
+        for attack in every:
+            whole = dict(attack.attack(victim, labelled, seeds))
+            rest = dict(attack.attack(victim, labelled, seeds, done={0, 1, 2, 5}))
+            assert sorted(whole) == list(range(len(labelled))) and sorted(rest) == [3, 4, 6], attack
+            assert all(rest[n].record() | {"seconds": 0} == whole[n].record() | {"seconds": 0} for n in rest), attack
 
 
 # ---------------------------------------------------------------------------------------------

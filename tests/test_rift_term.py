@@ -20,6 +20,7 @@ import rift
 import studies
 import train
 from conftest import assert_one_line_error, run_cli
+from attacks import Victim
 from data import Example
 from test_ascc import SENTENCES, SYNONYMS, LinearBag, synonyms
 
@@ -311,7 +312,8 @@ def test_ascc_attack_changes_words_only_into_their_neighbours_and_scores_the_tex
     model, tokenizer = sharp
     table = adversaries.neighbour_table(tokenizer, synonyms)
     examples = [Example(tuple(s.split()), i % 2) for i, s in enumerate(SENTENCES)]
-    results = dict(adversaries.ascc_attack(model, tokenizer, examples, table, 32, seed=3, batch_size=2))
+    with Victim(model, tokenizer, 32, batch_size=2) as victim:
+        results = dict(adversaries.ASCC(table).attack(victim, examples, [[3, n] for n in range(len(examples))]))
     assert sorted(results) == list(range(len(examples)))
     changed_any = False
     for n, result in results.items():
@@ -331,9 +333,11 @@ def test_ascc_attack_gives_each_chunk_the_same_texts_whatever_ran_before(sharp):
     model, tokenizer = sharp
     table = adversaries.neighbour_table(tokenizer, synonyms)
     examples = [Example(tuple(s.split()), i % 2) for i, s in enumerate(SENTENCES)]
-    whole = dict(adversaries.ascc_attack(model, tokenizer, examples, table, 32, seed=3, batch_size=2))
-    resumed = dict(adversaries.ascc_attack(model, tokenizer, examples, table, 32, seed=3, batch_size=2, done={0, 1}))
-    assert sorted(resumed) == [2, 3]
+    seeds = [[3, n] for n in range(len(examples))]
+    with Victim(model, tokenizer, 32, batch_size=2) as victim:
+        whole = dict(adversaries.ASCC(table).attack(victim, examples, seeds))
+        resumed = dict(adversaries.ASCC(table).attack(victim, examples, seeds, done={0, 1, 2}))
+    assert sorted(resumed) == [3]
     assert all(resumed[n].perturbed == whole[n].perturbed and resumed[n].status == whole[n].status for n in resumed)
 
 
