@@ -84,9 +84,9 @@ def resolve_feature(feature: str, model, path: str) -> str:
             return "mean"
         if modes.get("pooling_mode_cls_token"):
             return "cls"
-    # Open: whether a checkpoint whose pooler was never trained should take the pooler anyway, the
-    # tensor its classification head reads (S on the classifier's own path, as in the release).
-    # The measurement of issue 27 decides it.
+    # A pooler that was never trained is a random projection: S there would sit on the classifier's
+    # own path, as in the release, but did not make rift more robust than the checkpoint's own
+    # pooling (results/stall-sst2.md), so auto takes the pooler only where it was trained.
     if pooler is not None and any(p.detach().abs().sum() > 0 for n, p in pooler.named_parameters() if n.endswith("bias")):
         return "pooler"
     return "cls"
