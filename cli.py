@@ -4,9 +4,9 @@ Bad input is a data.UsageError, which `run_command` prints as one line `error: .
 types refuse out-of-range numbers before anything runs, and the data flags of train.py and
 evaluate.py are written once; the device, the newest run folder and the record of the environment
 are found the same way by every command; results print as plain tables and, with the optional
-matplotlib, as figures. The command lines import this module, and so do bench.py's runners
-(experiments.py, parity.py, studies.py), which print and plot its tables and figures; the library
-below them (data, rift, adversaries, synonyms, attacks, checkpoints) does not.
+matplotlib, as figures. The command lines import this module, and so do the studies under
+experiments/, which print and plot its tables and figures; the library below them (data, rift,
+adversaries, synonyms, attacks, checkpoints) does not.
 """
 
 import argparse

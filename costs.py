@@ -1,16 +1,19 @@
 """What a training step of each method costs, timed in turns on the same batches so that the
-machine's drift falls on all alike: bench.py's cost table, and the GPU check's speeds (gpu.py)."""
+machine's drift falls on all alike: bench.py's cost table, and the GPU check's speeds
+(experiments/gpu_check.py); and the tiny random models that `--smoke` times and trains."""
 
 import resource
 import statistics
 import time
+from pathlib import Path
 
 import torch
+import transformers
 
 from adversaries import ASCC, PGD, ascc_weights, batch_candidates, neighbour_table, pgd_perturbation
 from data import tokenize
-from rift import (ALPHA, BETA, METHODS, TAU, Critics, classify, kl_objective, load_classifier, make_teacher, model_path,
-                  resolve_feature, teacher_features, training_loss)
+from rift import (ALPHA, BETA, DEFAULT_MODEL, METHODS, TAU, Critics, classify, kl_objective, load_classifier, make_teacher,
+                  model_path, resolve_feature, teacher_features, training_loss)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -106,3 +109,22 @@ def training_cost(model_name: str, examples, device, batch_size: int, steps: int
     rows.append({"method": "passes", "forward_backward_s": t["forward_backward"], "attack_s": t["attack"],
                  "teacher_forward_s": t["teacher"]})
     return rows
+
+
+def tiny_model(folder: Path) -> str:
+    """A 2-layer random BERT encoder with the default model's tokenizer: the smoke runs' model."""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_path(DEFAULT_MODEL))
+    config = transformers.BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=2, intermediate_size=64, max_position_embeddings=128)
+    transformers.BertModel(config).save_pretrained(folder)  # a pre-trained encoder: any number of classes
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def tiny_classifier(encoder: str, folder: Path) -> str:
+    """The encoder with a (random, untrained) classification head, saved as a classifier folder that
+    evaluate.py accepts without a train.py run."""
+    model, tokenizer = load_classifier(encoder, num_labels=2)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)

@@ -146,7 +146,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     pgd.add_argument("--pgd-norm", default=PGD_NORM, choices=["l2", "linf"], help="PGD ball, per token (default: %(default)s)")
     bookkeeping = p.add_argument_group("bookkeeping")
     bookkeeping.add_argument("--batch-size", type=at_least(1), default=32,
-                             help="texts per forward pass (default: %(default)s, the fastest on a 2-core CPU)")
+                             help="texts per forward pass, and PGD's and ASCC's examples per chunk (default: %(default)s)")
     bookkeeping.add_argument("--examples-at-once", type=at_least(1), default=32,
                              help="examples attacked together, their candidates sharing forward passes; 1 = one at "
                                   "a time, with the same results up to float rounding (default: %(default)s)")

@@ -319,9 +319,9 @@ def teacher_similarity(model, teacher, tokenizer, examples: list[Example], max_l
 # 6. The optimiser
 
 LR = 2e-5  # peak AdamW learning rate of the encoder and its head (paper: 2e-5)
-# The critics' own learning rate: results/critic-lr.md (python bench.py critics) trains them alone
-# on S = T. At 1e-3 they reach 85% of log B_y by step 50 (3e-3 adds 0.1 nats); at the encoder's
-# 2e-5 or 5e-5, 2-8%, so the MI term would push S towards two random maps for most of a short run.
+# The critics' own learning rate, higher than the encoder's: at the encoder's rate, fresh critics
+# stay near random maps for most of a short run, and the MI term would pull S towards them
+# (results/critic-lr.md trains them alone on S = T, by learning rate).
 CRITIC_LR = 1e-3
 WEIGHT_DECAY = 0.01  # AdamW's, on the heads and the critics only
 WARMUP = 0.1  # the share of the steps with linear warm-up

@@ -452,7 +452,7 @@ def run_training(cfg: argparse.Namespace, task: Task, run: RunFolder, device: to
     if max_length > model.config.max_position_embeddings:
         raise UsageError(f"--max-length {max_length} exceeds the model's {model.config.max_position_embeddings} positions")
     feature = resolve_feature(cfg.feature, model, model_path(cfg.model))
-    resolved["feature"] = feature  # S and T, and the CKA of bench.py's studies
+    resolved["feature"] = feature  # S and T, and the CKA the studies measure
     neighbours = neighbour_table(tokenizer, neighbour_words).to(device) if ascc else None
     if neighbours is not None:
         resolved["ascc"] = synonym_source | table_coverage(neighbours)

@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny random encoder, the shared data folder, a CLI runner and its error check."""
 
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +10,8 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # the modules live at the repository root
+sys.path.insert(0, str(REPO))  # the core lives at the repository root
+sys.path.insert(1, str(REPO / "experiments"))  # the laboratory's scripts, imported by their names
 
 SHARED_DATA = Path(os.environ.get("RIFT_DATA") or REPO.parent / "shared" / "data")
 
@@ -18,6 +20,10 @@ SHARED_DATA = Path(os.environ.get("RIFT_DATA") or REPO.parent / "shared" / "data
 # `pytest -m "not slow"`). A test that starts a command line without the mark fails, so the fast
 # tier stays what it says.
 COMMAND_LINES = ("train.py", "evaluate.py", "bench.py", "torchrun", "run.sh")
+
+
+def is_command_line(word: str) -> bool:
+    return Path(word).name in COMMAND_LINES or Path(word).parent.name == "experiments"
 
 
 def pytest_configure(config):
@@ -33,7 +39,7 @@ def pytest_runtest_protocol(item, nextitem):
 
     def unmarked(args, *rest, **options):
         words = [str(word) for word in (args if isinstance(args, (list, tuple)) else [args])]
-        if any(Path(word).name in COMMAND_LINES for word in words):
+        if any(is_command_line(word) for word in words):
             raise RuntimeError(f"this test starts {Path(words[0]).name} {' '.join(words[1:2])}: mark it @pytest.mark.slow")
         return popen(args, *rest, **options)
 
@@ -54,19 +60,19 @@ def shared_data() -> Path:
 def tiny_model(tmp_path_factory) -> Path:
     """A 2-layer, hidden-32 random BERT encoder with the default model's tokenizer, saved as a
     pre-trained folder: every model test runs in milliseconds on it."""
-    import runner
+    import costs
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     torch.manual_seed(0)
-    return Path(runner.tiny_model(folder))  # the smoke runs' model, here with fixed weights
+    return Path(costs.tiny_model(folder))  # the smoke runs' model, here with fixed weights
 
 
 @pytest.fixture(scope="session")
 def tiny_classifier(tiny_model, tmp_path_factory) -> Path:
     """The tiny encoder with a random head: a classifier folder without a train.py run."""
-    import runner
+    import costs
 
-    return Path(runner.tiny_classifier(str(tiny_model), tmp_path_factory.mktemp("tiny-classifier")))
+    return Path(costs.tiny_classifier(str(tiny_model), tmp_path_factory.mktemp("tiny-classifier")))
 
 
 @pytest.fixture(scope="session")
@@ -88,6 +94,13 @@ def run_cli(*args, cache: Path | None = None, script: str = "train.py", launcher
         env["RIFT_CACHE"] = str(cache)
     command = (launcher or [sys.executable]) + [script, *map(str, args)]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def write_outcomes(folder: Path, statuses: dict[int, str]) -> None:
+    """An evaluation's adversarial.jsonl with only what the studies read: test index -> status."""
+    folder.mkdir(parents=True)
+    (folder / "adversarial.jsonl").write_text("".join(json.dumps({"index": i, "status": s}) + "\n"
+                                                      for i, s in statuses.items()))
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:

@@ -1,6 +1,6 @@
 """The CUDA paths against the CPU: from the same weights and inputs, the same loss terms, the same
 ASCC weights and the same attack outcomes; and bf16 autocast close to fp32. Skipped, with the
-reason shown, where there is no GPU: `python bench.py gpu check` runs them on one."""
+reason shown, where there is no GPU: `python experiments/gpu.py run check` runs them on one."""
 
 import pytest
 import torch
@@ -12,7 +12,7 @@ from data import Example, tokenize
 from rift import Critics, kl_objective, make_teacher, training_loss
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
-                                reason="no CUDA device: these run on a GPU (python bench.py gpu check runs them)")
+                                reason="no CUDA device: these run on a GPU (python experiments/gpu.py run check runs them)")
 CUDA = torch.device("cuda")
 WORDS = ["the", "film", "movie", "is", "was", "good", "great", "fine", "bad", "awful", "poor", "a", "story", "plot",
          "dull", "it", "and", "."]

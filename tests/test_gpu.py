@@ -1,4 +1,4 @@
-"""gpu.py on the CPU: the bundle round-trips and stays under the travel limit, the checkpoint parts
+"""experiments/gpu.py on the CPU: the bundle round-trips and stays under the travel limit, the checkpoint parts
 join back into the same weights, a study fits its steps to the time left, and (slow) the steps
 run end to end on a tiny model and file what they wrote, so a GPU's minutes find no bug."""
 
@@ -127,13 +127,13 @@ def test_the_steps_run_end_to_end_and_file_what_they_bring_back(shared_data, tmp
     `gpu join` makes a model folder that evaluate.py attacks."""
     out = tmp_path / "out"
 
-    def bench(*args):
-        result = subprocess.run([sys.executable, "bench.py", "gpu", *map(str, args)], cwd=REPO, capture_output=True,
+    def gpu_script(*args):
+        result = subprocess.run([sys.executable, "experiments/gpu.py", *map(str, args)], cwd=REPO, capture_output=True,
                                 text=True, env={**os.environ, "RIFT_DATA": str(shared_data)})
         assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
         return result
 
-    bench("run", "check", "snli", "--smoke", "--out", out, "--deadline-s", 3600)
+    gpu_script("run", "check", "snli", "--smoke", "--out", out, "--deadline-s", 3600)
     assert sorted(p.name for p in out.iterdir()) == ["check.json", "check.tar.xz", "snli-rift.part00", "snli.json",
                                                      "snli.tar.xz"]
     check = json.loads((out / "check.json").read_text())
@@ -142,12 +142,12 @@ def test_the_steps_run_end_to_end_and_file_what_they_bring_back(shared_data, tmp
     assert {row["method"] for row in check["training_speed"]} == {"standard", "adv", "rift"}
     assert {(row["attack"], row["examples_at_once"]) for row in check["attack_speed"]} == {
         ("pwws", 32), ("pwws", 1), ("ascc", 32), ("ascc", 1)}
-    bench("file", out, "--results-dir", tmp_path / "results", "--runs", tmp_path / "runs")
+    gpu_script("file", out, "--results-dir", tmp_path / "results", "--runs", tmp_path / "runs")
     assert "adv" in (tmp_path / "results" / "gpu" / "snli.md").read_text()
     assert "resume-matches" in (tmp_path / "results" / "gpu" / "check.md").read_text()
     assert (tmp_path / "results" / "gpu" / "snli" / "rift" / "eval" / "ascc" / "results.json").is_file()
-    bench("join", out, tmp_path / "model")
-    assert "still flipping here" in bench("recheck", tmp_path / "model", tmp_path / "runs" / "gpu" / "snli" / "rift").stdout
+    gpu_script("join", out, tmp_path / "model")
+    assert "still flipping here" in gpu_script("recheck", tmp_path / "model", tmp_path / "runs" / "gpu" / "snli" / "rift").stdout
     result = subprocess.run([sys.executable, "evaluate.py", "--checkpoint", str(tmp_path / "model"), "--task", "snli",
                              "--attack", "none", "--num-examples", "4", "--out", str(tmp_path / "eval")], cwd=REPO,
                             capture_output=True, text=True, env={**os.environ, "RIFT_DATA": str(shared_data)})

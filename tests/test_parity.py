@@ -1,7 +1,7 @@
 """Parity with the field's PWWS: rift's default attack against golden per-example outcomes that
 TextAttack 0.3.11 recorded on a small fixed model and 100 SST-2 test sentences (tests/parity/README.md).
-If a change to attacks.py or synonyms.py moves rift away from TextAttack, this fails. And bench.py
-parity (parity.py), which runs both tools side by side: its rows and its bad inputs."""
+If a change to attacks.py or synonyms.py moves rift away from TextAttack, this fails. And
+experiments/parity.py, which runs both tools side by side: its rows and its bad inputs."""
 
 import json
 from pathlib import Path
@@ -57,7 +57,7 @@ def test_rift_pwws_reaches_textattacks_outcomes(victim, source, shared_data):
 
 
 # ---------------------------------------------------------------------------------------------
-# bench.py parity
+# experiments/parity.py
 
 
 def test_parity_rows_join_both_tools_example_by_example(tmp_path):
@@ -74,7 +74,7 @@ def test_parity_rows_join_both_tools_example_by_example(tmp_path):
         "clean_accuracy": 0.75, "accuracy_under_attack": 0.25, "attack_success_rate": 2 / 3,
         "words_perturbed_pct": 10.0, "avg_queries": 50.0, "real_model_texts_per_attacked_example": 40.0,
         "seconds_per_example": 3.0}))
-    (folder / "rift" / "results.json").write_text(json.dumps({"metrics": [
+    (folder / "rift" / "results.json").write_text(json.dumps({"complete": True, "metrics": [
         {"attack": "none"}, {"attack": "pwws", "clean_accuracy": 0.75, "accuracy_under_attack": 0.0,
                              "attack_success_rate": 1.0, "words_perturbed_pct": 12.0, "avg_queries": 48.0,
                              "avg_model_calls": 41.0, "seconds_per_example": 1.0}]}))
@@ -87,10 +87,11 @@ def test_parity_rows_join_both_tools_example_by_example(tmp_path):
 @pytest.mark.slow
 def test_parity_without_the_harness_or_checkpoints_is_a_one_line_error(tmp_path):
     cache = tmp_path / "cache"
-    result = run_cli("parity", "--peer", tmp_path / "nowhere", "--checkpoints", tmp_path, script="bench.py", cache=cache)
+    script = "experiments/parity.py"
+    result = run_cli("--peer", tmp_path / "nowhere", "--checkpoints", tmp_path, script=script, cache=cache)
     assert_one_line_error(result, "--peer", "setup.sh")
     (tmp_path / "peer").mkdir()
     (tmp_path / "peer" / "run.sh").write_text("exit 1\n")
-    assert_one_line_error(run_cli("parity", "--peer", tmp_path / "peer", script="bench.py", cache=cache), "--checkpoints")
-    assert_one_line_error(run_cli("parity", "--peer", tmp_path / "peer", "--checkpoints", tmp_path / "peer",
-                                  script="bench.py", cache=cache), "not a train.py run folder")
+    assert_one_line_error(run_cli("--peer", tmp_path / "peer", script=script, cache=cache), "--checkpoints")
+    assert_one_line_error(run_cli("--peer", tmp_path / "peer", "--checkpoints", tmp_path / "peer",
+                                  script=script, cache=cache), "not a train.py run folder")

@@ -15,9 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 import adversaries
+import critics
 import data
 import rift
-import studies
 import train
 from conftest import assert_one_line_error, run_cli
 from attacks import Victim
@@ -35,10 +35,10 @@ def test_critics_at_the_default_learning_rate_learn_s_equals_t_and_at_the_encode
     torch.manual_seed(0)
     features = torch.randn(512, 32)  # (N, H)
     labels = [i % 2 for i in range(512)]
-    settings = dict(studies.CRITICS, steps=60)
+    settings = dict(critics.CRITICS, steps=60)
     ceiling = math.log(settings["batch_size"] // 2)
-    fast = studies.critic_trajectory(features, labels, rift.CRITIC_LR, settings)
-    slow = studies.critic_trajectory(features, labels, 2e-5, settings)
+    fast = critics.critic_trajectory(features, labels, rift.CRITIC_LR, settings)
+    slow = critics.critic_trajectory(features, labels, 2e-5, settings)
     assert abs(fast[0]) < 0.2 * ceiling  # random critics: S = T, yet the bound starts near 0
     assert statistics.fmean(fast[-10:]) > 0.7 * ceiling
     assert statistics.fmean(fast[-10:]) <= ceiling
