@@ -30,11 +30,10 @@ wordnet: $(VENV)/.installed
 	  $(SUDO) apt-get install -y --no-install-recommends wordnet-base || \
 	  ($(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends wordnet-base)
 
-# A short RIFT run on the offline default task, then the default synonym attack on what it trained.
+# Standard fine-tuning and RIFT on the same short budget, side by side under PWWS. It skips what
+# runs/demo holds already: `rm -rf runs/demo` to run it again.
 demo: setup
-	rm -rf runs/demo
-	$(PY) train.py --method rift --max-train-examples 2000 --epochs 1 --lr 5e-5 --out runs/demo
-	$(PY) evaluate.py --checkpoint runs/demo --attack synonym --num-examples 100
+	$(PY) experiments/demo.py
 
 # Two tiers: the maths and the units in-process, then (marked `slow`) every command line run as a
 # user would on tiny models, and the real model on the real data.

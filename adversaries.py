@@ -5,6 +5,9 @@
     ASCC  the paper's (Dong et al., ICLR 2021): every attacked word's embedding becomes a convex
           combination of its counter-fitted synonyms' embeddings
 
+and FreeLB (Zhu et al., ICLR 2020), the baseline defence: a training method of its own, whose K
+ascent steps on the input's embeddings each add their gradient to the parameters'.
+
 In training, an adversary is one value, `PGD` or `ASCC` with its own settings, built once from
 train.py's flags; its .embeddings(model, embeds, batch, objective) are the adversarial word
 embeddings that maximise the objective rift.py gives it. As attacks, their .attack(victim, examples,
@@ -15,6 +18,7 @@ attack's.
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -114,6 +118,78 @@ class PGD:
                 logits, _ = classify(victim.model, embeds + delta, batch)
             return [ex.words for ex in chunk], logits.float().softmax(-1).cpu().numpy()
         return attack_in_chunks(victim, examples, seeds, done, perturb, self.attack_steps)
+
+
+# ---------------------------------------------------------------------------------------------
+# FreeLB (Zhu et al., ICLR 2020), the defence baseline most papers compare against
+#
+# Not an x_adv for rift's loss but a training method of its own: K ascent steps on one
+# perturbation delta of the whole input's word embeddings, each with a full backward pass whose
+# parameter gradient adds up, so one optimiser step follows (1/K) sum_k grad CE(x + delta_k, y)
+# ("free" large-batch adversarial training: the K passes that find delta also train).
+# Followed from the release (zhuchen03/FreeLB, huggingface-transformers/examples/run_glue_freelb.py):
+# delta starts uniform in [-1, 1] on the attended tokens ([CLS] and [SEP] too), scaled by
+# init_mag / sqrt(tokens x H); each ascent step adds lr * grad / ||grad|| (the norm over the whole
+# example), then rescales an example whose ||delta|| exceeds max_norm back onto that sphere (0: no
+# bound); there is no clean pass, the first step is already perturbed; the K steps share one
+# dropout mask (the release's dp_masks), here by restarting the random state at each step.
+# Defaults: the release's SST-2 line (huggingface-transformers/launch/run_glue.sh).
+
+FREELB_STEPS = 3  # K, the ascent steps per batch
+FREELB_LR = 0.1  # the ascent step size
+FREELB_INIT = 1.0  # init_mag, the scale of the random start
+FREELB_MAX_NORM = 0.6  # the bound on ||delta|| per example (0: none)
+
+
+@dataclass(frozen=True)
+class FreeLB:
+    steps: int = FREELB_STEPS
+    lr: float = FREELB_LR
+    init_mag: float = FREELB_INIT
+    max_norm: float = FREELB_MAX_NORM
+
+    def start(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The random start (B, T, H): uniform, scaled so that ||delta|| is about init_mag / sqrt(3)."""
+        mask = attention_mask.to(embeds.dtype).unsqueeze(-1)  # (B, T, 1)
+        dims = mask.sum((1, 2)) * embeds.size(-1)  # (B,) attended tokens x H
+        return torch.empty_like(embeds).uniform_(-1, 1) * mask * (self.init_mag / dims.sqrt()).view(-1, 1, 1)
+
+    def ascend(self, delta: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """One ascent step along the example's normalised gradient, then back onto the max_norm sphere."""
+        delta = delta + self.lr * grad / grad.flatten(1).norm(dim=1).clamp_min(1e-8).view(-1, 1, 1)
+        if self.max_norm > 0:
+            norm = delta.flatten(1).float().norm(dim=1)
+            delta = delta * torch.where(norm > self.max_norm, self.max_norm / norm, 1.0).view(-1, 1, 1).to(delta.dtype)
+        return delta.detach()
+
+    def backward(self, model, batch, scale: float = 1.0) -> dict[str, torch.Tensor]:
+        """The K ascent steps on one batch, each backward adding scale / K of its CE's gradient to
+        the parameters' .grad (train.py then takes the optimiser step). Returns, detached, the CE
+        of the first step (at the random start) and `loss`, the mean CE over the K steps.
+
+        Under DistributedDataParallel only the last step's backward synchronises: the gradients
+        of the first K - 1 stay local until then, as gradient accumulation's do."""
+        bare = getattr(model, "module", model)
+        embed = bare.get_input_embeddings()
+        delta = self.start(embed(batch["input_ids"]).detach(), batch["attention_mask"])
+        device = delta.device
+        cpu_state = torch.get_rng_state()
+        cuda_state = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        ces = []
+        for k in range(self.steps):
+            torch.set_rng_state(cpu_state)  # the same dropout mask at every step
+            if cuda_state is not None:
+                torch.cuda.set_rng_state(cuda_state, device)
+            last = k == self.steps - 1
+            with (model.no_sync() if hasattr(model, "no_sync") and not last else nullcontext()):
+                delta.requires_grad_(True)
+                logits, _ = classify(model, embed(batch["input_ids"]) + delta, batch)  # embeddings anew: the graph went
+                ce = F.cross_entropy(logits.float(), batch["labels"])
+                (ce * scale / self.steps).backward()
+            ces.append(ce.detach())
+            if not last:
+                delta = self.ascend(delta.detach(), delta.grad)
+        return {"loss": torch.stack(ces).mean(), "ce": ces[0]}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ that fp32 does not confirm is searched again, from the start, in fp32.
 import math
 import random
 import re
+import string
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, NamedTuple
@@ -156,12 +157,10 @@ def pwws(score, words, label: int, start, options: dict, max_changes: int, rng):
                           for slot, end in zip(positions, ends)], np.float64)
     order = np.argsort(-(saliency * best_swap))  # numpy's default sort, as TextAttack's
     current, current_goal, changes = words, 1 - start[label], 0
-    for n in order:
+    for n in [n for n in order if options[positions[n]]]:
         if changes >= max_changes:
             break
         candidates = [swap(current, positions[n], c) for c in options[positions[n]]]
-        if not candidates:
-            continue
         p = yield from score(candidates)
         if not len(p):
             break  # out of budget
@@ -191,12 +190,11 @@ def textfooler(score, words, label: int, start, options: dict, max_changes: int,
     new_class = deleted[moved].argmax(1)
     importance[moved] += deleted[moved, new_class] - p0[new_class]
     current, p_current, changes = words, p0[label], 0
-    for n in np.argsort(-importance, kind="stable"):
+    order = np.argsort(-importance, kind="stable")
+    for n in [n for n in order if options[positions[n]]]:
         if changes >= max_changes:
             break
         candidates = [swap(current, positions[n], c) for c in options[positions[n]]]
-        if not candidates:
-            continue
         p = yield from score(candidates)
         flips = [j for j in range(len(p)) if p[j].argmax() != label]
         if flips:
@@ -274,7 +272,78 @@ def genetic(score, words, label: int, start, options: dict, max_changes: int, rn
     return best
 
 
-SEARCHES = {"pwws": pwws, "textfooler": textfooler, "genetic": genetic}
+def character_edits(word: str, rng) -> list[str]:
+    """DeepWordBug's four edits of one word, each at one random place (TextAttack's
+    WordSwapNeighboringCharacterSwap, ...RandomCharacterSubstitution, ...Deletion, ...Insertion,
+    random_one): swap two neighbouring characters, replace one by a random ASCII letter, delete
+    one, insert a random letter before one. A word of one character has none."""
+    if len(word) <= 1:
+        return []
+    letter = string.ascii_letters
+    i, j, k, m = (rng.integers(0, n) for n in (len(word) - 1, len(word), len(word), len(word)))
+    return [word[:i] + word[i + 1] + word[i] + word[i + 2:],
+            word[:j] + letter[rng.integers(len(letter))] + word[j + 1:],
+            word[:k] + word[k + 1:],
+            word[:m] + letter[rng.integers(len(letter))] + word[m:]]
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance: insertions, deletions and substitutions, each 1."""
+    previous = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        current = [i]
+        for j, y in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (x != y)))
+        previous = current
+    return previous[-1]
+
+
+def deepwordbug(score, words, label: int, start, options: dict, max_changes: int, rng,
+                max_edit_distance: int = 30):
+    """DeepWordBug (Gao et al. 2018) as TextAttack 0.3.11 runs it (`DeepWordBugGao2018`):
+      1. rank the words that may change by the goal score with the word made [UNK] (GreedyWordSwapWIR's
+         "unk" ranking);
+      2. in that order, draw the word's four character edits (character_edits) on the current
+         text, keep those whose text stays within `max_edit_distance` characters of the original
+         (Levenshtein, LevenshteinEditDistance(30)), and take the best if it beats the current
+         goal score; stop at the first misclassified text.
+    `options` only says which words may change (no stopword, inside the window); an edit that
+    would make the word two words (a deletion in "well-made" exposing '-') is left out, so every
+    word keeps its address. The edits are random: outcomes match TextAttack's in rate, not one by
+    one."""
+    positions = list(options)
+    p = yield from score([swap(words, slot, UNK) for slot in positions])
+    if len(p) < len(positions):
+        return words
+    order = np.argsort(-(1 - p[:, label]))  # numpy's default sort, as TextAttack's
+    original, bound = " ".join(words), 0  # bound: the per-word distances summed, >= the text's distance
+    current, current_goal, changes = words, 1 - start[label], 0
+    for n in order:
+        if changes >= max_changes:
+            break
+        word = word_at(current, positions[n])
+        edits = [e for e in dict.fromkeys(character_edits(word, rng)) if e != word and word_spans(e) == [(0, len(e))]]
+        # Exact, and cheap where the bound already allows it: the full distance only past it.
+        edits = [e for e in edits if bound + edit_distance(word, e) <= max_edit_distance or
+                 edit_distance(original, " ".join(swap(current, positions[n], e))) <= max_edit_distance]
+        if not edits:
+            continue
+        candidates = [swap(current, positions[n], e) for e in edits]
+        p = yield from score(candidates)
+        if not len(p):
+            break  # out of budget
+        best = int(np.argmax(1 - p[:, label]))
+        if 1 - p[best, label] > current_goal:
+            bound += edit_distance(word, edits[best])
+            current, current_goal, changes = candidates[best], 1 - p[best, label], changes + 1
+            if p[best].argmax() != label:
+                break
+        if len(p) < len(candidates):
+            break  # the budget ran out within this step
+    return current
+
+
+SEARCHES = {"pwws": pwws, "textfooler": textfooler, "genetic": genetic, "deepwordbug": deepwordbug}
 
 
 # ---------------------------------------------------------------------------------------------

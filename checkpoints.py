@@ -306,8 +306,9 @@ def restored_loop(progress: dict, batches, grad_accum: int, rank: int, device: t
 class TrainingClock:
     """Training time: wall time less dev evaluations and saves, plus the legs before a resume."""
 
-    def __init__(self, prior_seconds: float):
+    def __init__(self, prior_seconds: float, device: torch.device):
         self.prior_seconds, self.started, self.paused_seconds = prior_seconds, time.perf_counter(), 0.0
+        self.device = device
 
     def seconds(self, now: float | None = None) -> float:
         return self.prior_seconds + (time.perf_counter() if now is None else now) - self.started - self.paused_seconds
@@ -315,6 +316,8 @@ class TrainingClock:
     @contextmanager
     def paused(self):
         """The block's time is not training time; it gets the training seconds at its start."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()  # the training work still queued on the GPU is training time
         paused_at = time.perf_counter()
         yield self.seconds(paused_at)
         self.paused_seconds += time.perf_counter() - paused_at

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import transformers
 
-from adversaries import ASCC, PGD, ascc_weights, batch_candidates, neighbour_table, pgd_perturbation
+from adversaries import ASCC, PGD, FreeLB, ascc_weights, batch_candidates, neighbour_table, pgd_perturbation
 from data import tokenize
 from rift import (ALPHA, BETA, DEFAULT_MODEL, METHODS, TAU, Critics, classify, kl_objective, load_classifier, make_teacher,
                   model_path, resolve_feature, teacher_features, training_loss)
@@ -68,7 +68,10 @@ def training_cost(model_name: str, examples, device, batch_size: int, steps: int
 
     def optimiser_step(method):
         def step(batch):
-            training_loss(method, model, batch, training_adversary, **loss_kwargs)["loss"].backward()
+            if method == "freelb":
+                FreeLB().backward(model, batch)  # its K backward passes
+            else:
+                training_loss(method, model, batch, training_adversary, **loss_kwargs)["loss"].backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         return step
@@ -94,13 +97,15 @@ def training_cost(model_name: str, examples, device, batch_size: int, steps: int
         return under_autocast
 
     passes = {"forward_backward": forward_backward, "attack": attack, "teacher": lambda b: teacher_features(teacher, b, feature)}
-    fns = {method: optimiser_step(method) for method in METHODS} | passes
+    methods = (*METHODS, "freelb")
+    fns = {method: optimiser_step(method) for method in methods} | passes
     t, peaks = timings({name: autocast(fn) for name, fn in fns.items()}, batches, repeats, device)
-    rows = [{"method": method, "s_per_step": t[method], "peak_memory_mb": peaks[method]} for method in METHODS]
+    rows = [{"method": method, "s_per_step": t[method], "peak_memory_mb": peaks[method]} for method in methods]
     t_standard = rows[0]["s_per_step"]
     expected = {"standard": t_standard,
                 "adv": t_standard + t["forward_backward"] + t["attack"],
-                "rift": t_standard + t["forward_backward"] + t["attack"] + t["teacher"]}
+                "rift": t_standard + t["forward_backward"] + t["attack"] + t["teacher"],
+                "freelb": FreeLB().steps * t_standard}  # K forward and backward passes, one optimiser step
     for row in rows:
         row |= {"ratio_to_standard": row["s_per_step"] / t_standard,
                 "expected_ratio": expected[row["method"]] / t_standard,

@@ -49,7 +49,9 @@ from data import TASKS, UsageError, custom_task, file_sha256, infer_labels, load
 from rift import load_classifier, predict_proba
 
 ATTACKS = {"synonym": ["pwws"], "pwws": ["pwws"], "textfooler": ["textfooler"], "genetic": ["genetic"],
-           "ascc": ["ascc"], "pgd": ["pgd"], "none": [], "all": ["pwws", "textfooler", "genetic", "pgd"], "paper": ["pwws", "genetic"]}
+           "deepwordbug": ["deepwordbug"], "ascc": ["ascc"], "pgd": ["pgd"], "none": [],
+           "all": ["pwws", "textfooler", "genetic", "deepwordbug", "pgd"], "paper": ["pwws", "genetic"]}
+NO_SYNONYMS = ("deepwordbug", "ascc", "pgd")  # characters; the counter-fitted table whatever --synonyms; embeddings
 # The paper's evaluation: PWWS and the genetic attack (population 60, 40
 # iterations), both with the counter-fitted table, on 1,000 test examples. Only defaults: flags
 # given explicitly win. The genetic attack's language-model constraint is not applied (no LM offline).
@@ -84,9 +86,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--checkpoint", help="a train.py run folder (or its best/) or a Hugging Face classifier folder "
                                         "(default: the newest run under runs/)")
     p.add_argument("--attack", default="synonym", choices=ATTACKS,
-                   help="synonym (= pwws), pwws, textfooler, genetic, ascc (the paper's gradient attack over the "
-                        "counter-fitted neighbours, whatever --synonyms), pgd, none (clean accuracy only), all (the "
-                        "word searches and pgd), or paper (pwws and genetic) (default: %(default)s)")
+                   help="synonym (= pwws), pwws, textfooler, genetic, deepwordbug (character edits, no synonyms), "
+                        "ascc (the paper's gradient attack over the counter-fitted neighbours, whatever --synonyms), "
+                        "pgd, none (clean accuracy only), all (the word and character searches and pgd), or paper "
+                        "(pwws and genetic) (default: %(default)s)")
     p.add_argument("--protocol", choices=PROTOCOLS,
                    help="paper: the paper's evaluation, --attack paper --synonyms counterfitted --num-examples 1000 "
                         "--population 60 --generations 40 on the test split; textdefender: TextDefender's, "
@@ -216,8 +219,8 @@ def resolve_task(args, run_config: dict | None):
 
 
 def load_synonyms(args):
-    """(synonyms, source) for --synonyms, or (None, None) when only PGD or ASCC run."""
-    if not [a for a in ATTACKS[args.attack] if a not in ("pgd", "ascc")]:
+    """(synonyms, source) for --synonyms, or (None, None) when no attack of --attack takes them."""
+    if not [a for a in ATTACKS[args.attack] if a not in NO_SYNONYMS]:
         return None, None
     if args.synonyms == "wordnet":
         if args.synonyms_path:
@@ -354,6 +357,9 @@ def attack_plan(args, tokenizer, device) -> tuple[dict[str, tuple], str | None]:
             for eps in args.eps:
                 plan[f"pgd eps={eps:g}"] = PGD(eps, norm=args.pgd_norm, attack_steps=args.pgd_steps), \
                     {"eps": eps, "words_perturbed_pct": None}  # PGD changes no word
+        elif name == "deepwordbug":  # every word that may change is a candidate: its edits are drawn in the search
+            plan[name] = attacks.WordAttack(name, lambda word: [], args.stopwords, args.max_modify_rate,
+                                            args.query_budget, args.examples_at_once), {"synonyms": "characters"}
         else:
             options = {"population": args.population, "generations": args.generations} if name == "genetic" else {}
             plan[name] = attacks.WordAttack(name, word_synonyms, args.stopwords, args.max_modify_rate,

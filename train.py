@@ -4,6 +4,7 @@
     python train.py --task sst2 --method standard        # plain cross-entropy fine-tuning
     python train.py --task sst2 --method adv             # CE + beta * KL on the PGD adversary
     python train.py --task sst2 --adversary ascc         # the paper's adversary: convex hulls of synonyms
+    python train.py --task sst2 --method freelb          # FreeLB, the baseline defence (Zhu et al. 2020)
     python train.py --preset paper-imdb                  # the paper's IMDB settings (bert-base-uncased)
     torchrun --nproc-per-node 4 train.py --task sst2     # DDP: NCCL on GPUs, gloo on CPUs
     python train.py --resume runs/sst2-rift-20261125-120000   # continue a killed or stopped run
@@ -12,7 +13,7 @@ A run folder (--out, default runs/<task>-<method>-<time>) receives
     config.json     every setting, the seed, each data file's sha256, the versions and the machine (and each resumption)
     metrics.jsonl   one line per logged step (loss terms, MI bound, examples/s) and per dev evaluation
     best/           the selected checkpoint (--select-on: for adv and rift the best dev accuracy under
-                    the training adversary as an attack, for standard the best clean dev accuracy),
+                    the training adversary as an attack, for standard and freelb the best clean dev accuracy),
                     a Hugging Face model folder
     last/           the latest state, every --save-every steps, at the end and on Ctrl-C: the model
                     (a Hugging Face folder), critics, optimiser, schedule, sampler position, random
@@ -40,8 +41,9 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 import synonyms
-from adversaries import (ADVERSARIES, ASCC, ASCC_ENTROPY, ASCC_LR, ASCC_STEPS, PGD, PGD_EPS, PGD_NORM,
-                         PGD_STEPS, Neighbours, neighbour_table)
+from adversaries import (ADVERSARIES, ASCC, ASCC_ENTROPY, ASCC_LR, ASCC_STEPS, FREELB_INIT, FREELB_LR,
+                         FREELB_MAX_NORM, FREELB_STEPS, PGD, PGD_EPS, PGD_NORM, PGD_STEPS, FreeLB, Neighbours,
+                         neighbour_table)
 from attacks import Victim, sample_examples, summarize
 from checkpoints import (FLAGS_RESUME_MAY_CHANGE, LoopState, RunFolder, TrainingClock, load_training_state,
                          restored_loop, resumed_settings)
@@ -65,6 +67,7 @@ PRESETS = {
     "paper-snli": dict(task="snli", model="bert-base-uncased", max_length=80, batch_size=120, epochs=20.0,
                        alpha=0.7, beta=5.0, lr=2e-5, critic_lr=2e-5, weight_decay=2e-4, adversary="ascc"),
 }
+TRAIN_METHODS = (*METHODS, "freelb")  # rift.py's losses, and FreeLB (adversaries.py), whose K steps run their own backward
 SELECT_EXAMPLES = 300  # dev sentences attacked by ASCC at each evaluation under --select-on robust
 
 
@@ -86,8 +89,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     method = p.add_argument_group("model and method")
     method.add_argument("--model", default=DEFAULT_MODEL,
                         help="pre-trained encoder: local folder or hub name (paper: bert-base-uncased; default: %(default)s)")
-    method.add_argument("--method", default="rift", choices=METHODS,
-                        help="standard: CE; adv: CE + beta KL(p(x)||p(x_adv)); rift: adv + alpha InfoNCE (default: %(default)s)")
+    method.add_argument("--method", default="rift", choices=TRAIN_METHODS,
+                        help="standard: CE; adv: CE + beta KL(p(x)||p(x_adv)); rift: adv + alpha InfoNCE; freelb: "
+                             "FreeLB's K ascent steps, their gradients accumulated (--freelb-*) (default: %(default)s)")
     method.add_argument("--alpha", type=at_least(0.0, float), default=ALPHA,
                         help="weight of the InfoNCE term I(S;T|Y) (paper: IMDB 0.1, SNLI 0.7; default: %(default)s)")
     method.add_argument("--alpha-ramp-steps", type=at_least(0), default=0,
@@ -115,6 +119,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     method.add_argument("--ascc-entropy", type=at_least(0.0, float), default=ASCC_ENTROPY,
                         help="ASCC: weight of the weights' entropy per word, which keeps them near one synonym "
                              "(paper: 15 / (300 x 128); default: %(default).3g)")
+    method.add_argument("--freelb-steps", type=at_least(1), default=FREELB_STEPS,
+                        help="FreeLB: ascent steps K per batch, each with a backward pass (default: %(default)s, "
+                             "the FreeLB release's SST-2 setting, as the three below)")
+    method.add_argument("--freelb-lr", type=at_least(0.0, float), default=FREELB_LR,
+                        help="FreeLB: ascent step size along the normalised gradient (default: %(default)s)")
+    method.add_argument("--freelb-init-mag", type=at_least(0.0, float), default=FREELB_INIT,
+                        help="FreeLB: scale of the random start, uniform / sqrt(tokens x hidden) (default: %(default)s)")
+    method.add_argument("--freelb-max-norm", type=at_least(0.0, float), default=FREELB_MAX_NORM,
+                        help="FreeLB: bound on the perturbation's L2 norm per example, 0 for none (default: %(default)s)")
     method.add_argument("--synonyms-path", help="ASCC: the neighbour table, JSON word -> neighbours (default: "
                                                 "synonyms/counterfitted_neighbors.json under --data-dir, $RIFT_DATA or the cache)")
     optim = p.add_argument_group("optimisation")
@@ -135,7 +148,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                              help="which evaluation's checkpoint best/ keeps: the best clean dev accuracy, the best accuracy "
                                   "on --select-examples dev sentences under the --adversary as an attack (ASCC: its discrete "
                                   "text; PGD: aimed at the true label) (ties: the better clean accuracy), or the last "
-                                  "(default: robust for adv and rift, as the paper; clean for standard)")
+                                  "(default: robust for adv and rift, as the paper; clean for standard and freelb, as FreeLB's release)")
     bookkeeping.add_argument("--select-examples", type=at_least(1), default=SELECT_EXAMPLES,
                              help="--select-on robust: dev sentences attacked, the same ones for every run (drawn with "
                                   "seed 0) (default: %(default)s)")
@@ -169,6 +182,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         defaults, unset = vars(p.parse_args([])), object()
         given = vars(p.parse_args(argv, argparse.Namespace(**dict.fromkeys(defaults, unset))))
         cfg = resumed_settings(cfg.resume, {key: value for key, value in given.items() if value is not unset}, defaults)
+    if cfg.log_pulls and cfg.method == "freelb":
+        p.error("--log-pulls splits one loss into its terms; freelb's K backward passes have one term: drop --log-pulls")
     if cfg.log_pulls and cfg.compile:  # a compiled backward frees its buffers: no graph kept for a second pass
         p.error("--log-pulls needs the graph kept between backward passes, which --compile does not keep: drop one")
     return cfg
@@ -364,7 +379,7 @@ def summarise(cfg: argparse.Namespace, run: RunFolder, task: Task, feature: str,
               total_steps: int, loop: LoopState, params: list[torch.Tensor]) -> dict:
     """summary.json: the run's final numbers, and whether the processes ended in sync."""
     summary = {"run": str(run.path), "task": task.name, "method": cfg.method,
-               "adversary": cfg.adversary if cfg.method != "standard" else None, "model": cfg.model,
+               "adversary": cfg.adversary if cfg.method in ("adv", "rift") else None, "model": cfg.model,
                "feature": feature, "critic_lr": cfg.critic_lr if cfg.method == "rift" else None, "select_on": select_on,
                "train_examples": train_examples, "steps": total_steps, "best_step": loop.best["step"],
                "best_dev_accuracy": loop.best.get("dev_accuracy"),
@@ -428,8 +443,8 @@ def run_training(cfg: argparse.Namespace, task: Task, run: RunFolder, device: to
 
     # ---- data
     max_length = cfg.max_length or task.max_length
-    select_on = cfg.select_on or ("clean" if cfg.method == "standard" else "robust")
-    attacked = cfg.method != "standard" or select_on == "robust"  # the adversary trains or selects
+    select_on = cfg.select_on or ("robust" if cfg.method in ("adv", "rift") else "clean")  # FreeLB's release: clean
+    attacked = cfg.method in ("adv", "rift") or select_on == "robust"  # the adversary trains or selects
     ascc = attacked and cfg.adversary == "ascc"  # the neighbour table is needed
     train, dev, neighbour_words, synonym_source, data_files = load_data(cfg, task, ascc, rank, world_size)
     num_classes = len(task.labels)
@@ -457,6 +472,8 @@ def run_training(cfg: argparse.Namespace, task: Task, run: RunFolder, device: to
     if neighbours is not None:
         resolved["ascc"] = synonym_source | table_coverage(neighbours)
     adversary = training_adversary(cfg, neighbours) if attacked else None
+    freelb = (FreeLB(cfg.freelb_steps, cfg.freelb_lr, cfg.freelb_init_mag, cfg.freelb_max_norm)
+              if cfg.method == "freelb" else None)
     teacher = make_teacher(model).to(device) if cfg.method == "rift" else None  # copied before fine-tuning starts
     critics = Critics(num_classes, model.config.hidden_size, teacher.config.hidden_size).to(device) if teacher else None
     model.to(device)
@@ -472,7 +489,7 @@ def run_training(cfg: argparse.Namespace, task: Task, run: RunFolder, device: to
     # ---- the training loop
     loop = restored_loop(progress, batches, cfg.grad_accum, rank, device) if progress else LoopState()
     loss_settings = dict(teacher=teacher, critics=critics, alpha=cfg.alpha, beta=cfg.beta, tau=cfg.tau, feature=feature)
-    clock = TrainingClock(loop.train_seconds)
+    clock = TrainingClock(loop.train_seconds, device)
     model.train()
     bar = tqdm(range(run.saved_step + 1, total_steps + 1), initial=run.saved_step, total=total_steps,
                desc=f"{cfg.method} {task.name}", disable=not run.is_main, dynamic_ncols=True)
@@ -485,14 +502,18 @@ def run_training(cfg: argparse.Namespace, task: Task, run: RunFolder, device: to
                 last_micro = micro == cfg.grad_accum - 1
                 with (model.no_sync() if world_size > 1 and not last_micro else nullcontext()), \
                         torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    weighted, terms = loss_terms(cfg.method, model, batch, adversary, **loss_settings)
-                loss = sum(weighted.values())
+                    if freelb:  # its K backward passes run in there, their gradients adding up
+                        terms = freelb.backward(model, batch, scale=1 / cfg.grad_accum)
+                    else:
+                        weighted, terms = loss_terms(cfg.method, model, batch, adversary, **loss_settings)
+                        terms = {"loss": sum(weighted.values())} | terms
                 if cfg.log_pulls and logged_step and last_micro:
                     # Gradients of this process's batch alone: autograd.grad runs none of DDP's
                     # reducer hooks, which the backward below runs as always.
                     pulls = term_pulls(weighted, encoder_params)
-                (loss / cfg.grad_accum).backward()
-                for name, value in ({"loss": loss} | terms).items():  # summed as tensors: no .item() until a log line
+                if not freelb:
+                    (terms["loss"] / cfg.grad_accum).backward()
+                for name, value in terms.items():  # summed as tensors: no .item() until a log line
                     loop.window[name] = loop.window.get(name, 0.0) + value.detach() / cfg.grad_accum
             if critics and world_size > 1:
                 average_gradients(critics, world_size)
@@ -514,8 +535,6 @@ def run_training(cfg: argparse.Namespace, task: Task, run: RunFolder, device: to
                          "elapsed_s": loop.train_seconds})
                 bar.set_postfix(loss=f"{loop.record['loss']:.3f}", ex_s=f"{examples_per_s:.1f}")
             if step % eval_every == 0 or step == total_steps:
-                if device.type == "cuda":
-                    torch.cuda.synchronize()  # pending training work is not evaluation time
                 with clock.paused():
                     if run.is_main:
                         bar.write(evaluate(run, loop, bare, tokenizer, task.labels, dev, select_dev, max_length, amp,

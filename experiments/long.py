@@ -10,10 +10,10 @@ at the paper's beta, one seed; a second seed where a gap exceeds two standard er
 from dataclasses import replace
 
 # study first: it puts the repository root, and so the core, on sys.path
-from study import SMOKE_TRAIN, Run, Study, parser, with_flags
+from study import SMOKE_TRAIN, Run, Study, with_flags
 
 from cli import SEED, run_command
-from paired import run_paired
+from paired import paired_command
 from pilot import PILOT
 
 LONG = Study(
@@ -27,12 +27,7 @@ LONG = Study(
 LONG = replace(LONG, smoke=PILOT.smoke | {"train": LONG.train + SMOKE_TRAIN})
 
 
-def parse_args(argv=None):
-    return parser(__doc__, runs="runs/long").parse_args(argv)
-
-
-def main(argv=None) -> None:
-    run_paired(LONG, parse_args(argv))
+parse_args, main = paired_command(LONG, __doc__, runs="runs/long")
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ from dataclasses import replace
 from pathlib import Path
 
 # study first: it puts the repository root, and so the core, on sys.path
-from study import (ATTACK_SEED, ATTACKS, Study, add_evaluations, draw, measured_cka, paired_gaps, read_document,
+from study import (ATTACK_SEED, ATTACKS, WORST_CASE, Study, add_evaluations, add_worst_case, draw, measured_cka, paired_gaps, read_document,
                    recorded, run_config, run_study, signed_with_se, smoke_model, today, trained, training_curve,
-                   with_se, words_changed, write_document, write_page)
+                   parser, with_se, words_changed, write_document, write_page)
 
 from cli import format_table, save_figure
 
@@ -38,6 +38,7 @@ def paired_rows(study: Study, root: Path) -> list[dict]:
             if (cka := measured_cka(out, feature)) is not None:
                 row[f"cka_{feature}"] = cka
         add_evaluations(row, out, study.evaluations)
+        add_worst_case(row, out, study.evaluations)
         rows.append(row)
     return rows
 
@@ -82,10 +83,12 @@ def render_paired(study: Study, document: dict, folder: Path) -> None:
         return f"{row['alpha']}, ramp {row['alpha_ramp_steps']}"
 
     attack_columns = {name: ATTACKS[name][1] for name in evaluations}
+    if any(f"{WORST_CASE}_accuracy" in r for r in rows):  # AutoAttack's rule over the attacks of the row
+        attack_columns[WORST_CASE] = "worst case"
     table = [{"run": r["name"], "seed": r["seed"], "feature": r.get("feature") if r["method"] == "rift" else "-",
               "alpha": alpha(r), "best_step": r.get("best_step"), "dev": r.get("dev_accuracy"),
               "dev_robust": r.get("dev_robust"), "clean": with_se(r, "clean"),
-              **{name: with_se(r, name) for name in evaluations},
+              **{name: with_se(r, name) for name in attack_columns},
               "cka_mean": r.get("cka_mean"), "cka_cls": r.get("cka_cls")} for r in rows]
     columns = {"run": "run", "seed": "seed", "feature": "S, T", "alpha": "alpha", "best_step": "kept step",
                "dev": "dev acc", "dev_robust": "dev robust", "clean": "clean acc", **attack_columns,
@@ -98,7 +101,7 @@ def render_paired(study: Study, document: dict, folder: Path) -> None:
     if gaps := document["paired_differences"]:
         printed += "\n\neach run minus the run it is compared with, paired on the same examples (± standard error)\n" + \
             format_table([{"run": g["run"], "against": g["against"],
-                           **{key: signed_with_se(g, key) for key in ("clean", *evaluations)}} for g in gaps],
+                           **{key: signed_with_se(g, key) for key in ("clean", *attack_columns)}} for g in gaps],
                          {"run": "run", "against": "minus", "clean": "clean acc", **attack_columns})
     attacked = sum(all(f"{name}_accuracy" in r for name in evaluations) for r in rows)
     settings = [r.get(f"{name}_settings") for r in rows for name in evaluations]
@@ -113,6 +116,8 @@ def render_paired(study: Study, document: dict, folder: Path) -> None:
         + "; ".join(f"`{name}` = `{' '.join(flags)}` on {n}" for name, (flags, n) in evaluations.items())
         + f". Accuracies ± binomial standard error; differences paired on the examples both models met. "
         f"`kept step`: the evaluation best/ holds; `dev robust`: its accuracy under the selection attack. "
+        + ("`worst case`: robust only if classified right and broken by none of the attacks (AutoAttack's rule), on "
+           "the examples every attack met. " if WORST_CASE in attack_columns else "") +
         f"CKA: linear CKA between the kept checkpoint's feature and the pre-trained model's on {study.cka_examples} "
         f"dev examples, for both features.\n\n```\n{printed}\n```\n\nThe CE and the MI bound over the steps: "
         f"{study.name}.png, and `curves` ([step, ce, mi_bound]) in {study.name}.json.\n")
@@ -157,3 +162,13 @@ def run_paired(study: Study, args: argparse.Namespace) -> None:
     model = smoke_model(args.runs) if args.smoke else args.model
     run_study(study, model, args.data_dir, args.runs, args.results_dir,
               lambda: write_paired(study, args.runs, args.results_dir))
+
+
+def paired_command(study: Study, description: str, runs: str):
+    """(parse_args, main): the command line of a paired study whose run folders default to `runs`."""
+    def parse_args(argv=None) -> argparse.Namespace:
+        return parser(description, runs=runs).parse_args(argv)
+
+    def main(argv=None) -> None:
+        run_paired(study, parse_args(argv))
+    return parse_args, main

@@ -16,10 +16,10 @@ and 1.0. One robust selection rule for all, every run paired with adv on the sam
 from dataclasses import replace
 
 # study first: it puts the repository root, and so the core, on sys.path
-from study import OTHER_SEED, SMOKE_TRAIN, Run, Study, attacked_on, parser
+from study import OTHER_SEED, SMOKE_TRAIN, Run, Study, attacked_on
 
 from cli import SEED, run_command
-from paired import run_paired
+from paired import paired_command
 from rift import BETA
 
 PILOT = Study(
@@ -50,12 +50,7 @@ PILOT = replace(PILOT, smoke=dict(train=PILOT.train + SMOKE_TRAIN, runs=PILOT.ru
                                   evaluations=attacked_on({name: 4 for name in PILOT.evaluations})))
 
 
-def parse_args(argv=None):
-    return parser(__doc__, runs="runs/pilot").parse_args(argv)
-
-
-def main(argv=None) -> None:
-    run_paired(PILOT, parse_args(argv))
+parse_args, main = paired_command(PILOT, __doc__, runs="runs/pilot")
 
 
 if __name__ == "__main__":

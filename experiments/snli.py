@@ -14,10 +14,10 @@ first in each seed: its CE curve is the earliest sign of whether the ramp is nee
 from dataclasses import replace
 
 # study first: it puts the repository root, and so the core, on sys.path
-from study import OTHER_SEED, SMOKE_GENETIC, SMOKE_TRAIN, Run, Study, attacked_on, parser
+from study import OTHER_SEED, SMOKE_GENETIC, SMOKE_TRAIN, Run, Study, attacked_on
 
 from cli import SEED, run_command
-from paired import run_paired
+from paired import paired_command
 
 SNLI = Study(
     name="snli", command="experiments/snli.py", title="SNLI: standard, adv and rift with the paper's weights",
@@ -47,12 +47,7 @@ SNLI = replace(SNLI, smoke=dict(
                  for name, (flags, _) in SNLI.evaluations.items()}))
 
 
-def parse_args(argv=None):
-    return parser(__doc__, runs="runs/snli").parse_args(argv)
-
-
-def main(argv=None) -> None:
-    run_paired(SNLI, parse_args(argv))
+parse_args, main = paired_command(SNLI, __doc__, runs="runs/snli")
 
 
 if __name__ == "__main__":

@@ -323,10 +323,35 @@ def add_evaluations(row: dict, run: Path, names) -> None:
             add_evaluation(row, name, report)
 
 
-def paired_difference(root: Path, ours: str, theirs: str, evaluation: str, after: int) -> tuple[float, float]:
+WORST_CASE = "worst_case"  # a page's column beside its evaluations': the worst case over all of them
+
+
+def outcomes(run: Path, evaluation: str, evaluations) -> dict[int, tuple[int, int]]:
+    """example_outcomes of one evaluation of the run, or for WORST_CASE the worst case over all the
+    evaluations (AutoAttack's rule: right after only if no attack broke it), on the examples every
+    one of them attacked."""
+    if evaluation != WORST_CASE:
+        return example_outcomes(run / "eval" / evaluation)
+    each = [example_outcomes(run / "eval" / name) for name in evaluations]
+    common = set.intersection(*map(set, each))
+    return {i: (each[0][i][0], min(o[i][1] for o in each)) for i in sorted(common)}
+
+
+def add_worst_case(row: dict, run: Path, evaluations) -> None:
+    """The worst case's accuracy into a page's row, once every one of several evaluations has finished."""
+    if len(evaluations) > 1 and all(f"{name}_accuracy" in row for name in evaluations):
+        after = [right for _, right in outcomes(run, WORST_CASE, evaluations).values()]
+        p = sum(after) / len(after)
+        row |= {f"{WORST_CASE}_examples": len(after), f"{WORST_CASE}_accuracy": p,
+                f"{WORST_CASE}_se": binomial_se(p, len(after))}
+
+
+def paired_difference(root: Path, ours: str, theirs: str, evaluation: str, after: int,
+                      evaluations=()) -> tuple[float, float]:
     """(mean, standard error) of run `ours` minus run `theirs`, example by example, right before
-    (after=0) or after (after=1) the attack of evaluation folder `evaluation`: sd / sqrt(n)."""
-    a, b = (example_outcomes(root / name / "eval" / evaluation) for name in (ours, theirs))
+    (after=0) or after (after=1) the attack of evaluation folder `evaluation` (or the WORST_CASE
+    over `evaluations`): sd / sqrt(n)."""
+    a, b = (outcomes(root / name, evaluation, evaluations) for name in (ours, theirs))
     differences = [a[i][after] - b[i][after] for i in a]
     return statistics.fmean(differences), statistics.stdev(differences) / math.sqrt(len(differences))
 
@@ -341,12 +366,13 @@ def paired_gaps(root: Path, rows: list[dict], evaluations) -> list[dict]:
         if other is None:
             continue
         gap = {"run": row["name"], "against": other["name"]}
-        keys = {name: (name, 1) for name in evaluations}
+        keys = {name: (name, 1) for name in (*evaluations, WORST_CASE)}
         if "clean_evaluation" in row:
             keys = {"clean": (row["clean_evaluation"], 0)} | keys
         for key, (name, after) in keys.items():
             if f"{name}_accuracy" in row and f"{name}_accuracy" in other:
-                gap[key], gap[f"{key}_se"] = paired_difference(root, row["name"], other["name"], name, after)
+                gap[key], gap[f"{key}_se"] = paired_difference(root, row["name"], other["name"], name, after,
+                                                               evaluations)
         if len(gap) > 2:
             gaps.append(gap)
     return gaps

@@ -9,10 +9,12 @@ count and budget, the re-checks of successes (batching, bf16), the summary metri
 accuracy_by_modify_rate, the word and substitution rules, PGD as an attack, and the one contract
 every attack keeps."""
 
+import functools
 import itertools
 import math
 import random
 import re
+import string
 from types import SimpleNamespace
 
 import numpy as np
@@ -155,7 +157,10 @@ def word_count(words) -> int:
 # Parity with the brute force
 
 
-def run_trials(tokenizer, num_classes: int, seeds, rates=(0.1, 0.2, 0.3, 0.5, 1.0), searches=attacks.SEARCHES):
+SYNONYM_SEARCHES = [search for search in attacks.SEARCHES if search != "deepwordbug"]  # its edits are no synonyms
+
+
+def run_trials(tokenizer, num_classes: int, seeds, rates=(0.1, 0.2, 0.3, 0.5, 1.0), searches=SYNONYM_SEARCHES):
     """Yield (search, case, result, brute force) over random cases, every search, every rate."""
     for seed in seeds:
         words, label, table, weight = random_case(tokenizer, seed, num_classes)
@@ -176,7 +181,7 @@ def run_trials(tokenizer, num_classes: int, seeds, rates=(0.1, 0.2, 0.3, 0.5, 1.
 
 @pytest.mark.parametrize("num_classes", [2, 3])
 def test_searches_never_claim_an_impossible_flip_and_every_success_is_real(tokenizer, num_classes):
-    outcomes = {s: [0, 0] for s in attacks.SEARCHES}
+    outcomes = {s: [0, 0] for s in SYNONYM_SEARCHES}
     for search, case, result in run_trials(tokenizer, num_classes, range(40)):
         assert result.status in ("successful", "failed") and not result.recheck_mismatch
         assert result.original == case.words
@@ -425,7 +430,7 @@ def test_changed_words_are_synonyms_with_punctuation_kept_and_within_the_cap(tok
                   "performance", "plot", "story", "tale", "the", "thee", "not", "nay", "[UNK]"]:
             weight[tokenizer.convert_tokens_to_ids(w)] = rng.normal(0, 1, 2)
         label = int(reference_logits(tokenizer, weight, [words])[0].argmax())
-        for search in attacks.SEARCHES:
+        for search in SYNONYM_SEARCHES:
             for rate in (0.25, 1.0):
                 victim = Victim(BagOfWords(weight), tokenizer, MAX_LENGTH)
                 result = attack_one(victim, Example(words, label), search, synonyms, rate, seed=seed)
@@ -756,3 +761,94 @@ def test_the_worst_case_counts_an_example_robust_only_if_no_attack_broke_it():
     assert attacks.worst_case(lines, ["textfooler", "pwws"])[1][10] == "textfooler"
     with pytest.raises(ValueError, match="every example attacked by every attack"):
         attacks.worst_case(lines[:-1], ["pwws", "textfooler"])
+
+
+# ---------------------------------------------------------------------------------------------
+# DeepWordBug: character edits
+
+
+def every_edit(word: str) -> list[set[str]]:
+    """Each of TextAttack's four character transformations, every place and letter spelled out."""
+    letters = string.ascii_letters
+    return [{word[:i] + word[i + 1] + word[i] + word[i + 2:] for i in range(len(word) - 1)},
+            {word[:i] + c + word[i + 1:] for i in range(len(word)) for c in letters},
+            {word[:i] + word[i + 1:] for i in range(len(word))},
+            {word[:i] + c + word[i:] for i in range(len(word)) for c in letters}]
+
+
+@pytest.mark.parametrize("word", ["a", "ok", "film", "Brilliant"])
+def test_character_edits_are_textattacks_four_at_random_places(word):
+    drawn = [set(), set(), set(), set()]
+    for seed in range(300):
+        edits = attacks.character_edits(word, np.random.default_rng(seed))
+        if len(word) <= 1:
+            assert edits == []
+            continue
+        assert len(edits) == 4
+        for kind, (edit, possible) in enumerate(zip(edits, every_edit(word))):
+            assert edit in possible, (kind, edit)
+            drawn[kind].add(edit)
+    if len(word) > 1:  # every place gets drawn
+        assert len(drawn[0]) == len(every_edit(word)[0]) and len(drawn[2]) == len(every_edit(word)[2])
+
+
+def test_edit_distance_is_levenshteins_by_brute_force_recursion():
+    @functools.lru_cache(maxsize=None)
+    def reference(a: str, b: str) -> int:
+        if not a or not b:
+            return len(a) + len(b)
+        return min(reference(a[1:], b) + 1, reference(a, b[1:]) + 1, reference(a[1:], b[1:]) + (a[0] != b[0]))
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        a, b = ("".join(rng.choice(list("abc "), rng.integers(0, 7))) for _ in range(2))
+        assert attacks.edit_distance(a, b) == reference(a, b), (a, b)
+    assert attacks.edit_distance("kitten", "sitting") == 3
+
+
+def misspelling_model(tokenizer) -> np.ndarray:
+    """Class 0 only while "good" is spelled right: logits good -> (1, 0), every text (0, 0.5)."""
+    weight = np.zeros((tokenizer.vocab_size, 2), dtype=np.float32)
+    weight[tokenizer.convert_tokens_to_ids("good"), 0] = 1.0
+    weight[tokenizer.cls_token_id, 1] = 0.5
+    return weight
+
+
+def test_deepwordbug_misspells_the_word_that_matters_first_and_within_the_edit_distance(tokenizer):
+    """"good" ranks first ([UNK] in its place flips the model); its four edits are those the
+    example's seed draws; each one whose tokens no longer hold "good" flips it, and the first of
+    them is kept. Queries: the original, three [UNK] texts ("a" is a stopword), the edits."""
+    example, successes = Example(("a", "good", "movie", "plot"), 0), 0
+    for seed in range(20):
+        edits = [e for e in dict.fromkeys(attacks.character_edits("good", np.random.default_rng(seed))) if e != "good"]
+        flips = [e for e in edits if "good" not in tokenizer.tokenize(e)]
+        model = BagOfWords(misspelling_model(tokenizer))
+        result = attack_one(Victim(model, tokenizer, MAX_LENGTH), example, "deepwordbug", lambda word: (), seed=seed)
+        if not flips:
+            assert result.status == "failed" and result.perturbed[1] == "good"
+            continue
+        assert result.status == "successful" and result.changed == [1] and result.perturbed[1] == flips[0]
+        assert result.queries == 1 + 3 + len(edits)
+        assert flips[0] in set().union(*every_edit("good")) and attacks.edit_distance("good", flips[0]) <= 2
+        successes += 1
+    assert successes >= 10
+
+
+def test_deepwordbug_keeps_no_edit_beyond_the_edit_distance(tokenizer):
+    """Driven by hand with a model no edit moves: every text the search offers stays within the
+    limit (0: none at all; 1: no neighbour swap, which costs 2), and it ends with the original."""
+    words = ("good", "movie")
+    for limit, allowed in ((0, set()), (1, {1}), (30, {1, 2})):
+        offered = set()
+        for seed in range(10):
+            search = attacks.deepwordbug(lambda texts: (yield texts), words, 0, np.array([0.9, 0.1]),
+                                         {(0, 0): [], (1, 0): []}, 2, np.random.default_rng(seed),
+                                         max_edit_distance=limit)
+            try:
+                texts = next(search)  # the [UNK] ranking
+                texts = search.send(np.tile([0.9, 0.1], (len(texts), 1)))
+                while True:
+                    offered |= {attacks.edit_distance(" ".join(words), " ".join(t)) for t in texts}
+                    texts = search.send(np.tile([0.95, 0.05], (len(texts), 1)))  # never better: the next word
+            except StopIteration as done:
+                assert done.value == words
+        assert offered == allowed, (limit, offered)

@@ -57,12 +57,13 @@ def test_bench_smoke_writes_training_and_attack_costs(shared_data, tmp_path, cac
     report = json.loads((tmp_path / "bench.json").read_text())
     assert report["smoke"] is True
     rows = {row["method"]: row for row in report["training"]}
-    assert set(rows) == {"standard", "adv", "rift", "passes"}
-    for method in ("standard", "adv", "rift"):
+    assert set(rows) == {"standard", "adv", "rift", "freelb", "passes"}
+    for method in ("standard", "adv", "rift", "freelb"):
         assert rows[method]["s_per_step"] > 0 and rows[method]["examples_per_s"] > 0
         assert rows[method]["measured_over_expected"] > 0
     assert rows["standard"]["expected_ratio"] == pytest.approx(1.0)
     assert rows["adv"]["expected_ratio"] >= 1 and rows["rift"]["expected_ratio"] >= rows["adv"]["expected_ratio"]
+    assert rows["freelb"]["expected_ratio"] == pytest.approx(3.0)  # K = 3 forward and backward passes
     assert all(rows["passes"][k] > 0 for k in ("forward_backward_s", "attack_s", "teacher_forward_s"))
     ways = {(row["search"], row["examples_at_once"]): row for row in report["attacks"]}
     assert set(ways) == {("fp32", 1), ("fp32", 32), ("bf16", 1), ("bf16", 32)}

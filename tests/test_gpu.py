@@ -139,7 +139,7 @@ def test_the_steps_run_end_to_end_and_file_what_they_bring_back(shared_data, tmp
     check = json.loads((out / "check.json").read_text())
     failed = {name: c.get("output_tail", "")[-500:] for name, c in check["checks"].items() if not c["ok"]}
     assert not failed, failed
-    assert {row["method"] for row in check["training_speed"]} == {"standard", "adv", "rift"}
+    assert {row["method"] for row in check["training_speed"]} == {"standard", "adv", "rift", "freelb"}
     assert {(row["attack"], row["examples_at_once"]) for row in check["attack_speed"]} == {
         ("pwws", 32), ("pwws", 1), ("ascc", 32), ("ascc", 1)}
     gpu_script("file", out, "--results-dir", tmp_path / "results", "--runs", tmp_path / "runs")

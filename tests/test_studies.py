@@ -10,6 +10,7 @@ import pytest
 
 import critics
 import evaluate
+import freelb
 import long
 import paired
 import pilot
@@ -18,7 +19,7 @@ import stall
 import train
 from conftest import run_cli
 
-STUDIES = {s.name: s for s in (pilot.PILOT, snli.SNLI, long.LONG, *stall.STALLS.values())}
+STUDIES = {s.name: s for s in (pilot.PILOT, snli.SNLI, long.LONG, freelb.FREELB, *stall.STALLS.values())}
 
 
 @pytest.mark.parametrize("name", STUDIES)

@@ -15,7 +15,7 @@ import study
 from conftest import REPO, write_outcomes
 from data import UsageError
 
-SCRIPTS = ("results", "frontier", "critics", "pilot", "snli", "long", "stall", "parity", "gpu", "curves")
+SCRIPTS = ("results", "frontier", "critics", "pilot", "snli", "long", "stall", "parity", "gpu", "curves", "demo")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,6 +142,31 @@ def test_paired_gaps_are_differences_on_the_same_examples_where_both_runs_have_f
     assert gap["pwws"] == pytest.approx(0.4) and gap["pwws_se"] == pytest.approx(math.sqrt(0.3 / 5))
 
 
+
+def test_the_worst_case_of_two_attacks_that_break_disjoint_examples_is_their_union(tmp_path):
+    """AutoAttack's rule on a page: robust only if right and broken by neither attack; the
+    examples both attacks met (index 14 only one did), paired like any attack's column."""
+    statuses = {"adv": {"pwws": ["failed", "successful", "failed", "skipped", "failed"],
+                        "ascc": ["failed", "failed", "successful", "skipped"]},
+                "rift": {"pwws": ["failed", "failed", "failed", "failed", "failed"],
+                         "ascc": ["successful", "failed", "failed", "failed"]}}
+    for name, evaluations in statuses.items():
+        for evaluation, column in evaluations.items():
+            write_outcomes(tmp_path / name / "eval" / evaluation, dict(enumerate(column, start=10)))
+    rows = [dict(name="adv", against=None, pwws_accuracy=0.6, ascc_accuracy=0.5),
+            dict(name="rift", against="adv", pwws_accuracy=1.0, ascc_accuracy=0.75)]
+    for row in rows:
+        study.add_worst_case(row, tmp_path / row["name"], ["pwws", "ascc"])
+    assert study.outcomes(tmp_path / "adv", study.WORST_CASE, ["pwws", "ascc"]) == {
+        10: (1, 1), 11: (1, 0), 12: (1, 0), 13: (0, 0)}  # pwws broke 11, ascc 12: both gone
+    assert rows[0]["worst_case_accuracy"] == 0.25 and rows[0]["worst_case_examples"] == 4
+    assert rows[1]["worst_case_accuracy"] == 0.75
+    [gap] = study.paired_gaps(tmp_path, rows, ["pwws", "ascc"])
+    assert gap["worst_case"] == pytest.approx(0.5)  # differences -1 +1 +1 +1 over 4 examples
+    single = dict(name="x", pwws_accuracy=0.5)
+    study.add_worst_case(single, tmp_path / "adv", ["pwws"])
+    assert "worst_case_accuracy" not in single  # one attack is its own worst case
+
 # ---------------------------------------------------------------------------------------------
 # Each script: its own flags, each with its default in its help
 
@@ -157,7 +182,7 @@ def script_parsers():
         patch.setattr(argparse.ArgumentParser, "parse_args", keep)
         for name in SCRIPTS:
             with pytest.raises(SystemExit):
-                importlib.import_module(name).parse_args([])
+                importlib.import_module(name).main([])  # each parses its flags first
     actions = [a for p in built for a in p._actions if isinstance(a, argparse._SubParsersAction)]
     return built + [sub for action in actions for sub in action.choices.values()]
 

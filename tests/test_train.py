@@ -16,7 +16,8 @@ import train
 from conftest import assert_one_line_error, run_cli
 
 TIMING_KEYS = {"examples_per_s", "elapsed_s", "eval_seconds"}
-LOSS_TERMS = {"standard": {"loss", "ce"}, "adv": {"loss", "ce", "kl"}, "rift": {"loss", "ce", "kl", "mi_nce", "mi_bound"}}
+LOSS_TERMS = {"standard": {"loss", "ce"}, "adv": {"loss", "ce", "kl"}, "rift": {"loss", "ce", "kl", "mi_nce", "mi_bound"},
+              "freelb": {"loss", "ce"}}
 PULLS = {"adv": {"pull_ce", "pull_kl", "cos_ce_kl"},
          "rift": {"pull_ce", "pull_kl", "pull_mi", "cos_ce_kl", "cos_ce_mi", "cos_kl_mi"}}
 
@@ -51,7 +52,7 @@ def sst2_runs(tiny_model, shared_data, tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("runs")
     return {method: train_ok(*tiny_args(tiny_model, shared_data, root / method, method, "--keep-state"),
                              cache=root / "cache")  # --keep-state: `unfinished` resumes a copy
-            for method in rift.METHODS}
+            for method in train.TRAIN_METHODS}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,7 +60,7 @@ def sst2_runs(tiny_model, shared_data, tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", rift.METHODS)
+@pytest.mark.parametrize("method", train.TRAIN_METHODS)
 def test_each_method_writes_config_metrics_summary_and_best_checkpoint(sst2_runs, method):
     run = sst2_runs[method]
     config = json.loads((run / "config.json").read_text())
