@@ -26,9 +26,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from attacks import AttackResult, Victim, changed_words, word_count
+from attacks import changed_words, word_count
 from data import Example, is_word, tokenize
 from rift import classify, eval_mode
+from attacking import AttackResult, Victim
 
 ADVERSARIES = ("pgd", "ascc")
 
@@ -365,7 +366,7 @@ class ASCC:
 
 def attack_in_chunks(victim: Victim, examples: list[Example], seeds: list, done, perturb,
                      steps: int) -> Iterator[tuple[int, AttackResult]]:
-    """An adversary as an attack, with the word searches' contract (attacks.WordAttack.attack): an
+    """An adversary as an attack, with the word searches' contract (attacking.WordAttack.attack): an
     AttackResult for each example whose position is not in `done`, with its position. Examples go
     in fixed chunks of victim.batch_size; perturb(batch, chunk, generator) returns each example's
     words after the attack and the model's probabilities (B, C) on them. A chunk's random start is

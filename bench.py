@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+import attacking
 import attacks
 import synonyms
 from adversaries import ADVERSARIES, ASCC_STEPS, PGD_EPS, PGD_STEPS
@@ -53,9 +54,9 @@ def attack_cost(checkpoint: str, examples, device, max_length: int, batch_size: 
     for start in range(0, len(examples), block):
         chunk = examples[start:start + block]
         for (amp, at_once), way in ways.items():
-            with attacks.Victim(model, tokenizer, max_length, batch_size, amp) as victim:
+            with attacking.Victim(model, tokenizer, max_length, batch_size, amp) as victim:
                 started = time.perf_counter()
-                done = attacks.attack_examples(victim, chunk, "pwws", word_synonyms, list(range(len(chunk))),
+                done = attacking.attack_examples(victim, chunk, "pwws", word_synonyms, list(range(len(chunk))),
                                                at_once=at_once)
                 way["results"] |= {start + n: result for n, result in done}
                 way["wall"] += time.perf_counter() - started
@@ -64,7 +65,7 @@ def attack_cost(checkpoint: str, examples, device, max_length: int, batch_size: 
     rows = []
     for (amp, at_once), way in ways.items():
         results = [way["results"][n] for n in range(len(examples))]
-        summary = attacks.summarize([r.record() for r in results])
+        summary = attacking.summarize([r.record() for r in results])
         rows.append({"search": "bf16" if amp else "fp32", "examples_at_once": at_once,
                      "attack_examples_per_s": len(examples) / way["wall"],
                      "model_calls_per_s": sum(r.model_calls for r in results) / way["wall"],
@@ -84,7 +85,7 @@ def window_savings(tokenizer, examples, max_length: int, word_synonyms) -> dict:
     every = window = 0
     for example in examples:
         options = attacks.substitutions(example.words, word_synonyms)
-        visible = attacks.visible_tokens(tokenizer, example, max_length)
+        visible = attacking.visible_tokens(tokenizer, example, max_length)
         every += 1 + sum(1 + len(o) for o in options.values())
         window += 1 + sum(1 + len(o) for slot, o in options.items() if slot[0] < visible)
     return {"examples": len(examples), "max_length": max_length, "ranking_queries_every_word": every / len(examples),

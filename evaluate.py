@@ -7,6 +7,7 @@
     python evaluate.py --attack pgd --eps 0.01 0.02 0.05 0.1   # a robustness curve in one run
     python evaluate.py --protocol paper                        # the paper's: PWWS and genetic, counter-fitted
     python evaluate.py --protocol textdefender --attack pwws   # TextDefender's: 50x queries, 30% of the words
+    python evaluate.py --attack textfooler --similarity 0.84   # candidates checked for meaning (MiniLM, not USE)
     python evaluate.py --attack ascc                           # the paper's third: ASCC, then the discrete text
     torchrun --nproc-per-node 4 evaluate.py --attack all       # the examples shared out among 4 processes
 
@@ -20,7 +21,10 @@ fewer than --min-words words. --protocol textdefender sets TextDefender's benchm
     adversarial.jsonl  one line per example and attack, written as it finishes and put in order at
                        the end (attack by attack, in the order of the indices): original and perturbed
                        text (PGD's is the original: it moves embeddings), changed words, label,
-                       predictions and probabilities before and after
+                       predictions and probabilities before and after; for a success of a text
+                       attack, its similarity to the original (MiniLM's cosine) and share of changed
+                       words (their means over the successes: results.json's mean_similarity and
+                       words_perturbed_pct)
                        (under torchrun each process writes its own adversarial.rank<R>.jsonl, and
                        rank 0 merges them)
 and prints the summary table in percent (clean accuracy, accuracy under attack, success rate, words
@@ -39,7 +43,9 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+import attacking
 import attacks
+import similarity
 import synonyms
 from adversaries import ASCC, ASCC_STEPS, PGD, PGD_ATTACK_STEPS, PGD_NORM, neighbour_table
 from checkpoints import writing
@@ -60,20 +66,27 @@ NO_SYNONYMS = ("deepwordbug", "ascc", "pgd")  # characters; the counter-fitted t
 # examples whose first text (the premise for NLI) has more than 4 space-separated tokens, seed 42,
 # the 50 nearest counter-fitted neighbours (WordSwapEmbedding max_candidates=50). TextDefender
 # removes WordEmbeddingDistance for pwws and textfooler, so the neighbours keep no cosine floor
-# (min_cos 0). Not applied offline: its Universal Sentence Encoder constraint (0.840845057,
-# angular, window 15) and, for TextFooler, its part-of-speech check; its examples are drawn with
-# numpy's np.random.choice, rift's with random.sample, so the 1,000 are not the same ones.
+# (min_cos 0). Its Universal Sentence Encoder constraint on every attack (utils/textattack_utils.py:
+# 0.840845057, angular, window 15, against the current text, shorter texts skipped) is applied with
+# MiniLM in USE's place (similarity.py), a different encoder under the same numbers. Not applied
+# offline: TextFooler's part-of-speech check. Its examples are drawn with numpy's np.random.choice,
+# rift's with random.sample, so the 1,000 are not the same ones.
 PROTOCOLS = {"paper": dict(attack="paper", synonyms="counterfitted", num_examples=1000, population=60,
                            generations=40, split="test"),
              "textdefender": dict(query_budget="50x", max_modify_rate=0.3, num_examples=1000, seed=42,
                                   synonyms="counterfitted-vectors", neighbours=50, min_cos=0.0,
-                                  min_words=5, length_rule="textdefender", split="test")}
+                                  min_words=5, length_rule="textdefender", split="test",
+                                  similarity=similarity.TEXTFOOLER_THRESHOLD, similarity_metric="angular",
+                                  similarity_window=similarity.WINDOW, similarity_reference="current",
+                                  similarity_skip_short=True)}
+# The meaning check's flags, which an evaluation written before them ran without: resumed, it takes their defaults.
+MEANING_FLAGS = ("similarity", "similarity_metric", "similarity_window", "similarity_reference", "similarity_skip_short")
 # Under torchrun a process that has attacked its share waits for the others, which may take hours longer.
 PROCESS_TIMEOUT = timedelta(days=7)
 
 
 def query_budget(value: str) -> int | str:
-    """--query-budget N (texts) or Nx (N per word of the example, as attacks.example_budget counts)."""
+    """--query-budget N (texts) or Nx (N per word of the example, as attacking.example_budget counts)."""
     number = value.removesuffix("x")
     if not number.isdigit() or int(number) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, or one followed by x (50x), "
@@ -94,8 +107,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="paper: the paper's evaluation, --attack paper --synonyms counterfitted --num-examples 1000 "
                         "--population 60 --generations 40 on the test split; textdefender: TextDefender's, "
                         "--query-budget 50x --max-modify-rate 0.3 --num-examples 1000 --seed 42 --synonyms "
-                        "counterfitted-vectors --neighbours 50 --min-cos 0 --min-words 5 --length-rule textdefender, "
-                        "without its sentence encoder and POS checks (flags given explicitly win)")
+                        "counterfitted-vectors --neighbours 50 --min-cos 0 --min-words 5 --length-rule textdefender "
+                        f"--similarity {similarity.TEXTFOOLER_THRESHOLD} --similarity-metric angular, MiniLM in its "
+                        "sentence encoder's place, without its POS check (flags given explicitly win)")
     data = p.add_argument_group("data")
     data.add_argument("--task", choices=[*TASKS, "custom"], help="the task (default: the run's; "
                                                                   "required for a plain model folder)")
@@ -140,6 +154,24 @@ def parse_args(argv=None) -> argparse.Namespace:
                        help="genetic: population size (default: %(default)s)")
     words.add_argument("--generations", type=at_least(1), default=attacks.GENERATIONS,
                        help="genetic: iterations (default: %(default)s)")
+    meaning = p.add_argument_group("meaning check: each candidate of the word and character searches is scored "
+                                   "only if a frozen all-MiniLM-L6-v2 finds it close to its reference, as TextAttack "
+                                   "applies USE (MiniLM is not USE: thresholds do not carry over; defaults: "
+                                   "TextFooler's recipe)")
+    meaning.add_argument("--similarity", type=float, metavar="THRESHOLD",
+                         help="least similarity, in [0, 1], a candidate keeps to be scored; TextFooler's and "
+                              f"TextDefender's: {similarity.TEXTFOOLER_THRESHOLD} angular (default: off)")
+    meaning.add_argument("--similarity-metric", default="cosine", choices=similarity.METRICS,
+                         help="cosine of the embeddings, or angular: 1 - arccos(cosine) / pi (default: %(default)s)")
+    meaning.add_argument("--similarity-window", type=at_least(0), default=similarity.WINDOW, metavar="WORDS",
+                         help="words compared, around the word a candidate changes (a pair's premise counts); "
+                              "0: the whole input (default: %(default)s)")
+    meaning.add_argument("--similarity-reference", default="current", choices=similarity.REFERENCES,
+                         help="what a candidate is compared with: the text it was made from, or the original "
+                              "(default: %(default)s)")
+    meaning.add_argument("--similarity-skip-short", action=argparse.BooleanOptionalAction, default=True,
+                         help="let a text with fewer words than the window pass unchecked, as TextAttack's "
+                              "skip_text_shorter_than_window (default: %(default)s)")
     ascc = p.add_argument_group("ASCC (defaults: the release's test attack)")
     ascc.add_argument("--ascc-steps", type=at_least(1), default=ASCC_STEPS, help="Adam steps on the weights (default: %(default)s)")
     pgd = p.add_argument_group("embedding-space PGD")
@@ -260,7 +292,9 @@ def resume(out: str) -> tuple[argparse.Namespace, list[dict]]:
         settings = saved["settings"]
     except (OSError, UsageError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise UsageError(f"--resume {out}: not an evaluate.py results folder ({err})") from None
-    missing = set(vars(parse_args([]))) - set(settings) - {"resume"}
+    defaults = vars(parse_args([]))
+    settings = {key: defaults[key] for key in MEANING_FLAGS} | settings
+    missing = set(defaults) - set(settings) - {"resume"}
     if missing:
         raise UsageError(f"--resume {out}: written by another version of rift (no {', '.join(sorted(missing))} in "
                          "its results.json); start a new evaluation")
@@ -297,14 +331,15 @@ def kept_results(out: Path, world_size: int) -> str:
     return f"{out} keeps {finished} attacked examples: finish with {launcher} evaluate.py --resume {out}"
 
 
-def merge(folder: Path, searches: list[str], indices: list[int]) -> list[dict]:
+def merge(folder: Path, searches: list[str], indices: list[int], describe) -> list[dict]:
     """Every part's lines as the one adversarial.jsonl, attack by attack in the order they ran and
     each attack's in example order (results.json's indices): the same file however many processes
-    wrote it, in whatever order their examples finished, and whether or not it was resumed. The
-    parts go once merged; a line in two files (a merge cut short) is kept once."""
+    wrote it, in whatever order their examples finished, and whether or not it was resumed; each
+    line with what `describe` adds once all are in. The parts go once merged; a line in two files
+    (a merge cut short) is kept once."""
     position = {index: n for n, index in enumerate(indices)}
     lines = {(line["attack"], line["index"]): line for path in parts(folder) for line in read_part(path)}
-    ordered = sorted(lines.values(), key=lambda line: (searches.index(line["attack"]), position[line["index"]]))
+    ordered = describe(sorted(lines.values(), key=lambda line: (searches.index(line["attack"]), position[line["index"]])))
     staged = folder / "adversarial.jsonl.merging"
     staged.write_text("".join(json.dumps(line) + "\n" for line in ordered))
     staged.replace(folder / "adversarial.jsonl")
@@ -340,10 +375,10 @@ def draw_examples(args, task) -> tuple[list, list[int], dict]:
     return [split[i] for i in indices], indices, data_file
 
 
-def attack_plan(args, tokenizer, device) -> tuple[dict[str, tuple], str | None]:
+def attack_plan(args, tokenizer, device, meaning: similarity.MeaningCheck | None) -> tuple[dict[str, tuple], str | None]:
     """Every attack of --attack, in the order they run: name -> (the attack, what its row names it by),
-    each with the same .attack(victim, examples, seeds, done) (attacks.WordAttack's contract); and
-    the synonym source."""
+    each with the same .attack(victim, examples, seeds, done) (attacking.WordAttack's contract), the
+    searches with the meaning check; and the synonym source."""
     word_synonyms, source = load_synonyms(args)
     plan = {}
     for name in ATTACKS[args.attack]:
@@ -358,12 +393,14 @@ def attack_plan(args, tokenizer, device) -> tuple[dict[str, tuple], str | None]:
                 plan[f"pgd eps={eps:g}"] = PGD(eps, norm=args.pgd_norm, attack_steps=args.pgd_steps), \
                     {"eps": eps, "words_perturbed_pct": None}  # PGD changes no word
         elif name == "deepwordbug":  # every word that may change is a candidate: its edits are drawn in the search
-            plan[name] = attacks.WordAttack(name, lambda word: [], args.stopwords, args.max_modify_rate,
-                                            args.query_budget, args.examples_at_once), {"synonyms": "characters"}
+            plan[name] = attacking.WordAttack(name, lambda word: [], args.stopwords, args.max_modify_rate,
+                                            args.query_budget, args.examples_at_once, meaning=meaning), \
+                {"synonyms": "characters"}
         else:
             options = {"population": args.population, "generations": args.generations} if name == "genetic" else {}
-            plan[name] = attacks.WordAttack(name, word_synonyms, args.stopwords, args.max_modify_rate,
-                                            args.query_budget, args.examples_at_once, options), {"synonyms": args.synonyms}
+            plan[name] = attacking.WordAttack(name, word_synonyms, args.stopwords, args.max_modify_rate,
+                                            args.query_budget, args.examples_at_once, options, meaning), \
+                {"synonyms": args.synonyms}
     return plan, source
 
 
@@ -387,7 +424,7 @@ def run_attacks(plan: dict, victim, examples, indices: list[int], done: list[dic
                     lines.append({"attack": name, "index": indices[n], **result.record()})
                     jsonl.write(json.dumps(lines[-1]) + "\n")
                     jsonl.flush()
-                    so_far = attacks.summarize([line for line in lines if line["attack"] == name])
+                    so_far = attacking.summarize([line for line in lines if line["attack"] == name])
                     bar.update()
                     bar.set_postfix(acc_under_attack=f"{so_far['accuracy_under_attack']:.3f}",
                                     success=f"{so_far['attack_success_rate']:.3f}")
@@ -397,18 +434,41 @@ def run_attacks(plan: dict, victim, examples, indices: list[int], done: list[dic
     return lines, timing
 
 
+def makes_text(plan: dict) -> list[str]:
+    """The attacks of the plan that make a text: all but PGD, which moves embeddings."""
+    return [name for name, (attack, _) in plan.items() if not isinstance(attack, PGD)]
+
+
+def load_meaning(args, device) -> tuple[similarity.SentenceEncoder | None, similarity.MeaningCheck | None]:
+    """The frozen sentence encoder that measures each success's similarity to its original (None
+    where no attack of --attack makes a text) and the meaning check of --similarity (None: off)."""
+    if args.similarity is not None and not 0 <= args.similarity <= 1:  # NaN fails this too
+        raise UsageError(f"--similarity {args.similarity}: a similarity threshold lies between 0 and 1")
+    if args.similarity is not None and "ascc" in ATTACKS[args.attack]:
+        raise UsageError("--attack ascc takes no meaning check (--similarity, which --protocol textdefender sets): ASCC "
+                         "moves every word towards its neighbours at once and makes a text only at its end, so it has "
+                         "no candidate to check before scoring one")
+    if not [name for name in ATTACKS[args.attack] if name != "pgd"]:
+        return None, None
+    encoder = similarity.SentenceEncoder(device, args.batch_size)
+    if args.similarity is None:
+        return encoder, None
+    return encoder, similarity.MeaningCheck(encoder, args.similarity, args.similarity_metric, args.similarity_window or None,
+                                            args.similarity_reference, args.similarity_skip_short)
+
+
 def metric_rows(plan: dict, lines: list[dict], timing: dict, examples, clean_right: int) -> tuple[list[dict], dict | None]:
     """The summary rows: clean accuracy, each attack's, and where several word attacks ran the worst
     case over them (PGD moves embeddings, not words: it makes no text a suite could count); with
     the attack that broke each example first."""
     rows = [{"attack": "none", "examples": len(examples), "clean_accuracy": clean_right / len(examples)}]
-    texts = [name for name, (attack, _) in plan.items() if not isinstance(attack, PGD)]
+    texts = makes_text(plan)
     broken_by = None
     for name, (_, described) in plan.items():
-        rows.append({"attack": name, **attacks.summarize([line for line in lines if line["attack"] == name]),
+        rows.append({"attack": name, **attacking.summarize([line for line in lines if line["attack"] == name]),
                      **described, **timing[name]})
         if len(texts) > 1 and name == texts[-1]:  # robust only where no attack of the run broke the example
-            worst, broken_by = attacks.worst_case([line for line in lines if line["attack"] in texts], texts)
+            worst, broken_by = attacking.worst_case([line for line in lines if line["attack"] in texts], texts)
             rows.append(worst)
     return rows, broken_by
 
@@ -426,6 +486,7 @@ def main(args: argparse.Namespace) -> dict | None:
     amp = default_amp(device) if args.amp is None else args.amp
     if args.plot:
         pyplot()  # fail now, not after the attacks, when matplotlib is missing
+    encoder, meaning = load_meaning(args, device)
     model, tokenizer, task, max_length, model_dir, run_config = load_model(args, device)
     examples, indices, data_file = draw_examples(args, task)
     if args.out:
@@ -434,11 +495,12 @@ def main(args: argparse.Namespace) -> dict | None:
         where = Path(model_dir).parent / "eval" if run_config else Path("runs") / "eval" / Path(model_dir).name
         out = where / f"{args.attack}-{'counterfitted' if args.attack == 'ascc' else args.synonyms}-{datetime.now():%Y%m%d-%H%M%S}"
     out = Path(from_rank_zero(str(out)))  # the default folder's time is rank 0's
-    plan, synonym_source = attack_plan(args, tokenizer, device)
+    plan, synonym_source = attack_plan(args, tokenizer, device, meaning)
     results = {
         "settings": {k: v for k, v in vars(args).items() if k != "resume"},
         "resolved": {"model": model_dir, "task": task.name, "labels": task.labels, "max_length": max_length,
-                     "synonym_source": synonym_source, "amp": amp, "data_file": data_file},
+                     "synonym_source": synonym_source, "amp": amp, "data_file": data_file,
+                     "sentence_model": encoder.path if encoder else None},
         "environment": environment(device) | {"processes": world_size},
         "indices": indices,
         "metrics": None,
@@ -450,7 +512,7 @@ def main(args: argparse.Namespace) -> dict | None:
         if world_size > 1:
             dist.barrier()  # results.json is there before any other process writes its part
         part = out / ("adversarial.jsonl" if world_size == 1 else f"adversarial.rank{rank}.jsonl")
-        with attacks.Victim(model, tokenizer, max_length, args.batch_size, amp) as victim:
+        with attacking.Victim(model, tokenizer, max_length, args.batch_size, amp) as victim:
             lines, timing = run_attacks(plan, victim, examples, indices, done, part, args.seed, rank, world_size)
         if world_size > 1:
             dist.barrier()  # every part is whole
@@ -458,7 +520,8 @@ def main(args: argparse.Namespace) -> dict | None:
         if rank != 0:
             return None
 
-        lines = merge(out, list(plan), indices)
+        lines = merge(out, list(plan), indices,
+                      lambda lines: similarity.success_records(lines, encoder, makes_text(plan)) if encoder else lines)
         clean = predict_proba(model, tokenizer, examples, max_length, args.batch_size, amp=amp).argmax(-1)
         rows, broken_by = metric_rows(plan, lines, timing, examples,
                                       int((clean == torch.tensor([ex.label for ex in examples])).sum()))
@@ -508,7 +571,7 @@ def join(folders: list[str], out: str | None) -> dict:
             rows.append(row)
             lines += [line | {"attack": name} for line in read_part(folder / "adversarial.jsonl")
                       if line["attack"] == row["attack"]]
-    worst, broken_by = attacks.worst_case(lines, names)
+    worst, broken_by = attacking.worst_case(lines, names)
     rows.append(worst)
     joined = {"joined": [str(folder) for folder, _ in runs], "resolved": reference["resolved"],
               "indices": reference["indices"], "metrics": rows,
@@ -545,7 +608,8 @@ def summary_table(rows: list[dict]) -> str:
 SUMMARY_LEGEND = textwrap.fill(
     "robust: accuracy after the attack; success: the share of the attacked examples (those classified right) "
     "that the attack fooled; changed: the share of a fooled example's words changed; queries: texts scored per "
-    "attacked example, as TextAttack counts them. The counts, model calls and fp32 re-checks are in results.json.",
+    "attacked example, as TextAttack counts them. The counts, model calls, fp32 re-checks and the successes' mean "
+    "similarity to their originals are in results.json.",
     width=100, break_on_hyphens=False)
 
 
@@ -559,7 +623,7 @@ def plot_robustness(rows: list[dict], lines: list[dict], max_rate: float, path: 
     rates = np.linspace(0, max_rate, 13)
     for search in [row["attack"] for row in rows[1:] if "eps" not in row and row["attack"] != "worst case"]:
         records = [line for line in lines if line["attack"] == search]
-        by_rate.plot(rates * 100, attacks.accuracy_by_modify_rate(records, rates), marker=".", label=search)
+        by_rate.plot(rates * 100, attacking.accuracy_by_modify_rate(records, rates), marker=".", label=search)
     by_rate.set(xlabel="most words changed (%)", title="word substitution")
     by_rate.legend()
     figure.tight_layout()

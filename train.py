@@ -44,13 +44,14 @@ import synonyms
 from adversaries import (ADVERSARIES, ASCC, ASCC_ENTROPY, ASCC_LR, ASCC_STEPS, FREELB_INIT, FREELB_LR,
                          FREELB_MAX_NORM, FREELB_STEPS, PGD, PGD_EPS, PGD_NORM, PGD_STEPS, FreeLB, Neighbours,
                          neighbour_table)
-from attacks import Victim, sample_examples, summarize
+from attacks import sample_examples
 from checkpoints import (FLAGS_RESUME_MAY_CHANGE, LoopState, RunFolder, TrainingClock, load_training_state,
                          restored_loop, resumed_settings)
 from cli import (add_data_flags, at_least, environment, fraction, pick_device, positive, process_group,
                  random_seed, run_command, SEED)
 from data import (DEFAULT_TASK, TASKS, Task, UsageError, balanced_batches, custom_task, file_sha256, infer_labels, load_split,
                   split_file, tokenize)
+from attacking import Victim, summarize
 from rift import (ALPHA, BATCH_SIZE, BETA, CRITIC_LR, DEFAULT_MODEL, FEATURES, LR, METHODS, TAU, WARMUP, WEIGHT_DECAY,
                   Critics, build_optimizer, load_classifier, loss_terms, make_teacher, model_path, predict_proba,
                   ramped_alpha, resolve_feature, term_pulls)

@@ -251,16 +251,18 @@ def keep_model_files(run: Path) -> None:
 
 # 500 test pairs (the same seed) as the CPU study, so the two pair example by example.
 GPU_SNLI = Study(
-    name="snli", command="experiments/gpu.py run snli", title="SNLI on a GPU: adv and rift with the paper's weights",
+    name="snli", command="experiments/gpu.py run snli", title="SNLI on a GPU: adv, FreeLB and rift with the paper's weights",
     design="Every run: all {max_train_examples:,} pairs of the shared SNLI train subset (a public copy whose labels "
            "were mapped by inspection), {model}, max "
            "length {max_length}, {max_steps} steps of {batch_size} (epochs: {epochs:.2g}), lr {lr}, alpha {alpha} and "
            "beta {beta} (the paper's), ASCC as the training adversary, bf16 autocast on one {gpu}; best/ the checkpoint "
            "with the best accuracy under ASCC on the same {select_examples} dev pairs at steps {selection_steps}. "
-           "rift: critics at {critic_lr}, features `auto` (`S, T`). Each term's pull on the encoder (the norm of its "
+           "rift: critics at {critic_lr}, features `auto` (`S, T`). freelb: FreeLB with train.py's defaults, selected "
+           "as the others. For adv and rift each term's pull on the encoder (the norm of its "
            "gradient, `--log-pulls`) is logged every 10 steps.",
     train=with_flags(SNLI.train, max_train_examples=20000, max_steps=2000, eval_every=500, save_every=500),
-    runs=(Run("adv", "adv", SEED, ("--log-pulls",)), Run("rift", "rift", SEED, ("--log-pulls",), against="adv")),
+    runs=(Run("adv", "adv", SEED, ("--log-pulls",)), Run("freelb", "freelb", SEED, against="adv"),
+          Run("rift", "rift", SEED, ("--log-pulls",), against="adv")),
     evaluations=attacked_on({"pwws_counterfitted": 500, "ascc": 500}),
     cka_examples=1000, train_file="snli/train_subset.tsv",
 )

@@ -20,6 +20,7 @@ from study import ATTACKS, REPO, trained, training_curve, write_page
 import torch
 from safetensors.torch import load_file
 
+import attacking
 import attacks
 import synonyms
 from adversaries import ASCC, ASCC_STEPS, PGD_EPS, PGD_STEPS, neighbour_table
@@ -72,8 +73,8 @@ def attack_speed(run: Path, data_dir: str | None, n: int, table) -> list[dict]:
         for at_once in (32, 1):
             started = time.perf_counter()
             # PWWS's examples at once share the victim's batches; ASCC's go through the model together
-            attack = attacks.WordAttack("pwws", table, at_once=at_once) if search == "pwws" else ASCC(neighbours)
-            with attacks.Victim(model, tokenizer, max_length, 32 if search == "pwws" else at_once, amp) as victim:
+            attack = attacking.WordAttack("pwws", table, at_once=at_once) if search == "pwws" else ASCC(neighbours)
+            with attacking.Victim(model, tokenizer, max_length, 32 if search == "pwws" else at_once, amp) as victim:
                 done = dict(attack.attack(victim, examples, [[0, k] for k in range(len(examples))]))
                 if device.type == "cuda":
                     torch.cuda.synchronize()
@@ -81,7 +82,7 @@ def attack_speed(run: Path, data_dir: str | None, n: int, table) -> list[dict]:
                 model_seconds = victim.model_seconds
             results = [done[k] for k in range(len(examples))]
             outcomes[search, at_once] = [r.status for r in results]
-            summary = attacks.summarize([r.record() for r in results])
+            summary = attacking.summarize([r.record() for r in results])
             rows.append({"attack": search, "examples_at_once": at_once, "examples": len(examples),
                          "wall_s": wall, "examples_per_s": len(examples) / wall,
                          "queries_per_s": sum(r.queries for r in results) / wall,

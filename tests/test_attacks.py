@@ -22,9 +22,10 @@ import pytest
 import torch
 
 import adversaries
+import attacking
 import attacks
 import rift
-from attacks import Tally, Victim
+from attacking import Tally, Victim
 from data import Example
 from synonyms import NLTK_STOPWORDS
 
@@ -101,7 +102,7 @@ def expected_swaps(token: str, synonyms) -> list[str]:
 
 def attack_one(victim, example, search, synonyms, rate=1.0, budget=None, seed=0, **search_options):
     """One example's result through attack_examples, as evaluate.py runs it."""
-    [(_, result)] = attacks.attack_examples(victim, [example], search, synonyms, [seed], max_modify_rate=rate,
+    [(_, result)] = attacking.attack_examples(victim, [example], search, synonyms, [seed], max_modify_rate=rate,
                                             query_budget=budget, **search_options)
     return result
 
@@ -370,7 +371,7 @@ def test_many_examples_at_once_give_the_results_of_one_at_a_time(tokenizer):
         runs = {}
         for at_once in (1, 7, 40):
             model = BagOfWords(weight)
-            done = attacks.attack_examples(Victim(model, tokenizer, MAX_LENGTH, batch_size=16), examples, search,
+            done = attacking.attack_examples(Victim(model, tokenizer, MAX_LENGTH, batch_size=16), examples, search,
                                            dict_synonyms(table), list(range(len(examples))), at_once=at_once,
                                            **({"population": 8, "generations": 5} if search == "genetic" else {}))
             results = dict(done)
@@ -393,7 +394,7 @@ def test_no_query_touches_a_word_past_the_truncation_window(tokenizer):
         label = int(reference_logits(tokenizer, weight, [words])[0].argmax())
         model = BagOfWords(weight)
         victim = Victim(model, tokenizer, max_length=12, batch_size=16)  # [CLS] + 10 words + [SEP]
-        assert attacks.visible_tokens(tokenizer, Example(words, label), 12) == 10
+        assert attacking.visible_tokens(tokenizer, Example(words, label), 12) == 10
         result = attack_one(victim, Example(words, label), "pwws", dict_synonyms(table))
         assert all(len(row) <= 12 for row in model.rows)
         visible_only = attack_one(Victim(BagOfWords(weight), tokenizer, max_length=12), Example(words[:10], label),
@@ -405,11 +406,11 @@ def test_no_query_touches_a_word_past_the_truncation_window(tokenizer):
 
 def test_visible_tokens_counts_the_words_a_sentence_pair_keeps(tokenizer):
     words = tuple("a b c d e f g h".split())
-    assert attacks.visible_tokens(tokenizer, Example(words, 0), 12) == 8  # 10 tokens: nothing cut
-    assert attacks.visible_tokens(tokenizer, Example(words + ("i", "j", "k"), 0), 12) == 10
+    assert attacking.visible_tokens(tokenizer, Example(words, 0), 12) == 8  # 10 tokens: nothing cut
+    assert attacking.visible_tokens(tokenizer, Example(words + ("i", "j", "k"), 0), 12) == 10
     # truncation=True cuts the longer of the pair first: context "x y z" keeps 3, the text 6
-    assert attacks.visible_tokens(tokenizer, Example(words + ("i", "j", "k"), 0, context="x y z"), 12) == 6
-    assert attacks.visible_tokens(tokenizer, Example(("a", "b,c", "d"), 0), 4) == 2  # "b,c" is partly seen
+    assert attacking.visible_tokens(tokenizer, Example(words + ("i", "j", "k"), 0, context="x y z"), 12) == 6
+    assert attacking.visible_tokens(tokenizer, Example(("a", "b,c", "d"), 0), 4) == 2  # "b,c" is partly seen
 
 
 # ---------------------------------------------------------------------------------------------
@@ -532,7 +533,7 @@ def test_success_that_depends_on_batching_is_marked_a_recheck_mismatch(tokenizer
     result = attack_one(Victim(model, tokenizer, MAX_LENGTH), Example(words, 0), search, dict_synonyms(table))
     assert result.recheck_mismatch and result.status == "failed" and not result.fp32_rerun
     assert int(np.argmax(result.probs_after)) == 0  # the plain pass's probabilities are reported
-    summary = attacks.summarize([result.record()])
+    summary = attacking.summarize([result.record()])
     assert summary["recheck_mismatches"] == 1 and summary["failed"] == 1 and summary["successful"] == 0
 
 
@@ -564,7 +565,7 @@ def test_a_bf16_success_that_fp32_refutes_is_searched_again_in_fp32(tokenizer, s
 
 def test_summary_of_a_normal_model_has_no_recheck_mismatch(tokenizer):
     results = [r.record() for _, _, r in run_trials(tokenizer, 2, range(500, 510))]
-    summary = attacks.summarize(results)
+    summary = attacking.summarize(results)
     assert summary["recheck_mismatches"] == 0 and summary["fp32_reruns"] == 0 and summary["successful"] > 0
 
 
@@ -583,7 +584,7 @@ def test_summarize_by_hand():
                make_record("failed", [], 5, 30),
                make_record("failed", [1], 5, 40, mismatch=True),
                make_record("skipped", [], 8, 1)]
-    s = attacks.summarize(records)
+    s = attacking.summarize(records)
     assert s["examples"] == 5 and (s["successful"], s["failed"], s["skipped"]) == (2, 2, 1)
     assert s["clean_accuracy"] == pytest.approx(4 / 5)
     assert s["accuracy_under_attack"] == pytest.approx(2 / 5)
@@ -595,10 +596,10 @@ def test_summarize_by_hand():
 
 
 def test_summarize_of_nothing_attacked():
-    s = attacks.summarize([make_record("skipped", [], 4, 1)])
+    s = attacking.summarize([make_record("skipped", [], 4, 1)])
     assert s["clean_accuracy"] == 0 and s["accuracy_under_attack"] == 0
     assert s["attack_success_rate"] == 0 and s["words_perturbed_pct"] == 0 and s["avg_queries"] == 0
-    assert attacks.summarize([])["examples"] == 0
+    assert attacking.summarize([])["examples"] == 0
 
 
 def test_accuracy_by_modify_rate_by_hand_and_at_the_full_rate_equals_the_summary():
@@ -611,14 +612,14 @@ def test_accuracy_by_modify_rate_by_hand_and_at_the_full_rate_equals_the_summary
     # rate 0.1: floor(1)=1 of 10, floor(0.4)=0 of 4: the first success stands
     # rate 0.25: 2 of 10, 1 of 4: the first stands; rate 0.3: 3 of 10 and 1 of 4: two stand
     # rate 0.5: all three stand
-    assert attacks.accuracy_by_modify_rate(records, [0.0, 0.1, 0.25, 0.3, 0.5]) == \
+    assert attacking.accuracy_by_modify_rate(records, [0.0, 0.1, 0.25, 0.3, 0.5]) == \
         pytest.approx([4 / 5, 3 / 5, 3 / 5, 2 / 5, 1 / 5])
-    assert attacks.accuracy_by_modify_rate(records, [0.5])[0] == attacks.summarize(records)["accuracy_under_attack"]
+    assert attacking.accuracy_by_modify_rate(records, [0.5])[0] == attacking.summarize(records)["accuracy_under_attack"]
 
 
 def test_accuracy_by_modify_rate_at_the_attack_rate_matches_real_attacks(tokenizer):
     records = [r.record() for _, _, r in run_trials(tokenizer, 2, range(600, 615), rates=(0.3,))]
-    assert attacks.accuracy_by_modify_rate(records, [0.3]) == [attacks.summarize(records)["accuracy_under_attack"]]
+    assert attacking.accuracy_by_modify_rate(records, [0.3]) == [attacking.summarize(records)["accuracy_under_attack"]]
 
 
 @pytest.mark.parametrize("search", ["pwws", "textfooler"])
@@ -633,7 +634,7 @@ def test_accuracy_by_modify_rate_is_exact_for_the_greedy_searches(tokenizer, sea
         for rate in (0.2, 0.4):
             capped = attack_one(Victim(BagOfWords(weight), tokenizer, MAX_LENGTH), Example(words, label), search,
                                 dict_synonyms(table), rate)
-            assert attacks.accuracy_by_modify_rate([full.record()], [rate])[0] == (capped.status == "failed")
+            assert attacking.accuracy_by_modify_rate([full.record()], [rate])[0] == (capped.status == "failed")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -702,7 +703,7 @@ def test_pgd_as_an_attack_at_eps_zero_leaves_every_verdict_clean_and_keeps_the_t
 
 
 def test_every_attack_skips_what_is_done_and_gives_the_rest_as_a_whole_run_would(tiny_model):
-    """The one contract of attacks.WordAttack, adversaries.PGD and adversaries.ASCC as attacks,
+    """The one contract of attacking.WordAttack, adversaries.PGD and adversaries.ASCC as attacks,
     which evaluate.py's resume and its processes' shares rely on."""
     model, tokenizer = rift.load_classifier(str(tiny_model), num_labels=2)
     labelled = labelled_half_right(model, tokenizer)
@@ -710,7 +711,7 @@ def test_every_attack_skips_what_is_done_and_gives_the_rest_as_a_whole_run_would
              "fine": ("good",), "best": ("finest",), "awful": ("terrible",), "brilliant": ("superb",)}
     word_synonyms = dict_synonyms(table)
     seeds = [[7, n] for n in range(len(labelled))]
-    every = [attacks.WordAttack("pwws", word_synonyms), attacks.WordAttack("genetic", word_synonyms,
+    every = [attacking.WordAttack("pwws", word_synonyms), attacking.WordAttack("genetic", word_synonyms,
                                                                            options={"population": 4, "generations": 2}),
              adversaries.PGD(1.0, attack_steps=2), adversaries.ASCC(adversaries.neighbour_table(tokenizer, word_synonyms))]
     with Victim(model, tokenizer, 32, batch_size=2) as victim:
@@ -753,14 +754,14 @@ def test_the_worst_case_counts_an_example_robust_only_if_no_attack_broke_it():
                 "textfooler": ["failed", "successful", "failed", "skipped"]}
     lines = [{"attack": search, "index": 10 + n, "status": status}
              for search, column in statuses.items() for n, status in enumerate(column)]
-    row, broken_by = attacks.worst_case(lines, ["pwws", "textfooler"])
+    row, broken_by = attacking.worst_case(lines, ["pwws", "textfooler"])
     assert broken_by == {10: "pwws", 11: "textfooler"}
     assert (row["clean_accuracy"], row["accuracy_under_attack"], row["attack_success_rate"]) == (0.75, 0.25, 2 / 3)
     assert row["broken_first_by"] == {"pwws": 1, "textfooler": 1}
     lines[0]["status"] = lines[4]["status"] = "successful"  # both break example 10: the first in order is named
-    assert attacks.worst_case(lines, ["textfooler", "pwws"])[1][10] == "textfooler"
+    assert attacking.worst_case(lines, ["textfooler", "pwws"])[1][10] == "textfooler"
     with pytest.raises(ValueError, match="every example attacked by every attack"):
-        attacks.worst_case(lines[:-1], ["pwws", "textfooler"])
+        attacking.worst_case(lines[:-1], ["pwws", "textfooler"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -852,3 +853,20 @@ def test_deepwordbug_keeps_no_edit_beyond_the_edit_distance(tokenizer):
             except StopIteration as done:
                 assert done.value == words
         assert offered == allowed, (limit, offered)
+
+
+def test_deepwordbug_offers_edits_that_leave_an_apostrophe_at_the_edge_as_textattack_does():
+    """"n't" -> "'nt" or "nt'": TextAttack keeps such an edit and reads the word as "nt"."""
+    words, offered = ("it", "n't"), set()
+    for seed in range(40):
+        search = attacks.deepwordbug(lambda texts: (yield texts), words, 0, np.array([0.9, 0.1]), {(1, 0): []}, 2,
+                                     np.random.default_rng(seed))
+        try:
+            texts = next(search)  # the [UNK] ranking
+            texts = search.send(np.tile([0.9, 0.1], (len(texts), 1)))
+            offered |= {t[1] for t in texts}
+            search.send(np.tile([0.95, 0.05], (len(texts), 1)))
+        except StopIteration:
+            pass
+    assert offered <= set().union(*every_edit("n't"))
+    assert {"'nt", "nt'"} & offered and {attacks.word_at(("x", t), (1, 0)) for t in offered} >= {"nt"}

@@ -6,7 +6,7 @@ import pytest
 import torch
 import transformers
 
-import attacks
+import attacking
 from adversaries import ascc_weights, batch_candidates, neighbour_table
 from data import Example, tokenize
 from rift import Critics, kl_objective, make_teacher, training_loss
@@ -98,8 +98,8 @@ def test_pwws_on_cuda_gives_the_same_outcomes_at_once_as_one_at_a_time(tokenizer
     chosen = examples()
     outcomes = {}
     for at_once in (1, len(chosen)):
-        with attacks.Victim(model, tokenizer, 32, batch_size=8) as victim:
-            done = dict(attacks.attack_examples(victim, chosen, "pwws", lambda word: TABLE.get(word, ()),
+        with attacking.Victim(model, tokenizer, 32, batch_size=8) as victim:
+            done = dict(attacking.attack_examples(victim, chosen, "pwws", lambda word: TABLE.get(word, ()),
                                                 list(range(len(chosen))), at_once=at_once))
         outcomes[at_once] = [(done[n].status, done[n].perturbed) for n in range(len(chosen))]
     assert outcomes[1] == outcomes[len(chosen)]

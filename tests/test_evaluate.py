@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import attacks
 import data
@@ -21,15 +22,15 @@ from conftest import REPO, assert_one_line_error, run_cli
 from synonyms import NLTK_STOPWORDS
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
-WORD_ATTACKS = ("pwws", "textfooler", "genetic")
+WORD_ATTACKS = ("pwws", "textfooler", "genetic", "deepwordbug")
 NONE_KEYS = {"attack", "examples", "clean_accuracy"}
 WORD_KEYS = {"attack", "synonyms", "examples", "clean_accuracy", "accuracy_under_attack", "attack_success_rate",
-             "words_perturbed_pct", "avg_queries", "avg_model_calls", "successful", "failed", "skipped", "recheck_mismatches",
-             "fp32_reruns", "seconds_per_example", "model_time_share"}
+             "words_perturbed_pct", "mean_similarity", "avg_queries", "avg_model_calls", "successful", "failed", "skipped",
+             "recheck_mismatches", "fp32_reruns", "seconds_per_example", "model_time_share"}
 PGD_KEYS = WORD_KEYS - {"synonyms"} | {"eps"}  # PGD changes no word: its words_perturbed_pct is None
 LINE_KEYS = {"attack", "index", "status", "label", "context", "original", "perturbed", "changed", "words",
              "pred_before", "pred_after", "probs_before", "probs_after", "queries", "model_calls", "seconds", "recheck_mismatch",
-             "fp32_rerun"}
+             "fp32_rerun", "similarity", "changed_share"}
 HEADINGS = ["attack", "synonyms", "clean %", "robust %", "success %", "changed %", "queries", "s/example"]
 
 
@@ -111,7 +112,7 @@ def test_all_attacks_write_results_with_settings_indices_and_metrics(attacked, s
     for attack in WORD_ATTACKS:
         row = rows[attack]
         assert set(row) == WORD_KEYS, set(row) ^ WORD_KEYS
-        assert row["synonyms"] == synonyms and row["examples"] == 6
+        assert row["synonyms"] == ("characters" if attack == "deepwordbug" else synonyms) and row["examples"] == 6
         assert row["successful"] + row["failed"] + row["skipped"] == 6
         assert row["clean_accuracy"] == pytest.approx(rows["none"]["clean_accuracy"])
         assert row["recheck_mismatches"] == 0
@@ -320,6 +321,67 @@ def test_missing_synonyms_path(tiny_run, shared_data, tmp_path, cache):
                       cache=cache)
     assert_one_line_error(result, "nope.json")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_similarity_threshold_outside_zero_to_one(tiny_classifier, cache):
+    result = evaluate("--checkpoint", tiny_classifier, "--task", "sst2", "--similarity", "1.5", cache=cache)
+    assert_one_line_error(result, "--similarity 1.5", "between 0 and 1")
+
+
+@pytest.fixture(scope="module")
+def foolable(workspace) -> Path:
+    """The default model with a random head: unlike the tiny models, whose every prediction is the
+    same, its predictions follow the words, so PWWS fools it."""
+    from rift import DEFAULT_MODEL, load_classifier
+    torch.manual_seed(0)
+    model, tokenizer = load_classifier(DEFAULT_MODEL, num_labels=2)
+    model.save_pretrained(workspace / "foolable")
+    tokenizer.save_pretrained(workspace / "foolable")
+    return workspace / "foolable"
+
+
+@pytest.mark.slow
+def test_the_meaning_check_is_recorded_with_each_successs_similarity_also_when_resumed_from_before_it(
+        foolable, shared_data, tmp_path, cache):
+    """--similarity reaches results.json; every success has its similarity to the original and its
+    share of changed words, their mean in the row. An evaluation written before the meaning check
+    (no such settings, lines without them) resumes with the check off and gets them at its end."""
+    import evaluate as evaluate_module
+    out = tmp_path / "out"
+    result = evaluate("--checkpoint", foolable, "--task", "sst2", "--attack", "pwws", "--num-examples", 10, "--synonyms",
+                      "counterfitted", "--similarity", 0.5, "--similarity-window", 5, "--data-dir", shared_data, "--out",
+                      out, cache=cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert (results["settings"]["similarity"], results["settings"]["similarity_window"]) == (0.5, 5)
+    assert results["resolved"]["sentence_model"].endswith("model")
+    lines = read_lines(out)
+    successes = [line for line in lines if line["status"] == "successful"]
+    assert successes and all(set(line) == LINE_KEYS | {"attack", "index"} for line in lines)
+    for line in lines:
+        if line["status"] == "successful":
+            assert 0 < line["similarity"] <= 1 and line["changed_share"] == len(line["changed"]) / line["words"]
+        else:
+            assert line["similarity"] is None and line["changed_share"] is None
+    row = next(row for row in results["metrics"] if row["attack"] == "pwws")
+    assert row["mean_similarity"] == pytest.approx(sum(line["similarity"] for line in successes) / len(successes))
+
+    older = results | {"metrics": None, "complete": False}
+    older["settings"] = {k: v for k, v in results["settings"].items() if k not in evaluate_module.MEANING_FLAGS}
+    (out / "results.json").write_text(json.dumps(older))
+    kept = [{k: v for k, v in line.items() if k not in ("similarity", "changed_share")} for line in lines[:3]]
+    (out / "adversarial.jsonl").write_text("".join(json.dumps(line) + "\n" for line in kept))
+    result = evaluate("--resume", out, cache=cache)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = json.loads((out / "results.json").read_text())
+    assert resumed["complete"] and resumed["settings"]["similarity"] is None  # the default: no check
+    again = read_lines(out)
+    assert [{k: v for k, v in line.items() if k not in ("similarity", "changed_share")} for line in again[:3]] == kept
+    for line, before in zip(again[:3], lines):
+        assert line["changed_share"] == before["changed_share"]
+        assert line["similarity"] == pytest.approx(before["similarity"], abs=1e-6) if before["similarity"] else \
+            line["similarity"] is None
 
 
 # ---------------------------------------------------------------------------------------------

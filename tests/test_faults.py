@@ -293,13 +293,14 @@ HOOK = dedent("""
     import os, signal, sys
     sys.path.insert(0, os.getcwd())  # run_cli starts scripts in the repository root
     from safetensors import SafetensorError
-    import attacks, checkpoints, evaluate, train
+    import attacking, attacks, checkpoints, evaluate, train
     from cli import run_command
 
     # module.function:nth:what -- the nth call of the function sends a signal or fails as a full disk
     target, nth, what = sys.argv.pop(1).split(":")
     module, name = target.split(".")
-    owner = {"attacks": attacks, "checkpoints": checkpoints, "evaluate": evaluate, "train": train}[module]
+    owner = {"attacking": attacking, "attacks": attacks, "checkpoints": checkpoints, "evaluate": evaluate,
+             "train": train}[module]
     real, calls = getattr(owner, name), []
 
     def hooked(*args, **kwargs):
@@ -427,7 +428,7 @@ def evaluation_flags(run: Path, shared_data: Path, out: Path) -> list:
 @pytest.mark.slow
 @pytest.mark.parametrize("fault,status,first", [
     ("evaluate.write_json:2:ENOSPC", 1, "error: No space left on device: results.json; "),  # the final results.json
-    ("attacks.summarize:2:SIGINT", 130, "stopped by SIGINT; "),  # Ctrl-C after the second attacked example
+    ("attacking.summarize:2:SIGINT", 130, "stopped by SIGINT; "),  # Ctrl-C after the second attacked example
 ])
 def test_an_evaluation_stopped_or_out_of_disk_says_what_it_kept_and_resumes_to_the_end(
         tiny_trained, shared_data, tmp_path, hooked, fault, status, first):

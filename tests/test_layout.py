@@ -12,15 +12,17 @@ MAY_IMPORT = {  # module at the top: the project modules it may import
     "data": set(),
     "rift": {"data"},
     "synonyms": {"data"},
-    "attacks": {"data", "rift", "synonyms"},
-    "adversaries": {"data", "rift", "attacks"},  # PGD and ASCC: rift's x_adv, and attacks of their own
+    "attacks": {"data", "synonyms"},
+    "attacking": {"data", "rift", "attacks"},  # the searches run against a model, many examples at once
+    "adversaries": {"data", "rift", "attacks", "attacking"},  # PGD and ASCC: rift's x_adv, and attacks of their own
+    "similarity": {"data", "rift", "attacks", "attacking"},  # the meaning check the searches apply
     "checkpoints": {"data", "rift"},
     "cli": {"data"},
     "costs": {"data", "rift", "adversaries"},  # what a training step costs, and the tiny models smoke runs time
-    **{name: {"data", "rift", "synonyms", "attacks", "adversaries", "cli"} for name in COMMAND_LINES},
+    **{name: {"data", "rift", "synonyms", "attacks", "attacking", "adversaries", "cli"} for name in COMMAND_LINES},
 }
 MAY_IMPORT["train"] |= {"checkpoints"}
-MAY_IMPORT["evaluate"] |= {"checkpoints"}  # one writer per results folder
+MAY_IMPORT["evaluate"] |= {"checkpoints", "similarity"}  # one writer per results folder; the meaning check
 MAY_IMPORT["bench"] |= {"costs"}
 LABORATORY = {path.stem for path in (REPO / "experiments").glob("*.py")}
 

@@ -20,7 +20,7 @@ import data
 import rift
 import train
 from conftest import assert_one_line_error, run_cli
-from attacks import Victim
+from attacking import Victim
 from data import Example
 from test_ascc import SENTENCES, SYNONYMS, LinearBag, synonyms
 
