@@ -44,6 +44,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 import attacking
+import eval_folder
 import attacks
 import similarity
 import synonyms
@@ -79,8 +80,6 @@ PROTOCOLS = {"paper": dict(attack="paper", synonyms="counterfitted", num_example
                                   similarity=similarity.TEXTFOOLER_THRESHOLD, similarity_metric="angular",
                                   similarity_window=similarity.WINDOW, similarity_reference="current",
                                   similarity_skip_short=True)}
-# The meaning check's flags, which an evaluation written before them ran without: resumed, it takes their defaults.
-MEANING_FLAGS = ("similarity", "similarity_metric", "similarity_window", "similarity_reference", "similarity_skip_short")
 # Under torchrun a process that has attacked its share waits for the others, which may take hours longer.
 PROCESS_TIMEOUT = timedelta(days=7)
 
@@ -263,26 +262,6 @@ def load_synonyms(args):
     return synonyms.vector_synonyms(args.synonyms_path, args.data_dir, args.neighbours, args.min_cos)
 
 
-def read_part(path: Path) -> list[dict]:
-    """The lines of one adversarial file (adversarial.jsonl, or one process's part). A last line
-    cut short by an interruption is dropped from the file (its example is attacked again)."""
-    text = read_text(path) if path.is_file() else ""
-    rows, lines = text.splitlines(), []
-    for number, row in enumerate(rows, 1):
-        try:
-            lines.append(json.loads(row))
-        except json.JSONDecodeError:
-            if number < len(rows) or text.endswith("\n"):
-                raise UsageError(f"{path}:{number}: not a JSON line; the evaluation cannot be resumed") from None
-            path.write_text("".join(r + "\n" for r in rows[:-1]))  # the line the interruption cut short
-    return lines
-
-
-def parts(folder: Path) -> list[Path]:
-    """adversarial.jsonl and the parts of the processes of a torchrun evaluation not yet merged."""
-    return [folder / "adversarial.jsonl", *sorted(folder.glob("adversarial.rank*.jsonl"))]
-
-
 def resume(out: str) -> tuple[argparse.Namespace, list[dict]]:
     """The settings of an interrupted evaluation and the lines it finished, in every part (however
     many processes wrote them, and however many go on)."""
@@ -292,60 +271,12 @@ def resume(out: str) -> tuple[argparse.Namespace, list[dict]]:
         settings = saved["settings"]
     except (OSError, UsageError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise UsageError(f"--resume {out}: not an evaluate.py results folder ({err})") from None
-    defaults = vars(parse_args([]))
-    settings = {key: defaults[key] for key in MEANING_FLAGS} | settings
-    missing = set(defaults) - set(settings) - {"resume"}
+    missing = set(vars(parse_args([]))) - set(settings) - {"resume"}
     if missing:
         raise UsageError(f"--resume {out}: written by another version of rift (no {', '.join(sorted(missing))} in "
                          "its results.json); start a new evaluation")
-    lines = [line for path in parts(folder) for line in read_part(path)]
+    lines = [line for path in eval_folder.parts(folder) for line in eval_folder.read_part(path)]
     return argparse.Namespace(**{**settings, "out": str(folder), "resume": str(folder)}), lines
-
-
-def check_same_data(out: Path, data_file: dict) -> None:
-    """A resumed evaluation reads the bytes it began on."""
-    began = json.loads(read_text(out / "results.json"))["resolved"]["data_file"]
-    if began["sha256"] != data_file["sha256"]:
-        raise UsageError(f"--resume {out}: its data file {data_file['path']} has changed since the evaluation "
-                         f"began (sha256 {began['sha256'][:12]}..., now {data_file['sha256'][:12]}...); finish it on "
-                         "the data it began on, or start a new evaluation")
-
-
-def write_json(path: Path, record: dict) -> None:
-    """results.json, replaced whole: a full disk or a kill leaves the previous one, which --resume reads."""
-    part = path.with_name(path.name + ".part")
-    part.write_text(json.dumps(record, indent=2))
-    part.replace(path)
-
-
-def kept_results(out: Path, world_size: int) -> str:
-    """What an evaluation stopped now has kept in `out`, and how to finish it."""
-    try:
-        complete = json.loads(read_text(out / "results.json"))["complete"]
-    except (OSError, UsageError, json.JSONDecodeError, KeyError, TypeError):
-        return f"nothing was kept in {out}"
-    if complete:
-        return f"the results in {out} are complete"
-    finished = sum(len(read_text(path).splitlines()) for path in parts(out) if path.is_file())
-    launcher = f"torchrun --nproc-per-node {world_size}" if world_size > 1 else "python"
-    return f"{out} keeps {finished} attacked examples: finish with {launcher} evaluate.py --resume {out}"
-
-
-def merge(folder: Path, searches: list[str], indices: list[int], describe) -> list[dict]:
-    """Every part's lines as the one adversarial.jsonl, attack by attack in the order they ran and
-    each attack's in example order (results.json's indices): the same file however many processes
-    wrote it, in whatever order their examples finished, and whether or not it was resumed; each
-    line with what `describe` adds once all are in. The parts go once merged; a line in two files
-    (a merge cut short) is kept once."""
-    position = {index: n for n, index in enumerate(indices)}
-    lines = {(line["attack"], line["index"]): line for path in parts(folder) for line in read_part(path)}
-    ordered = describe(sorted(lines.values(), key=lambda line: (searches.index(line["attack"]), position[line["index"]])))
-    staged = folder / "adversarial.jsonl.merging"
-    staged.write_text("".join(json.dumps(line) + "\n" for line in ordered))
-    staged.replace(folder / "adversarial.jsonl")
-    for path in parts(folder)[1:]:
-        path.unlink()
-    return ordered
 
 
 def load_model(args, device) -> tuple:
@@ -367,7 +298,7 @@ def draw_examples(args, task) -> tuple[list, list[int], dict]:
     path = split_file(task, args.split, args.data_dir, args.file)
     data_file = {"path": str(path), "sha256": file_sha256(path)}
     if args.resume:  # the indices drawn at the start must name the same examples
-        check_same_data(Path(args.resume), data_file)
+        eval_folder.check_same_data(Path(args.resume), data_file)
     indices = attacks.sample_examples(split, args.num_examples, args.seed, args.min_words, args.length_rule)
     if not indices:
         raise UsageError(f"no example of the {args.split} split has {args.min_words} words or more "
@@ -506,9 +437,9 @@ def main(args: argparse.Namespace) -> dict | None:
         "metrics": None,
         "complete": False,  # true once every attack has finished; until then --resume OUT goes on
     }
-    with writing(out, not args.resume, rank == 0, lambda: kept_results(out, world_size)):  # this evaluation alone writes there
+    with writing(out, not args.resume, rank == 0, lambda: eval_folder.kept_results(out, world_size)):  # this evaluation alone writes there
         if rank == 0:
-            write_json(out / "results.json", results)
+            eval_folder.write_json(out / "results.json", results)
         if world_size > 1:
             dist.barrier()  # results.json is there before any other process writes its part
         part = out / ("adversarial.jsonl" if world_size == 1 else f"adversarial.rank{rank}.jsonl")
@@ -520,7 +451,7 @@ def main(args: argparse.Namespace) -> dict | None:
         if rank != 0:
             return None
 
-        lines = merge(out, list(plan), indices,
+        lines = eval_folder.merge(out, list(plan), indices,
                       lambda lines: similarity.success_records(lines, encoder, makes_text(plan)) if encoder else lines)
         clean = predict_proba(model, tokenizer, examples, max_length, args.batch_size, amp=amp).argmax(-1)
         rows, broken_by = metric_rows(plan, lines, timing, examples,
@@ -528,7 +459,7 @@ def main(args: argparse.Namespace) -> dict | None:
         if broken_by is not None:
             results["worst_case_broken_by"] = {str(index): name for index, name in broken_by.items()}
         results |= {"metrics": rows, "complete": True}
-        write_json(out / "results.json", results)
+        eval_folder.write_json(out / "results.json", results)
         if args.plot:
             plot_robustness(rows, lines, args.max_modify_rate, out / "robustness.png")
         print(f"\n{task.name} {args.split}, {len(examples)} examples, model {model_dir} -> {out}")
@@ -569,7 +500,7 @@ def join(folders: list[str], out: str | None) -> dict:
                 raise UsageError(f"--join: {name} is in two of the folders; join each attack once")
             names.append(name)
             rows.append(row)
-            lines += [line | {"attack": name} for line in read_part(folder / "adversarial.jsonl")
+            lines += [line | {"attack": name} for line in eval_folder.read_part(folder / "adversarial.jsonl")
                       if line["attack"] == row["attack"]]
     worst, broken_by = attacking.worst_case(lines, names)
     rows.append(worst)
@@ -578,7 +509,7 @@ def join(folders: list[str], out: str | None) -> dict:
               "worst_case_broken_by": {str(index): name for index, name in broken_by.items()}, "complete": True}
     target = Path(out) if out else first.parent / f"worst-case-{datetime.now():%Y%m%d-%H%M%S}"
     with writing(target, True, True, lambda: f"nothing was kept in {target}"):
-        write_json(target / "results.json", joined)
+        eval_folder.write_json(target / "results.json", joined)
     print(f"\n{len(reference['indices'])} examples, model {reference['resolved']['model']}, the worst case over "
           f"{', '.join(names)} -> {target}")
     print(summary_table(rows))

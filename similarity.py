@@ -160,8 +160,8 @@ def success_records(lines: list[dict], encoder: SentenceEncoder, makes_text: lis
     """adversarial.jsonl's lines, each with `similarity` and `changed_share` for a success of an
     attack in `makes_text` (None elsewhere): the cosine of MiniLM's embeddings of the whole
     perturbed text and the original (the attacked text, not a window, not a pair's premise; cosine
-    whatever the check's metric) and the share of its words changed. Computed once an evaluation
-    has every line, in batches; lines written without them (by an older rift) get them too."""
+    whatever the check's metric) and the share of its words changed. Computed in batches once an
+    evaluation has every line (each line is written without them as its example finishes)."""
     chosen = [n for n, line in enumerate(lines) if line["status"] == "successful" and line["attack"] in makes_text]
     texts = list(dict.fromkeys(text for n in chosen for text in (lines[n]["original"], lines[n]["perturbed"])))
     vectors = dict(zip(texts, encoder.embed(texts)))

@@ -23,7 +23,7 @@ from data import DEFAULT_TASK, TASKS
 from paired import paired_rows
 from rift import DEFAULT_MODEL
 
-STEPS, TRAIN_EXAMPLES, ATTACKED = 60, 2000, 100
+STEPS, TRAIN_EXAMPLES, ATTACKED = 50, 2000, 100
 DEMO = Study(
     name="demo", command="experiments/demo.py",
     # One dev evaluation at the end and the last step kept: no selection attack, which would cost

@@ -191,6 +191,9 @@ def test_cli_changes_are_synonyms_of_words_within_the_cap(attacked, synonym_sour
                                    if attacks.word_at(original, slot) != attacks.word_at(perturbed, slot)]
         assert len(line["changed"]) <= math.floor(rate * line["words"])
         assert len(line["changed"]) == len(set(line["changed"]))
+        if line["attack"] == "deepwordbug":  # character edits, no synonyms: within the edit distance
+            assert attacks.edit_distance(line["original"], line["perturbed"]) <= 30
+            continue
         options = attacks.substitutions(original, synonym)
         for n in line["changed"]:
             old, new = attacks.word_at(original, slots[n]), attacks.word_at(perturbed, slots[n])
@@ -216,7 +219,7 @@ def test_summary_table_is_printed(attacked):
         table = out[out.index("attack  "):]
         assert re.split(r"\s{2,}", table.splitlines()[0].strip()) == HEADINGS
         body = [line.split("  ")[0].strip() for line in table.splitlines()[2:] if line.strip()]
-        assert body[:6] == ["none", "pwws", "textfooler", "genetic", "worst case", "pgd eps=0.5"]
+        assert body[:7] == ["none", "pwws", "textfooler", "genetic", "deepwordbug", "worst case", "pgd eps=0.5"]
         assert max(len(line) for line in table.splitlines()) <= 100  # no line wraps in a terminal
         assert f"-> {attacked[synonyms][1]}" in out or str(attacked[synonyms][1]) in out
 
@@ -342,12 +345,11 @@ def foolable(workspace) -> Path:
 
 
 @pytest.mark.slow
-def test_the_meaning_check_is_recorded_with_each_successs_similarity_also_when_resumed_from_before_it(
+def test_the_meaning_check_is_recorded_with_each_successs_similarity_also_when_resumed(
         foolable, shared_data, tmp_path, cache):
     """--similarity reaches results.json; every success has its similarity to the original and its
-    share of changed words, their mean in the row. An evaluation written before the meaning check
-    (no such settings, lines without them) resumes with the check off and gets them at its end."""
-    import evaluate as evaluate_module
+    share of changed words, their mean in the row. The lines a killed evaluation wrote (without
+    them: they are measured once all lines are in) get them when it is resumed."""
     out = tmp_path / "out"
     result = evaluate("--checkpoint", foolable, "--task", "sst2", "--attack", "pwws", "--num-examples", 10, "--synonyms",
                       "counterfitted", "--similarity", 0.5, "--similarity-window", 5, "--data-dir", shared_data, "--out",
@@ -367,18 +369,16 @@ def test_the_meaning_check_is_recorded_with_each_successs_similarity_also_when_r
     row = next(row for row in results["metrics"] if row["attack"] == "pwws")
     assert row["mean_similarity"] == pytest.approx(sum(line["similarity"] for line in successes) / len(successes))
 
-    older = results | {"metrics": None, "complete": False}
-    older["settings"] = {k: v for k, v in results["settings"].items() if k not in evaluate_module.MEANING_FLAGS}
-    (out / "results.json").write_text(json.dumps(older))
+    (out / "results.json").write_text(json.dumps(results | {"metrics": None, "complete": False}))
     kept = [{k: v for k, v in line.items() if k not in ("similarity", "changed_share")} for line in lines[:3]]
     (out / "adversarial.jsonl").write_text("".join(json.dumps(line) + "\n" for line in kept))
     result = evaluate("--resume", out, cache=cache)
     assert result.returncode == 0, result.stderr[-3000:]
     resumed = json.loads((out / "results.json").read_text())
-    assert resumed["complete"] and resumed["settings"]["similarity"] is None  # the default: no check
+    assert resumed["complete"] and resumed["settings"]["similarity"] == 0.5
     again = read_lines(out)
     assert [{k: v for k, v in line.items() if k not in ("similarity", "changed_share")} for line in again[:3]] == kept
-    for line, before in zip(again[:3], lines):
+    for line, before in zip(again, lines):
         assert line["changed_share"] == before["changed_share"]
         assert line["similarity"] == pytest.approx(before["similarity"], abs=1e-6) if before["similarity"] else \
             line["similarity"] is None
@@ -623,22 +623,29 @@ def test_the_worst_case_over_a_runs_attacks_and_over_joined_runs_is_the_union_of
         assert set(map(int, results["worst_case_broken_by"])) == broken(folder)
         held = [line["index"] for line in read_lines(folder) if line["attack"] == "pwws" and line["status"] != "skipped"]
         assert worst(results)["accuracy_under_attack"] == len(set(held) - broken(folder)) / 6
-    result = evaluate("--join", *folders, "--out", workspace / "joined", cache=cache)
+    # the other folder's word searches, on the same checkpoint and examples (its DeepWordBug would be the same attack twice)
+    settings = json.loads((folders[1] / "results.json").read_text())["settings"]
+    other = workspace / "counterfitted-pwws"
+    assert evaluate("--checkpoint", settings["checkpoint"], "--attack", "pwws", "--synonyms", "counterfitted",
+                    "--num-examples", 6, "--data-dir", settings["data_dir"], "--out", other, cache=cache).returncode == 0
+    result = evaluate("--join", folders[0], other, "--out", workspace / "joined", cache=cache)
     assert result.returncode == 0, result.stderr[-3000:]
     joined = json.loads((workspace / "joined" / "results.json").read_text())
-    assert set(map(int, joined["worst_case_broken_by"])) == broken(folders[0]) | broken(folders[1])
-    assert [row["attack"] for row in joined["metrics"]] == ["none", *["pwws", "textfooler", "genetic"] * 2, "worst case"]
+    assert set(map(int, joined["worst_case_broken_by"])) == broken(folders[0]) | broken(other)
+    assert [row["attack"] for row in joined["metrics"]] == ["none", "pwws", "textfooler", "genetic", "deepwordbug", "pwws",
+                                                            "worst case"]
     assert "worst case" in result.stdout and "AutoAttack's rule" in result.stdout
     again = evaluate("--join", folders[0], folders[0], "--out", workspace / "twice", cache=cache)
     assert_one_line_error(again, "is in two of the folders")
 
 
 def test_join_refuses_unfinished_evaluations_and_other_examples(tmp_path):
+    import eval_folder
     import evaluate
     for name, indices, complete in (("a", [1, 2], True), ("b", [1, 3], True), ("c", [1, 2], False)):
         (tmp_path / name).mkdir()
-        evaluate.write_json(tmp_path / name / "results.json", {"resolved": {"model": "m"}, "indices": indices,
-                                                               "complete": complete, "metrics": []})
+        eval_folder.write_json(tmp_path / name / "results.json", {"resolved": {"model": "m"}, "indices": indices,
+                                                                  "complete": complete, "metrics": []})
     with pytest.raises(data.UsageError, match="has not finished; finish it with --resume"):
         evaluate.join([str(tmp_path / "a"), str(tmp_path / "c")], None)
     with pytest.raises(data.UsageError, match="another checkpoint or other examples"):

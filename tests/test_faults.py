@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 import cli
 import data
+import eval_folder
 import evaluate
 import rift
 import train
@@ -264,24 +265,24 @@ def test_a_resume_on_changed_data_is_refused_naming_the_file(tmp_path):
 
 
 def test_an_evaluation_resumed_on_changed_data_is_refused_naming_the_file(tmp_path):
-    evaluate.write_json(tmp_path / "results.json", {"resolved": {"data_file": {"path": "/a/test.tsv",
+    eval_folder.write_json(tmp_path / "results.json", {"resolved": {"data_file": {"path": "/a/test.tsv",
                                                                                 "sha256": "0" * 64}}})
-    evaluate.check_same_data(tmp_path, {"path": "/b/test.tsv", "sha256": "0" * 64})  # moved: fine
+    eval_folder.check_same_data(tmp_path, {"path": "/b/test.tsv", "sha256": "0" * 64})  # moved: fine
     with pytest.raises(UsageError, match=r"its data file /b/test.tsv has changed since the evaluation began"):
-        evaluate.check_same_data(tmp_path, {"path": "/b/test.tsv", "sha256": "1" * 64})
+        eval_folder.check_same_data(tmp_path, {"path": "/b/test.tsv", "sha256": "1" * 64})
 
 
 def test_what_an_evaluation_kept_is_said_with_the_command_that_finishes_it(tmp_path):
     out = tmp_path / "out"
-    assert evaluate.kept_results(out, 1) == f"nothing was kept in {out}"
+    assert eval_folder.kept_results(out, 1) == f"nothing was kept in {out}"
     out.mkdir()
-    evaluate.write_json(out / "results.json", {"complete": False})
+    eval_folder.write_json(out / "results.json", {"complete": False})
     (out / "adversarial.rank0.jsonl").write_text("{}\n{}\n")
     (out / "adversarial.rank1.jsonl").write_text("{}\n")
-    assert evaluate.kept_results(out, 2) == (f"{out} keeps 3 attacked examples: finish with torchrun "
+    assert eval_folder.kept_results(out, 2) == (f"{out} keeps 3 attacked examples: finish with torchrun "
                                              f"--nproc-per-node 2 evaluate.py --resume {out}")
-    evaluate.write_json(out / "results.json", {"complete": True})
-    assert evaluate.kept_results(out, 1) == f"the results in {out} are complete"
+    eval_folder.write_json(out / "results.json", {"complete": True})
+    assert eval_folder.kept_results(out, 1) == f"the results in {out} are complete"
     assert sorted(p.name for p in out.iterdir()) == ["adversarial.rank0.jsonl", "adversarial.rank1.jsonl",
                                                      "results.json"]  # no .part left
 
@@ -293,14 +294,14 @@ HOOK = dedent("""
     import os, signal, sys
     sys.path.insert(0, os.getcwd())  # run_cli starts scripts in the repository root
     from safetensors import SafetensorError
-    import attacking, attacks, checkpoints, evaluate, train
+    import attacking, attacks, checkpoints, eval_folder, evaluate, train
     from cli import run_command
 
     # module.function:nth:what -- the nth call of the function sends a signal or fails as a full disk
     target, nth, what = sys.argv.pop(1).split(":")
     module, name = target.split(".")
-    owner = {"attacking": attacking, "attacks": attacks, "checkpoints": checkpoints, "evaluate": evaluate,
-             "train": train}[module]
+    owner = {"attacking": attacking, "attacks": attacks, "checkpoints": checkpoints, "eval_folder": eval_folder,
+             "evaluate": evaluate, "train": train}[module]
     real, calls = getattr(owner, name), []
 
     def hooked(*args, **kwargs):
@@ -427,7 +428,7 @@ def evaluation_flags(run: Path, shared_data: Path, out: Path) -> list:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fault,status,first", [
-    ("evaluate.write_json:2:ENOSPC", 1, "error: No space left on device: results.json; "),  # the final results.json
+    ("eval_folder.write_json:2:ENOSPC", 1, "error: No space left on device: results.json; "),  # the final results.json
     ("attacking.summarize:2:SIGINT", 130, "stopped by SIGINT; "),  # Ctrl-C after the second attacked example
 ])
 def test_an_evaluation_stopped_or_out_of_disk_says_what_it_kept_and_resumes_to_the_end(

@@ -17,12 +17,13 @@ MAY_IMPORT = {  # module at the top: the project modules it may import
     "adversaries": {"data", "rift", "attacks", "attacking"},  # PGD and ASCC: rift's x_adv, and attacks of their own
     "similarity": {"data", "rift", "attacks", "attacking"},  # the meaning check the searches apply
     "checkpoints": {"data", "rift"},
+    "eval_folder": {"data"},  # an evaluate.py results folder, written so nothing is lost or mixed
     "cli": {"data"},
     "costs": {"data", "rift", "adversaries"},  # what a training step costs, and the tiny models smoke runs time
     **{name: {"data", "rift", "synonyms", "attacks", "attacking", "adversaries", "cli"} for name in COMMAND_LINES},
 }
 MAY_IMPORT["train"] |= {"checkpoints"}
-MAY_IMPORT["evaluate"] |= {"checkpoints", "similarity"}  # one writer per results folder; the meaning check
+MAY_IMPORT["evaluate"] |= {"checkpoints", "eval_folder", "similarity"}  # one writer per results folder; the meaning check
 MAY_IMPORT["bench"] |= {"costs"}
 LABORATORY = {path.stem for path in (REPO / "experiments").glob("*.py")}
 
