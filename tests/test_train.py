@@ -233,6 +233,21 @@ def test_a_run_stopped_then_killed_at_any_moment_resumes_to_the_very_same_run(ti
 
 
 @pytest.mark.slow
+def test_freelb_stopped_mid_run_resumes_to_the_very_same_run(tiny_model, shared_data, tmp_path):
+    """FreeLB restarts the random state at each of its K steps (one dropout mask): a resumed run
+    still draws what the whole run drew."""
+    args = [*tiny_args(tiny_model, shared_data, tmp_path / "whole", "freelb"), "--save-every", 2, "--eval-every", 3]
+    whole = train_ok(*args, cache=tmp_path / "cache")
+    hook, run = tmp_path / "kill_hook.py", tmp_path / "stopped"
+    hook.write_text(KILL_HOOK)
+    args[args.index("--out") + 1] = run
+    result = run_cli("tokenize::3:SIGINT", *args, script=hook, cache=tmp_path / "cache")  # Ctrl-C in step 3
+    assert result.returncode == 130 and state(run)["step"] == 3, result.stderr[-3000:]
+    assert run_cli("--resume", run, cache=tmp_path / "cache").returncode == 0
+    assert_same_run(run, whole)
+
+
+@pytest.mark.slow
 def test_a_non_finite_loss_stops_at_once_naming_the_step_and_the_term_and_keeps_the_checkpoints(
         tiny_model, shared_data, tmp_path):
     args = tiny_args(tiny_model, shared_data, tmp_path / "run", "standard", "--lr", "1e30", "--warmup", "0",
