@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 # study first: it puts the repository root, and so the core, on sys.path
-from study import SMOKE_TRAIN, Run, Study, attacked_on, paired_gaps, run_one, smoke_model
+from study import SMOKE_TRAIN, Run, Study, attacked_on, paired_gaps, run_one, smoke_model, trained
 
 from cli import SEED, run_command
 from data import DEFAULT_TASK, TASKS
@@ -85,8 +85,7 @@ def main(argv=None) -> None:
         run_one(study, run, model, args.data_dir, args.runs, train_file=[])
     rows = paired_rows(study, args.runs)
     for row in rows:
-        summary = json.loads((args.runs / row["name"] / "summary.json").read_text())
-        row |= {key: summary.get(key) for key in ("steps", "mi_bound_ceiling")}
+        row |= {key: trained(args.runs / row["name"]).get(key) for key in ("steps", "mi_bound_ceiling")}
     [gap] = paired_gaps(args.runs, rows, study.evaluations)
     text = side_by_side(rows, gap) + "\n\n" + verdict(rows, gap)
     (args.runs / "demo.json").write_text(json.dumps({"rows": rows, "paired_difference": gap, "verdict": text}, indent=2))
