@@ -27,17 +27,14 @@ moment leaves the previous best/ and last/ whole.
 import argparse
 import math
 import random
-import signal
-import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 import synonyms
@@ -47,11 +44,12 @@ from adversaries import (ADVERSARIES, ASCC, ASCC_ENTROPY, ASCC_LR, ASCC_STEPS, F
 from attacks import sample_examples
 from checkpoints import (FLAGS_RESUME_MAY_CHANGE, LoopState, RunFolder, TrainingClock, load_training_state,
                          restored_loop, resumed_settings)
-from cli import (add_data_flags, at_least, environment, fraction, pick_device, positive, process_group,
-                 random_seed, run_command, SEED)
+from cli import (add_data_flags, at_least, environment, fraction, pick_device, positive, process_group, random_seed,
+                 run_command, SEED)
 from data import (DEFAULT_TASK, TASKS, Task, UsageError, balanced_batches, custom_task, file_sha256, infer_labels, load_split,
                   split_file, tokenize)
 from attacking import Victim, summarize
+from processes import average_gradients, check_finite, distribute, exit_stopped, stop_on_signals
 from rift import (ALPHA, BATCH_SIZE, BETA, CRITIC_LR, DEFAULT_MODEL, FEATURES, LR, METHODS, TAU, WARMUP, WEIGHT_DECAY,
                   Critics, build_optimizer, load_classifier, loss_terms, make_teacher, model_path, predict_proba,
                   ramped_alpha, resolve_feature, term_pulls)
@@ -299,81 +297,6 @@ def table_coverage(neighbours: Neighbours) -> dict:
     moves = neighbours.ids[:, 1] >= 0  # (V,): the tokens with a neighbour
     return {"vocabulary_words_with_neighbours": int(moves.sum()),
             "mean_neighbours_of_those": round(float((neighbours.ids[:, 1:] >= 0).sum() / moves.sum().clamp(min=1)), 3)}
-
-
-def average_gradients(module: torch.nn.Module, world_size: int) -> None:
-    """The critics live outside DDP: their gradients are averaged over the processes here."""
-    for p in module.parameters():
-        dist.all_reduce(p.grad)
-        p.grad /= world_size
-
-
-def distribute(model, critics: Critics | None, device: torch.device, world_size: int, compile: bool):
-    """The model as the loop runs it: across processes in DDP (the critics, outside it, start from
-    rank 0's weights too), and compiled with --compile."""
-    if world_size > 1:
-        # The encoder's buffers (position ids) never change: no need to broadcast them every forward.
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
-                                        broadcast_buffers=False)
-        for p in critics.parameters() if critics else []:  # DDP aligned the student; align the critics
-            dist.broadcast(p.data, 0)
-    if compile:
-        model = torch.compile(model, dynamic=True)
-    return model
-
-
-@contextmanager
-def stop_on_signals():
-    """Inside the block Ctrl-C or SIGTERM asks the run to stop, into the list it yields: the run
-    finishes its step, saves last/ and exits. A second Ctrl-C stops at once."""
-    stop = []
-
-    def stop_after_this_step(signum, frame):
-        stop.append(signum)
-        signal.signal(signum, previous_handlers[signum])
-
-    previous_handlers = {signum: signal.signal(signum, stop_after_this_step)
-                         for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for signum, handler in previous_handlers.items():
-            signal.signal(signum, handler)
-
-
-def check_finite(window: dict, step: int, stop_asked: bool, saved_step: int, best_step: int,
-                 device: torch.device, world_size: int) -> bool:
-    """Before the update: is every term of the window (finite until this step) still finite, and
-    has a signal asked to stop (the answer: stop after this step)? All processes agree, so all stop
-    at the same step. Reading the answer waits for the device once a step; the next batch's blocking
-    copy to the device waits for it anyway, so this costs about the launch of the optimiser step.
-    Checking only at log time would let non-finite weights reach last/ and could not name the step."""
-    flags = torch.stack([~torch.stack([torch.isfinite(value) for value in window.values()]).all(),
-                         torch.tensor(stop_asked, device=device)]).int()
-    if world_size > 1:
-        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-    not_finite, stop_now = flags.tolist()
-    if not_finite:
-        values = {name: value.item() for name, value in window.items()}
-        bad = [name for name, value in values.items() if not math.isfinite(value)]
-        term = next((name for name in bad if name != "loss"), bad[0] if bad else None)
-        what = f"the {term} term is {values[term]}" if term else "the loss of another process is not finite"
-        kept = ([f"last/ holds step {saved_step}"] if saved_step else []) + (
-            [f"best/ step {best_step}"] if best_step else [])
-        kept = f" ({', '.join(kept)})" if kept else ""
-        raise UsageError(f"step {step}: {what}; training stopped before this step's update{kept}: "
-                         "lower --lr, --beta or --adv-eps, or check the data")
-    return bool(stop_now)
-
-
-def exit_stopped(run: RunFolder, step: int, total_steps: int, stop: list) -> None:
-    """Exit a stopped run, last/ saved, with its signal's status (Ctrl-C's where the others stopped)."""
-    if run.is_main:
-        print(f"stopped at step {step} of {total_steps}; last/ is saved: continue with {run.resume_command()}",
-              file=sys.stderr)
-    if run.world_size > 1:
-        dist.destroy_process_group()
-    sys.exit(128 + (stop[0] if stop else signal.SIGINT))
 
 
 def summarise(cfg: argparse.Namespace, run: RunFolder, task: Task, feature: str, select_on: str, train_examples: int,

@@ -19,10 +19,11 @@ MAY_IMPORT = {  # module at the top: the project modules it may import
     "checkpoints": {"data", "rift"},
     "eval_folder": {"data"},  # an evaluate.py results folder, written so nothing is lost or mixed
     "cli": {"data"},
+    "processes": {"data", "rift", "checkpoints"},  # a training run's processes: DDP, the stop all agree on
     "costs": {"data", "rift", "adversaries"},  # what a training step costs, and the tiny models smoke runs time
     **{name: {"data", "rift", "synonyms", "attacks", "attacking", "adversaries", "cli"} for name in COMMAND_LINES},
 }
-MAY_IMPORT["train"] |= {"checkpoints"}
+MAY_IMPORT["train"] |= {"checkpoints", "processes"}
 MAY_IMPORT["evaluate"] |= {"checkpoints", "eval_folder", "similarity"}  # one writer per results folder; the meaning check
 MAY_IMPORT["bench"] |= {"costs"}
 LABORATORY = {path.stem for path in (REPO / "experiments").glob("*.py")}
