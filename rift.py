@@ -166,7 +166,6 @@ class Critics(nn.Module):
         return u @ v.T / tau
 
 
-
 def conditional_info_nce(critics: Critics, s: torch.Tensor, t: torch.Tensor, labels: torch.Tensor,
                          tau: float) -> tuple[torch.Tensor, torch.Tensor]:
     """L_MI = (1/C) sum_y InfoNCE over the examples of class y, and the bound it gives:
