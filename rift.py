@@ -86,7 +86,8 @@ def resolve_feature(feature: str, model, path: str) -> str:
             return "cls"
     # A pooler that was never trained is a random projection: S there would sit on the classifier's
     # own path, as in the release, but did not make rift more robust than the checkpoint's own
-    # pooling (results/stall-sst2.md), so auto takes the pooler only where it was trained.
+    # pooling (results/stall-sst2.md, results/stall-snli.md), so auto takes the pooler only where
+    # it was trained.
     if pooler is not None and any(p.detach().abs().sum() > 0 for n, p in pooler.named_parameters() if n.endswith("bias")):
         return "pooler"
     return "cls"
