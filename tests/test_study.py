@@ -24,7 +24,8 @@ SCRIPTS = ("results", "frontier", "critics", "pilot", "snli", "long", "stall", "
 PAGES = {  # results/<page>.md: the script, and its arguments, that writes it
     "sst2-minilm": ["results"], "sst2-frontier": ["frontier"], "critic-lr": ["critics"], "parity-sst2": ["parity"],
     "sst2-pilot": ["pilot"], "snli": ["snli"], "sst2-long": ["long"], "stall-sst2": ["stall", "sst2"],
-    "stall-snli": ["stall", "snli"], "meaning-sst2": ["meaning"],
+    "stall-snli": ["stall", "snli"], "meaning-sst2": ["meaning"], "sst2-freelb": ["freelb"],
+    "parity-deepwordbug": ["parity", "--attack", "deepwordbug"],
 }
 GENERATED = sorted(path.stem for path in (REPO / "results").glob("*.md") if study.KEPT_TEXT in path.read_text())
 
