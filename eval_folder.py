@@ -1,11 +1,15 @@
 """An evaluate.py results folder, written so that nothing is lost or mixed: results.json replaced
 whole, adversarial.jsonl (or under torchrun one part per process) appended line by line as each
 example finishes, read back for --resume with a line cut short by a kill dropped, merged into one
-file in a fixed order at the end, and what a stopped evaluation has kept, said in one line."""
+file in a fixed order at the end, and what a stopped evaluation has kept, said in one line; and
+finished folders of one checkpoint joined into the worst case over all their attacks (--join)."""
 
 import json
+from datetime import datetime
 from pathlib import Path
 
+import attacking
+from checkpoints import writing
 from data import UsageError, read_text
 
 
@@ -73,3 +77,45 @@ def merge(folder: Path, searches: list[str], indices: list[int], describe) -> li
     for path in parts(folder)[1:]:
         path.unlink()
     return ordered
+
+
+def join(folders: list[str], out: str | None) -> tuple[dict, Path]:
+    """The worst case over the attacks of several finished evaluations of one checkpoint on the
+    same examples: each folder's rows, then the row that counts an example robust only if no attack
+    of any folder broke it. Each attack is named with its synonym source, which tells folders apart.
+    Returns the joined results and the folder they were written to."""
+    runs = []
+    for folder in map(Path, folders):
+        try:
+            saved = json.loads(read_text(folder / "results.json"))
+        except (OSError, UsageError, json.JSONDecodeError) as err:
+            raise UsageError(f"--join {folder}: not an evaluate.py results folder ({err})") from None
+        if not saved.get("complete"):
+            raise UsageError(f"--join {folder}: the evaluation has not finished; finish it with --resume {folder}")
+        runs.append((folder, saved))
+    first, reference = runs[0]
+    for folder, saved in runs[1:]:
+        if (saved["resolved"]["model"], saved["indices"]) != (reference["resolved"]["model"], reference["indices"]):
+            raise UsageError(f"--join: {folder} evaluated another checkpoint or other examples than {first}; join "
+                             "evaluations of one checkpoint on the same examples (--num-examples, --seed, split)")
+    rows, lines, names = [reference["metrics"][0]], [], []
+    for folder, saved in runs:
+        for row in saved["metrics"][1:]:
+            if row["attack"] == "worst case" or "eps" in row:  # PGD moves embeddings, not words: not a text
+                continue
+            name = f"{row['attack']}/{row['synonyms']}"
+            if name in names:
+                raise UsageError(f"--join: {name} is in two of the folders; join each attack once")
+            names.append(name)
+            rows.append(row)
+            lines += [line | {"attack": name} for line in read_part(folder / "adversarial.jsonl")
+                      if line["attack"] == row["attack"]]
+    worst, broken_by = attacking.worst_case(lines, names)
+    rows.append(worst)
+    joined = {"joined": [str(folder) for folder, _ in runs], "resolved": reference["resolved"],
+              "indices": reference["indices"], "metrics": rows,
+              "worst_case_broken_by": {str(index): name for index, name in broken_by.items()}, "complete": True}
+    target = Path(out) if out else first.parent / f"worst-case-{datetime.now():%Y%m%d-%H%M%S}"
+    with writing(target, True, True, lambda: f"nothing was kept in {target}"):
+        write_json(target / "results.json", joined)
+    return joined, target

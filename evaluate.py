@@ -408,7 +408,12 @@ def main(args: argparse.Namespace) -> dict | None:
     """The evaluation; under torchrun, each process attacks its share of the examples and writes
     its own part, and rank 0 merges them and writes results.json (the other processes return None)."""
     if args.join:
-        return join(args.join, args.out)
+        joined, target = eval_folder.join(args.join, args.out)
+        attacks_joined = [f"{row['attack']}/{row['synonyms']}" for row in joined["metrics"][1:-1]]
+        print(f"\n{len(joined['indices'])} examples, model {joined['resolved']['model']}, the worst case over "
+              f"{', '.join(attacks_joined)} -> {target}")
+        print(summary_table(joined["metrics"]))
+        return joined
     rank, world_size = process_group("gloo", PROCESS_TIMEOUT)  # only barriers and settings cross
     done = []
     if args.resume:  # rank 0 alone reads the parts (and drops their cut-short lines) before any goes on
@@ -470,50 +475,6 @@ def main(args: argparse.Namespace) -> dict | None:
                       "alone in fp32 and were counted as failures: batched and single scoring disagree (a bug, "
                       "or a prediction on a knife's edge)")
         return results
-
-
-def join(folders: list[str], out: str | None) -> dict:
-    """The worst case over the attacks of several finished evaluations of one checkpoint on the
-    same examples: each folder's rows, then the row that counts an example robust only if no attack
-    of any folder broke it. Each attack is named with its synonym source, which tells folders apart."""
-    runs = []
-    for folder in map(Path, folders):
-        try:
-            saved = json.loads(read_text(folder / "results.json"))
-        except (OSError, UsageError, json.JSONDecodeError) as err:
-            raise UsageError(f"--join {folder}: not an evaluate.py results folder ({err})") from None
-        if not saved.get("complete"):
-            raise UsageError(f"--join {folder}: the evaluation has not finished; finish it with --resume {folder}")
-        runs.append((folder, saved))
-    first, reference = runs[0]
-    for folder, saved in runs[1:]:
-        if (saved["resolved"]["model"], saved["indices"]) != (reference["resolved"]["model"], reference["indices"]):
-            raise UsageError(f"--join: {folder} evaluated another checkpoint or other examples than {first}; join "
-                             "evaluations of one checkpoint on the same examples (--num-examples, --seed, split)")
-    rows, lines, names = [reference["metrics"][0]], [], []
-    for folder, saved in runs:
-        for row in saved["metrics"][1:]:
-            if row["attack"] == "worst case" or "eps" in row:  # PGD moves embeddings, not words: not a text
-                continue
-            name = f"{row['attack']}/{row['synonyms']}"
-            if name in names:
-                raise UsageError(f"--join: {name} is in two of the folders; join each attack once")
-            names.append(name)
-            rows.append(row)
-            lines += [line | {"attack": name} for line in eval_folder.read_part(folder / "adversarial.jsonl")
-                      if line["attack"] == row["attack"]]
-    worst, broken_by = attacking.worst_case(lines, names)
-    rows.append(worst)
-    joined = {"joined": [str(folder) for folder, _ in runs], "resolved": reference["resolved"],
-              "indices": reference["indices"], "metrics": rows,
-              "worst_case_broken_by": {str(index): name for index, name in broken_by.items()}, "complete": True}
-    target = Path(out) if out else first.parent / f"worst-case-{datetime.now():%Y%m%d-%H%M%S}"
-    with writing(target, True, True, lambda: f"nothing was kept in {target}"):
-        eval_folder.write_json(target / "results.json", joined)
-    print(f"\n{len(reference['indices'])} examples, model {reference['resolved']['model']}, the worst case over "
-          f"{', '.join(names)} -> {target}")
-    print(summary_table(rows))
-    return joined
 
 
 def summary_table(rows: list[dict]) -> str:

@@ -641,12 +641,11 @@ def test_the_worst_case_over_a_runs_attacks_and_over_joined_runs_is_the_union_of
 
 def test_join_refuses_unfinished_evaluations_and_other_examples(tmp_path):
     import eval_folder
-    import evaluate
     for name, indices, complete in (("a", [1, 2], True), ("b", [1, 3], True), ("c", [1, 2], False)):
         (tmp_path / name).mkdir()
         eval_folder.write_json(tmp_path / name / "results.json", {"resolved": {"model": "m"}, "indices": indices,
                                                                   "complete": complete, "metrics": []})
     with pytest.raises(data.UsageError, match="has not finished; finish it with --resume"):
-        evaluate.join([str(tmp_path / "a"), str(tmp_path / "c")], None)
+        eval_folder.join([str(tmp_path / "a"), str(tmp_path / "c")], None)
     with pytest.raises(data.UsageError, match="another checkpoint or other examples"):
-        evaluate.join([str(tmp_path / "a"), str(tmp_path / "b")], None)
+        eval_folder.join([str(tmp_path / "a"), str(tmp_path / "b")], None)

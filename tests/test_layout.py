@@ -17,7 +17,7 @@ MAY_IMPORT = {  # module at the top: the project modules it may import
     "adversaries": {"data", "rift", "attacks", "attacking"},  # PGD and ASCC: rift's x_adv, and attacks of their own
     "similarity": {"data", "rift", "attacks", "attacking"},  # the meaning check the searches apply
     "checkpoints": {"data", "rift"},
-    "eval_folder": {"data"},  # an evaluate.py results folder, written so nothing is lost or mixed
+    "eval_folder": {"data", "attacking", "checkpoints"},  # an evaluate.py results folder: nothing lost or mixed; joined
     "cli": {"data"},
     "processes": {"data", "rift", "checkpoints"},  # a training run's processes: DDP, the stop all agree on
     "costs": {"data", "rift", "adversaries"},  # what a training step costs, and the tiny models smoke runs time
