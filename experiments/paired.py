@@ -126,9 +126,12 @@ def render_paired(study: Study, document: dict, folder: Path) -> None:
 
 
 def plot_paired(plt, document: dict, path: Path) -> None:
-    """The MI bound and the CE over the steps of every run, and the accuracy under each attack."""
+    """The MI bound and the CE over the steps of every run, and the accuracy under each attack and
+    in the worst case over them."""
     figure, (bound, ce, bars) = plt.subplots(1, 3, figsize=(16, 4.5))
     rows, names = document["rows"], list(document["evaluations"])
+    if any(f"{WORST_CASE}_accuracy" in r for r in rows):
+        names.append(WORST_CASE)
     for r in rows:
         if not (curve := document["curves"][r["name"]]):
             continue
@@ -143,7 +146,8 @@ def plot_paired(plt, document: dict, path: Path) -> None:
     for n, r in enumerate(attacked):
         bars.bar([k + n * width for k in range(len(names))], [r[f"{name}_accuracy"] for name in names],
                  width=width, yerr=[r[f"{name}_se"] for name in names], label=r["name"], capsize=2)
-    bars.set_xticks([k + 0.4 - width / 2 for k in range(len(names))], [ATTACKS[name][1] for name in names])
+    bars.set_xticks([k + 0.4 - width / 2 for k in range(len(names))],
+                    [ATTACKS[name][1] if name in ATTACKS else "worst case" for name in names])
     bars.set(ylabel="accuracy under attack", title="the same test examples")
     for ax in (bound, ce, bars):
         if ax.get_legend_handles_labels()[0]:
