@@ -3,8 +3,11 @@ bring back.
 
     make gpu-bundle                   # gpu/: what a step needs beyond the tracked tree
     python3 experiments/gpu.py run check snli --bundle gpu --out OUT --deadline-s 540
-                                      # on the GPU machine: the CUDA paths and their speed, then adv
-                                      # and rift on SNLI at ten times the CPU study, as far as fits
+                                      # on the GPU machine: the CUDA paths and their speed, then adv,
+                                      # FreeLB and rift on SNLI at ten times the CPU study, as far as fits
+    python3 experiments/gpu.py run sst2 --bundle gpu --out OUT --deadline-s 540
+                                      # a later command: the three on all of SST-2 (two epochs, as far
+                                      # as fits, from check's committed speeds), 1,000 test sentences
     python experiments/gpu.py file OUT      # back here: OUT -> results/gpu/
     python experiments/gpu.py join OUT runs/gpu-snli-rift   # the checkpoint brought back -> a model folder
     python experiments/gpu.py recheck runs/gpu-snli-rift runs/gpu/snli/rift   # its GPU verdicts scored here
@@ -36,11 +39,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 # study first: it puts the repository root, and so the core, on sys.path
-from study import (REPO, SMOKE_TRAIN, Run, Study, attacked_on, copy_records, run_config, run_one, smoke_model,
-                   train_file_flags, with_flags)
+from study import (REPO, SMOKE_GENETIC, SMOKE_TRAIN, Run, Study, attacked_on, copy_records, run_config, run_one,
+                   smoke_model, train_file_flags, with_flags)
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -49,6 +53,7 @@ from cli import SEED, at_least, environment, format_table, pick_device, run_comm
 from data import Example, UsageError, locate
 from gpu_check import CHECK, CHECK_SMOKE, check_paths, check_speed, write_check_page
 from paired import write_paired
+from pilot import PILOT
 from rift import DEFAULT_MODEL, load_classifier, model_path, predict_proba
 from snli import SNLI
 
@@ -59,6 +64,7 @@ MODEL_FILES = ("config.json", "tokenizer.json", "tokenizer_config.json", "specia
 STEP_DATA = {  # the data files each step reads, under the data folders
     "check": ("sst2/train.tsv", "sst2/dev.tsv", "sst2/test.tsv", "synonyms/counterfitted_neighbors.json"),
     "snli": ("snli/train_subset.tsv", "snli/dev.tsv", "snli/test.tsv", "synonyms/counterfitted_neighbors.json"),
+    "sst2": ("sst2/train.tsv", "sst2/dev.tsv", "sst2/test.tsv", "synonyms/counterfitted_neighbors.json"),
 }
 STEPS = tuple(STEP_DATA)
 PACK_EVERY_S = 60
@@ -270,6 +276,28 @@ GPU_SNLI = replace(GPU_SNLI, smoke=dict(
     train=GPU_SNLI.train + SMOKE_TRAIN, cka_examples=16,
     evaluations=attacked_on({name: 4 for name in GPU_SNLI.evaluations})))
 
+# The pilot's recipe on all of SST-2's training sentences for two epochs; the same test sentences
+# (seed 42) for every run, the first 500 of them the CPU pilot's.
+SST2_SENTENCES = 67349
+GPU_SST2 = Study(
+    name="sst2", command="experiments/gpu.py run sst2", title="SST-2 on a GPU: adv, FreeLB and rift on every sentence",
+    design="Every run: all {max_train_examples:,} SST-2 training sentences, {model}, max length {max_length}, "
+           "{max_steps} steps of {batch_size} (epochs: {epochs:.2g}), lr {lr}, beta {beta} (the paper's), ASCC as "
+           "the training adversary, bf16 autocast on one {gpu}; best/ the checkpoint with the best accuracy under "
+           "ASCC on the same {select_examples} dev sentences at steps {selection_steps}. rift: alpha 0.1, critics at "
+           "{critic_lr}, features `auto` (`S, T`). freelb: FreeLB with train.py's defaults, selected as the others.",
+    train=with_flags(PILOT.train, max_train_examples=SST2_SENTENCES, max_steps=4 * (SST2_SENTENCES // 64),
+                     eval_every=SST2_SENTENCES // 64, save_every=SST2_SENTENCES // 64),  # two epochs, four evaluations
+    runs=(Run("adv", "adv", SEED), Run("freelb", "freelb", SEED, against="adv"),
+          Run("rift", "rift", SEED, ("--alpha", "0.1"), against="adv")),
+    evaluations=attacked_on({"pwws_counterfitted": 1000, "ascc": 1000, "genetic": 200}),
+)
+GPU_SST2 = replace(GPU_SST2, smoke=dict(
+    train=GPU_SST2.train + SMOKE_TRAIN, cka_examples=16,
+    evaluations={name: (flags + (SMOKE_GENETIC if name == "genetic" else ()), 4)
+                 for name, (flags, _) in GPU_SST2.evaluations.items()}))
+STUDY_STEPS = {study.name: study for study in (GPU_SNLI, GPU_SST2)}  # the steps that train and attack
+
 
 # What a study's runs need besides their training steps (startups, dev evaluations, CKA, attacks),
 # and how much slower each run steps beside the others than check_speed's quiet in-process step.
@@ -340,11 +368,11 @@ def run_steps(steps: list[str], out: Path, bundle: Path | None, model: str, data
                 reports["check"]["settings"] = settings
                 check_speed(model, data_dir, work / "check", settings, reports["check"])
                 jobs["check"] = lambda: check_paths(model, data_dir, work / "check", settings, reports["check"])
-            if "snli" in steps:
-                study = replace(GPU_SNLI, **GPU_SNLI.smoke) if smoke else GPU_SNLI
+            for step in [step for step in steps if step in STUDY_STEPS]:
+                study = replace(STUDY_STEPS[step], **STUDY_STEPS[step].smoke) if smoke else STUDY_STEPS[step]
                 if deadline_s is not None:
                     study = fitted_steps(study, deadline_s - (time.time() - started), quiet_step_s(reports.get("check")))
-                jobs["snli"] = lambda: study_step(study, model, data_dir, work / "snli", reports["snli"], out)
+                jobs[step] = partial(study_step, study, model, data_dir, work / step, reports[step], out)
             with ThreadPoolExecutor(len(jobs) or 1) as pool:
                 futures = {step: pool.submit(job) for step, job in jobs.items()}
                 for step, future in futures.items():
@@ -384,8 +412,9 @@ def file_steps(returned: Path, results: Path, runs: Path) -> list[str]:
         if step == "check":
             write_check_page(report, folder / "check.md")
         elif "study" in report:  # the steps the run fitted in, the command, model and GPU as it recorded them
-            study = replace(GPU_SNLI, train=tuple(report["study"]["train"]), command=report["environment"]["command"],
-                            design=GPU_SNLI.design.replace("{model}", report["model"]).replace(
+            planned = STUDY_STEPS[step]
+            study = replace(planned, train=tuple(report["study"]["train"]), command=report["environment"]["command"],
+                            design=planned.design.replace("{model}", report["model"]).replace(
                                 "{gpu}", str(report["environment"]["gpu"])))
             for run in study.runs:
                 copy_records(root / run.name, folder / study.name / run.name)

@@ -121,6 +121,25 @@ def test_a_study_trains_the_steps_that_fit_and_no_more_than_its_own(seconds, ste
     assert replace(study, train=gpu.GPU_SNLI.train) == gpu.GPU_SNLI  # nothing else changed
 
 
+def test_the_sst2_step_trains_two_epochs_of_every_sentence_and_attacks_the_pilots_sentences_first(shared_data):
+    import attacks
+    import pilot
+    from data import TASKS, load_split
+
+    flags = dict(zip(gpu.GPU_SST2.train[::2], gpu.GPU_SST2.train[1::2]))
+    train = load_split(TASKS["sst2"], "train", str(shared_data))
+    assert int(flags["--max-train-examples"]) == len(train)
+    assert int(flags["--max-steps"]) * int(flags["--batch-size"]) == pytest.approx(2 * len(train), abs=64)
+    assert int(flags["--max-steps"]) == 4 * int(flags["--eval-every"])
+    sizes = ("--max-train-examples", "--max-steps", "--eval-every", "--save-every")
+    recipe = dict(zip(pilot.PILOT.train[::2], pilot.PILOT.train[1::2]))  # the pilot's, but for the sizes
+    assert {k: v for k, v in flags.items() if k not in sizes} == {k: v for k, v in recipe.items() if k not in sizes}
+    assert [(run.name, run.method, run.flags) for run in gpu.GPU_SST2.runs] == [
+        ("adv", "adv", ()), ("freelb", "freelb", ()), ("rift", "rift", ("--alpha", "0.1"))]
+    test = load_split(TASKS["sst2"], "test", str(shared_data))  # 1,000 drawn: the pilot's 500 come first
+    assert attacks.sample_examples(test, 1000, 42)[:500] == attacks.sample_examples(test, 500, 42)
+
+
 @pytest.mark.slow
 def test_the_steps_run_end_to_end_and_file_what_they_bring_back(shared_data, tmp_path):
     """check and snli on a tiny model, as on the GPU machine; then `gpu file` writes the pages and
@@ -152,6 +171,22 @@ def test_the_steps_run_end_to_end_and_file_what_they_bring_back(shared_data, tmp
                              "--attack", "none", "--num-examples", "4", "--out", str(tmp_path / "eval")], cwd=REPO,
                             capture_output=True, text=True, env={**os.environ, "RIFT_DATA": str(shared_data)})
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_the_sst2_step_runs_its_three_methods_end_to_end_and_files_them(shared_data, tmp_path):
+    out, env = tmp_path / "out", {**os.environ, "RIFT_DATA": str(shared_data)}
+    for args in (["run", "sst2", "--smoke", "--out", out],
+                 ["file", out, "--results-dir", tmp_path / "results", "--runs", tmp_path / "runs"]):
+        result = subprocess.run([sys.executable, "experiments/gpu.py", *map(str, args)], cwd=REPO, capture_output=True,
+                                text=True, env=env)
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == ["sst2-rift.part00", "sst2.json", "sst2.tar.xz"]
+    page = (tmp_path / "results" / "gpu" / "sst2.md").read_text()
+    assert "SST-2 on a GPU" in page and "freelb" in page and "genetic" in page
+    for run in ("adv", "freelb", "rift"):
+        for attack in ("pwws_counterfitted", "ascc", "genetic"):
+            assert (tmp_path / "results" / "gpu" / "sst2" / run / "eval" / attack / "adversarial.jsonl").is_file()
 
 
 def test_a_study_fitted_without_check_takes_the_committed_speeds_or_says_what_it_needs(tmp_path, monkeypatch):
