@@ -301,7 +301,8 @@ STUDY_STEPS = {study.name: study for study in (GPU_SNLI, GPU_SST2)}  # the steps
 
 # What a study's runs need besides their training steps (startups, dev evaluations, CKA, attacks),
 # and how much slower each run steps beside the others than check_speed's quiet in-process step.
-STUDY_RESERVE_S = 120
+# Guesses until a GPU has run them: sst2 attacks twice the examples and runs the genetic search.
+STUDY_RESERVE_S = {"snli": 120, "sst2": 300}
 SIDE_BY_SIDE_SLOWDOWN = 1.3
 
 
@@ -309,7 +310,7 @@ def fitted_steps(study: Study, seconds: float, step_s: float) -> Study:
     """The study with as many training steps as fit in `seconds` at `step_s` per step (quiet,
     in-process) but no more than its own, evaluated and saved four times along the way."""
     planned = int(study.train[study.train.index("--max-steps") + 1])
-    steps = max(4, min(planned, int((seconds - STUDY_RESERVE_S) / (step_s * SIDE_BY_SIDE_SLOWDOWN)) // 4 * 4))
+    steps = max(4, min(planned, int((seconds - STUDY_RESERVE_S[study.name]) / (step_s * SIDE_BY_SIDE_SLOWDOWN)) // 4 * 4))
     return replace(study, train=with_flags(study.train, max_steps=steps, eval_every=steps // 4, save_every=steps // 4))
 
 

@@ -121,6 +121,13 @@ def test_a_study_trains_the_steps_that_fit_and_no_more_than_its_own(seconds, ste
     assert replace(study, train=gpu.GPU_SNLI.train) == gpu.GPU_SNLI  # nothing else changed
 
 
+def test_every_study_step_has_its_reserve_and_keeps_it_free():
+    assert set(gpu.STUDY_RESERVE_S) == set(gpu.STUDY_STEPS)
+    for study in gpu.STUDY_STEPS.values():
+        flags = gpu.fitted_steps(study, gpu.STUDY_RESERVE_S[study.name] + 13, 1.0).train
+        assert int(flags[flags.index("--max-steps") + 1]) == 8  # 13 s at 1.3 s a step beside the others: 10, in fours
+
+
 def test_the_sst2_step_trains_two_epochs_of_every_sentence_and_attacks_the_pilots_sentences_first(shared_data):
     import attacks
     import pilot
