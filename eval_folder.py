@@ -82,8 +82,8 @@ def merge(folder: Path, searches: list[str], indices: list[int], describe) -> li
 def join(folders: list[str], out: str | None) -> tuple[dict, Path]:
     """The worst case over the attacks of several finished evaluations of one checkpoint on the
     same examples: each folder's rows, then the row that counts an example robust only if no attack
-    of any folder broke it. Each attack is named with its synonym source, which tells folders apart.
-    Returns the joined results and the folder they were written to."""
+    of any folder broke it. Each attack is named with its synonym source, which tells folders apart
+    (`attacks`). Returns the joined results and the folder they were written to."""
     runs = []
     for folder in map(Path, folders):
         try:
@@ -112,7 +112,7 @@ def join(folders: list[str], out: str | None) -> tuple[dict, Path]:
                       if line["attack"] == row["attack"]]
     worst, broken_by = attacking.worst_case(lines, names)
     rows.append(worst)
-    joined = {"joined": [str(folder) for folder, _ in runs], "resolved": reference["resolved"],
+    joined = {"joined": [str(folder) for folder, _ in runs], "attacks": names, "resolved": reference["resolved"],
               "indices": reference["indices"], "metrics": rows,
               "worst_case_broken_by": {str(index): name for index, name in broken_by.items()}, "complete": True}
     target = Path(out) if out else first.parent / f"worst-case-{datetime.now():%Y%m%d-%H%M%S}"

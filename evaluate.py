@@ -409,9 +409,8 @@ def main(args: argparse.Namespace) -> dict | None:
     its own part, and rank 0 merges them and writes results.json (the other processes return None)."""
     if args.join:
         joined, target = eval_folder.join(args.join, args.out)
-        attacks_joined = [f"{row['attack']}/{row['synonyms']}" for row in joined["metrics"][1:-1]]
         print(f"\n{len(joined['indices'])} examples, model {joined['resolved']['model']}, the worst case over "
-              f"{', '.join(attacks_joined)} -> {target}")
+              f"{', '.join(joined['attacks'])} -> {target}")
         print(summary_table(joined["metrics"]))
         return joined
     rank, world_size = process_group("gloo", PROCESS_TIMEOUT)  # only barriers and settings cross

@@ -634,6 +634,8 @@ def test_the_worst_case_over_a_runs_attacks_and_over_joined_runs_is_the_union_of
     assert set(map(int, joined["worst_case_broken_by"])) == broken(folders[0]) | broken(other)
     assert [row["attack"] for row in joined["metrics"]] == ["none", "pwws", "textfooler", "genetic", "deepwordbug", "pwws",
                                                             "worst case"]
+    assert joined["attacks"] == ["pwws/wordnet", "textfooler/wordnet", "genetic/wordnet", "deepwordbug/characters",
+                                 "pwws/counterfitted"]
     assert "worst case" in result.stdout and "AutoAttack's rule" in result.stdout
     again = evaluate("--join", folders[0], folders[0], "--out", workspace / "twice", cache=cache)
     assert_one_line_error(again, "is in two of the folders")
