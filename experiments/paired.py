@@ -16,6 +16,8 @@ from study import (ATTACK_SEED, ATTACKS, WORST_CASE, Study, add_evaluations, add
 
 from cli import format_table, save_figure
 
+LABELS = {name: label for name, (_, label) in ATTACKS.items()} | {WORST_CASE: "worst case"}  # columns and bars
+
 
 def paired_rows(study: Study, root: Path) -> list[dict]:
     """One row per run with what has finished: its whole training config, the kept step, dev
@@ -82,9 +84,9 @@ def render_paired(study: Study, document: dict, folder: Path) -> None:
             return row.get("alpha")
         return f"{row['alpha']}, ramp {row['alpha_ramp_steps']}"
 
-    attack_columns = {name: ATTACKS[name][1] for name in evaluations}
+    attack_columns = {name: LABELS[name] for name in evaluations}
     if any(f"{WORST_CASE}_accuracy" in r for r in rows):  # AutoAttack's rule over the attacks of the row
-        attack_columns[WORST_CASE] = "worst case"
+        attack_columns[WORST_CASE] = LABELS[WORST_CASE]
     table = [{"run": r["name"], "seed": r["seed"], "feature": r.get("feature") if r["method"] == "rift" else "-",
               "alpha": alpha(r), "best_step": r.get("best_step"), "dev": r.get("dev_accuracy"),
               "dev_robust": r.get("dev_robust"), "clean": with_se(r, "clean"),
@@ -146,8 +148,7 @@ def plot_paired(plt, document: dict, path: Path) -> None:
     for n, r in enumerate(attacked):
         bars.bar([k + n * width for k in range(len(names))], [r[f"{name}_accuracy"] for name in names],
                  width=width, yerr=[r[f"{name}_se"] for name in names], label=r["name"], capsize=2)
-    bars.set_xticks([k + 0.4 - width / 2 for k in range(len(names))],
-                    [ATTACKS[name][1] if name in ATTACKS else "worst case" for name in names])
+    bars.set_xticks([k + 0.4 - width / 2 for k in range(len(names))], [LABELS[name] for name in names])
     bars.set(ylabel="accuracy under attack", title="the same test examples")
     for ax in (bound, ce, bars):
         if ax.get_legend_handles_labels()[0]:
