@@ -43,7 +43,7 @@ from functools import partial
 from pathlib import Path
 
 # study first: it puts the repository root, and so the core, on sys.path
-from study import (REPO, SMOKE_GENETIC, SMOKE_TRAIN, Run, Study, attacked_on, copy_records, run_config, run_one,
+from study import (REPO, SMOKE_TRAIN, Run, Study, attacked_on, copy_records, run_config, run_one, smoke_evaluations,
                    smoke_model, train_file_flags, with_flags)
 
 import torch
@@ -274,7 +274,7 @@ GPU_SNLI = Study(
 )
 GPU_SNLI = replace(GPU_SNLI, smoke=dict(
     train=GPU_SNLI.train + SMOKE_TRAIN, cka_examples=16,
-    evaluations=attacked_on({name: 4 for name in GPU_SNLI.evaluations})))
+    evaluations=smoke_evaluations(GPU_SNLI.evaluations)))
 
 # The pilot's recipe on all of SST-2's training sentences for two epochs; the same test sentences
 # (seed 42) for every run, the first 500 of them the CPU pilot's.
@@ -294,8 +294,7 @@ GPU_SST2 = Study(
 )
 GPU_SST2 = replace(GPU_SST2, smoke=dict(
     train=GPU_SST2.train + SMOKE_TRAIN, cka_examples=16,
-    evaluations={name: (flags + (SMOKE_GENETIC if name == "genetic" else ()), 4)
-                 for name, (flags, _) in GPU_SST2.evaluations.items()}))
+    evaluations=smoke_evaluations(GPU_SST2.evaluations)))
 STUDY_STEPS = {study.name: study for study in (GPU_SNLI, GPU_SST2)}  # the steps that train and attack
 
 

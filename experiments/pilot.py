@@ -16,7 +16,7 @@ and 1.0. One robust selection rule for all, every run paired with adv on the sam
 from dataclasses import replace
 
 # study first: it puts the repository root, and so the core, on sys.path
-from study import OTHER_SEED, SMOKE_TRAIN, Run, Study, attacked_on
+from study import OTHER_SEED, SMOKE_TRAIN, Run, Study, attacked_on, smoke_evaluations
 
 from cli import SEED, run_command
 from paired import paired_command
@@ -47,7 +47,7 @@ PILOT = Study(
     evaluations=attacked_on({"pwws": 500, "pwws_counterfitted": 500, "ascc": 500}),
 )
 PILOT = replace(PILOT, smoke=dict(train=PILOT.train + SMOKE_TRAIN, runs=PILOT.runs[:2], cka_examples=16,
-                                  evaluations=attacked_on({name: 4 for name in PILOT.evaluations})))
+                                  evaluations=smoke_evaluations(PILOT.evaluations)))
 
 
 parse_args, main = paired_command(PILOT, __doc__, runs="runs/pilot")

@@ -14,7 +14,7 @@ first in each seed: its CE curve is the earliest sign of whether the ramp is nee
 from dataclasses import replace
 
 # study first: it puts the repository root, and so the core, on sys.path
-from study import OTHER_SEED, SMOKE_GENETIC, SMOKE_TRAIN, Run, Study, attacked_on
+from study import OTHER_SEED, SMOKE_TRAIN, Run, Study, attacked_on, smoke_evaluations
 
 from cli import SEED, run_command
 from paired import paired_command
@@ -43,8 +43,7 @@ SNLI = Study(
 )
 SNLI = replace(SNLI, smoke=dict(
     train=SNLI.train + SMOKE_TRAIN, runs=SNLI.runs[:4], cka_examples=16,
-    evaluations={name: (flags + (SMOKE_GENETIC if name == "genetic" else ()), 4)
-                 for name, (flags, _) in SNLI.evaluations.items()}))
+    evaluations=smoke_evaluations(SNLI.evaluations)))
 
 
 parse_args, main = paired_command(SNLI, __doc__, runs="runs/snli")

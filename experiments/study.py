@@ -52,6 +52,11 @@ def attacked_on(examples: dict[str, int]) -> dict[str, tuple]:
     return {name: (ATTACKS[name][0], n) for name, n in examples.items()}
 
 
+def smoke_evaluations(evaluations: dict[str, tuple]) -> dict[str, tuple]:
+    """A study's evaluations for a smoke run: each attack on 4 examples, the genetic search small."""
+    return {name: (flags + (SMOKE_GENETIC if name == "genetic" else ()), 4) for name, (flags, _) in evaluations.items()}
+
+
 # ---------------------------------------------------------------------------------------------
 # What a train.py run folder holds: config.json from the start, last/ at each save, summary.json
 # at the end; evaluate.py's folders hold results.json ("complete" at the end) and adversarial.jsonl.
